@@ -1,0 +1,38 @@
+"""Metrics: ESS, log Z estimates and evidence bounds, mode coverage, and :func:`evaluate`.
+
+Log weights are log w = log p̃(x) - log q(x); ESS is a fraction in [0, 1]; non-finite log
+weights are dropped (and counted by :func:`count_nonfinite`).
+"""
+
+from __future__ import annotations
+
+from cmtjax.metrics.ess import forward_ess, reverse_ess, reverse_ess_clipped
+from cmtjax.metrics.evaluate import evaluate
+from cmtjax.metrics.evidence import elbo, eubo, log_z_forward, log_z_reverse
+from cmtjax.metrics.modes import (
+    mode_occupancy,
+    mode_tv,
+    modes_covered,
+    right_well_fraction,
+    well_occupancy_tv,
+)
+from cmtjax.metrics.weights import count_nonfinite, masked_log_weights, normalized_weights
+
+__all__ = [
+    "count_nonfinite",
+    "elbo",
+    "eubo",
+    "evaluate",
+    "forward_ess",
+    "log_z_forward",
+    "log_z_reverse",
+    "masked_log_weights",
+    "mode_occupancy",
+    "mode_tv",
+    "modes_covered",
+    "normalized_weights",
+    "reverse_ess",
+    "reverse_ess_clipped",
+    "right_well_fraction",
+    "well_occupancy_tv",
+]

@@ -1,0 +1,48 @@
+"""Estimates of log Z and its bounds from importance weights.
+
+With log w = log p̃ - log q:
+  * ``log_z_reverse``: log mean_{x~q} w (unbiased in Z, biased low in log Z).
+  * ``elbo``: mean_{x~q} log w ≤ log Z (gap KL(q‖p)).
+  * ``eubo``: mean_{x~p} log w ≥ log Z (gap KL(p‖q)).
+  * ``log_z_forward``: -log mean_{x~p} 1/w (from E_p[1/w] = 1/Z).
+All drop non-finite log weights and return NaN when none is finite.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.nn import logsumexp
+
+from cmtjax.metrics.weights import masked_log_weights
+
+Array = jax.Array
+
+
+def _mean(log_w: Array) -> Array:
+  finite, _, n = masked_log_weights(log_w)
+  total = jnp.sum(jnp.where(finite, log_w, 0.0))
+  return jnp.where(n > 0, total / jnp.maximum(n, 1), jnp.nan)
+
+
+def log_z_reverse(log_w: Array) -> Array:
+  """log Z ≈ log mean w over model samples. log_w: [batch] at x ~ q -> scalar."""
+  _, lw, n = masked_log_weights(log_w)
+  return jnp.where(n > 0, logsumexp(lw) - jnp.log(n.astype(lw.dtype)), jnp.nan)
+
+
+def elbo(log_w: Array) -> Array:
+  """Evidence lower bound mean log w over model samples. log_w: [batch] at x ~ q -> scalar."""
+  return _mean(log_w)
+
+
+def eubo(log_w_ref: Array) -> Array:
+  """Evidence upper bound mean log w over exact samples. log_w_ref: [batch] at x ~ p -> scalar."""
+  return _mean(log_w_ref)
+
+
+def log_z_forward(log_w_ref: Array) -> Array:
+  """log Z ≈ -log mean 1/w over exact samples. log_w_ref: [batch] at x ~ p -> scalar."""
+  finite, lw, n = masked_log_weights(log_w_ref)
+  neg = jnp.where(finite, -log_w_ref, -jnp.inf)
+  return jnp.where(n > 0, jnp.log(n.astype(lw.dtype)) - logsumexp(neg), jnp.nan)

@@ -1,0 +1,50 @@
+"""Importance weights: dropping non-finite entries, normalising.
+
+Throughout cmtjax.metrics, ``log_w = log p̃(x) - log q(x)`` (unnormalised target over model,
+both in the same space). Entries that are not finite (NaN, ±inf: a failed energy, a sample
+outside the support) are dropped from every estimate; :func:`count_nonfinite` counts them.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def masked_log_weights(log_w: Array) -> tuple[Array, Array, Array]:
+  """Splits off non-finite log weights.
+
+  Args:
+    log_w: [batch] log weights.
+
+  Returns:
+    (finite, lw, n): ``finite: [batch]`` bool mask, ``lw: [batch]`` with dropped entries set
+    to -inf (weight 0), ``n`` the number of finite entries (int32 scalar).
+  """
+  chex.assert_rank(log_w, 1)
+  finite = jnp.isfinite(log_w)
+  lw = jnp.where(finite, log_w, -jnp.inf)
+  return finite, lw, jnp.sum(finite, dtype=jnp.int32)
+
+
+def count_nonfinite(log_w: Array) -> Array:
+  """Number of non-finite entries of ``log_w: [batch]`` (int32 scalar)."""
+  chex.assert_rank(log_w, 1)
+  return jnp.sum(~jnp.isfinite(log_w), dtype=jnp.int32)
+
+
+def normalized_weights(log_w: Array) -> Array:
+  """Self-normalised importance weights w̄ = softmax(log_w), 0 on non-finite entries.
+
+  Args:
+    log_w: [batch] log weights.
+
+  Returns:
+    [batch] non-negative weights summing to one (all zero if no entry is finite).
+  """
+  _, lw, n = masked_log_weights(log_w)
+  w = jax.nn.softmax(jnp.where(n > 0, lw, 0.0))
+  return jnp.where(n > 0, w, 0.0)
