@@ -1,0 +1,246 @@
+"""Typed run configuration: load, merge, override, validate, save.
+
+A run is fully described by a :class:`RunConfig` (saved as ``config.json`` next to every
+result, so ``cmtjax train --config DIR/config.json`` repeats it). Configs are built in layers:
+the defaults of the dataclasses, then the target's preset (:mod:`cmtjax.io.presets`), then a
+config file (JSON or TOML), then ``--set section.key=value`` overrides, then the CLI flags.
+Every layer is validated: an unknown key, a wrong type or an impossible value is a
+:class:`ConfigError` that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from typing import Any, Optional
+
+from cmtjax.flows import FlowConfig
+from cmtjax.methods import METHODS
+from cmtjax.methods.cmt import CMTConfig
+from cmtjax.methods.reverse_kl import ReverseKLConfig
+
+CONFIG_VERSION = 1
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot be used; the message names the offending key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+  """How a run is evaluated.
+
+  Attributes:
+    n_samples: model samples per ESS estimate.
+    n_repeats: independent ESS estimates (the median is reported).
+    every: evaluate every this many steps during training, for the ESS-vs-evaluations curve
+      (0: only at the end). In-training evaluations use ``n_samples_during`` samples, one repeat.
+    n_samples_during: samples per in-training evaluation.
+    chunk: largest batch sampled at once.
+  """
+
+  n_samples: int = 100_000
+  n_repeats: int = 5
+  every: int = 10
+  n_samples_during: int = 20_000
+  chunk: int = 50_000
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Everything that defines a run.
+
+  Attributes:
+    version: config schema version.
+    target: target name (see ``cmtjax.targets.TARGET_NAMES``).
+    target_kwargs: keyword arguments of the target factory.
+    method: ``"cmt"`` or ``"reverse_kl"``.
+    seed: PRNG seed.
+    max_target_evals: training budget in target evaluations.
+    max_steps: optional cap on outer steps.
+    flow: flow architecture: keyword arguments of :class:`cmtjax.flows.FlowConfig` except
+      ``dim``, which comes from the target.
+    cmt: CMT hyperparameters (used when method is ``"cmt"``).
+    reverse_kl: reverse-KL hyperparameters (used when method is ``"reverse_kl"``).
+    eval: evaluation settings.
+  """
+
+  version: int = CONFIG_VERSION
+  target: str = "gmm40"
+  target_kwargs: dict = dataclasses.field(default_factory=dict)
+  method: str = "cmt"
+  seed: int = 0
+  max_target_evals: int = 2_000_000
+  max_steps: Optional[int] = None
+  flow: dict = dataclasses.field(default_factory=dict)
+  cmt: CMTConfig = CMTConfig()
+  reverse_kl: ReverseKLConfig = ReverseKLConfig()
+  eval: EvalSettings = EvalSettings()
+
+
+METHOD_NAMES = tuple(METHODS)
+
+
+def _type_name(tp) -> str:
+  return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+  """Checks (and gently converts) ``value`` to the annotated type ``tp``."""
+  origin = typing.get_origin(tp)
+  args = typing.get_args(tp)
+  if origin in (typing.Union, types.UnionType):
+    if value is None and type(None) in args:
+      return None
+    errors = []
+    for a in args:
+      if a is type(None):
+        continue
+      try:
+        return _coerce(value, a, where)
+      except ConfigError as e:
+        errors.append(str(e))
+    raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+  if dataclasses.is_dataclass(tp):
+    if isinstance(value, tp):
+      return value
+    if not isinstance(value, dict):
+      raise ConfigError(f"{where}: expected a table of settings, got {value!r}")
+    return _from_dict(tp, value, where)
+  if origin is tuple:
+    if not isinstance(value, (list, tuple)):
+      raise ConfigError(f"{where}: expected a list, got {value!r}")
+    return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+  if tp is dict or origin is dict:
+    if not isinstance(value, dict):
+      raise ConfigError(f"{where}: expected a table, got {value!r}")
+    return dict(value)
+  if tp is bool:
+    if isinstance(value, bool):
+      return value
+    raise ConfigError(f"{where}: expected true/false, got {value!r}")
+  if tp is int:
+    if isinstance(value, bool):
+      raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if isinstance(value, int):
+      return value
+    if isinstance(value, float) and value.is_integer():
+      return int(value)
+    raise ConfigError(f"{where}: expected an integer, got {value!r}")
+  if tp is float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ConfigError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+  if tp is str:
+    if not isinstance(value, str):
+      raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+  return value
+
+
+def _from_dict(cls, data: dict, where: str = ""):
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  hints = typing.get_type_hints(cls)
+  kwargs = {}
+  for key, value in data.items():
+    name = f"{where}.{key}" if where else key
+    if key not in fields:
+      raise ConfigError(f"unknown config key {name!r}; valid keys"
+                        f"{' of ' + where if where else ''}: {', '.join(fields)}")
+    kwargs[key] = _coerce(value, hints[key], name)
+  try:
+    return cls(**kwargs)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"{where + ': ' if where else ''}{e}") from None
+
+
+def to_dict(cfg) -> dict:
+  """A JSON-serialisable dict of a (nested) config dataclass."""
+  out = {}
+  for f in dataclasses.fields(cfg):
+    v = getattr(cfg, f.name)
+    if dataclasses.is_dataclass(v):
+      v = to_dict(v)
+    elif isinstance(v, tuple):
+      v = list(v)
+    out[f.name] = v
+  return out
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+  out = dict(base)
+  for k, v in update.items():
+    if isinstance(v, dict) and isinstance(out.get(k), dict):
+      out[k] = _deep_merge(out[k], v)
+    else:
+      out[k] = v
+  return out
+
+
+def load_file(path: str) -> dict:
+  """Reads a JSON or TOML config file into a dict (validated later)."""
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file not found: {path}")
+  try:
+    if path.endswith(".toml"):
+      with open(path, "rb") as f:
+        return tomllib.load(f)
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+    raise ConfigError(f"cannot parse config file {path}: {e}") from None
+
+
+def parse_override(text: str) -> dict:
+  """``"cmt.eps_tr=0.2"`` -> ``{"cmt": {"eps_tr": 0.2}}`` (value parsed as JSON, else string)."""
+  if "=" not in text:
+    raise ConfigError(f"override {text!r} must look like section.key=value")
+  key, raw = text.split("=", 1)
+  try:
+    value = json.loads(raw)
+  except json.JSONDecodeError:
+    value = raw
+  out: dict = {}
+  node = out
+  parts = key.strip().split(".")
+  for p in parts[:-1]:
+    node = node.setdefault(p, {})
+  node[parts[-1]] = value
+  return out
+
+
+def build_config(layers: list[dict]) -> RunConfig:
+  """Merges dict layers (later wins) over the defaults and validates the result."""
+  merged: dict = {}
+  for layer in layers:
+    merged = _deep_merge(merged, layer)
+  version = merged.get("version", CONFIG_VERSION)
+  if version != CONFIG_VERSION:
+    raise ConfigError(f"config version {version!r} is not supported by this cmtjax "
+                      f"(expects {CONFIG_VERSION})")
+  cfg = _from_dict(RunConfig, merged)
+  if cfg.method not in METHOD_NAMES:
+    raise ConfigError(f"unknown method {cfg.method!r}; known methods: {', '.join(METHOD_NAMES)}")
+  flow_keys = [f.name for f in dataclasses.fields(FlowConfig) if f.name != "dim"]
+  for key in cfg.flow:
+    if key not in flow_keys:
+      raise ConfigError(f"unknown config key 'flow.{key}'; valid keys of flow: "
+                        f"{', '.join(flow_keys)}")
+  try:
+    FlowConfig(dim=2, **cfg.flow)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"flow: {e}") from None
+  if cfg.max_target_evals < 1:
+    raise ConfigError(f"max_target_evals must be >= 1, got {cfg.max_target_evals}")
+  if cfg.max_steps is not None and cfg.max_steps < 1:
+    raise ConfigError(f"max_steps must be >= 1 or null, got {cfg.max_steps}")
+  return cfg
+
+
+def save_config(cfg: RunConfig, path: str) -> None:
+  with open(path, "w") as f:
+    json.dump(to_dict(cfg), f, indent=2)

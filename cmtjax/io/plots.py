@@ -1,0 +1,152 @@
+"""PNG plots of a run: samples over the target, the learned schedule, ESS against budget.
+
+Host-side matplotlib (Agg backend); every function writes one file and returns its path.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _column(records: Sequence[dict], key: str) -> np.ndarray:
+  return np.array([np.nan if r.get(key) is None else float(r[key]) for r in records])
+
+
+def plot_samples(path: str, log_prob_2d, model_x: np.ndarray, bounds: tuple[float, float],
+                 title: str = "", ref_x: Optional[np.ndarray] = None,
+                 mode_centres: Optional[np.ndarray] = None) -> str:
+  """Model samples (first two coordinates) over the target's density.
+
+  Args:
+    path: PNG file to write.
+    log_prob_2d: ``[M, 2] -> [M]`` log density of the first two coordinates for the
+      contour (None to skip, e.g. for projections of higher-dimensional targets).
+    model_x: ``[n, >=2]`` model samples.
+    bounds: plotting box (low, high) for both axes.
+    title: figure title.
+    ref_x: optional ``[m, >=2]`` exact target samples shown in a second panel.
+    mode_centres: optional ``[k, >=2]`` mode centres, marked with crosses.
+  """
+  n_panels = 2 if ref_x is not None else 1
+  fig, axes = plt.subplots(1, n_panels, figsize=(5.5 * n_panels, 5), squeeze=False)
+  lo, hi = bounds
+  panels = [("model samples", model_x)] + ([("exact target samples", ref_x)]
+                                           if ref_x is not None else [])
+  for ax, (label, xs) in zip(axes[0], panels):
+    if log_prob_2d is not None:
+      g = np.linspace(lo, hi, 200)
+      gx, gy = np.meshgrid(g, g)
+      lp = np.asarray(log_prob_2d(np.stack([gx.ravel(), gy.ravel()], -1))).reshape(gx.shape)
+      lp = np.maximum(lp, np.nanmax(lp) - 30.0)
+      ax.contourf(gx, gy, lp, levels=40, cmap="viridis", alpha=0.85)
+    ax.scatter(xs[:, 0], xs[:, 1], s=1.5, c="red", alpha=0.35, linewidths=0)
+    if mode_centres is not None:
+      ax.scatter(mode_centres[:, 0], mode_centres[:, 1], marker="x", c="white", s=18)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_title(label)
+    ax.set_xlabel("x[0]")
+    ax.set_ylabel("x[1]")
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = None,
+                  eps_ent: Optional[float] = None, title: str = "") -> str:
+  """The learned schedule: λ, η, α, β, step ESS, KL and entropy per annealing step.
+
+  Requested values (what the dual chose on the buffer) are solid, realised values (what the
+  fitted flow achieved) dashed, bounds dotted.
+  """
+  steps = _column(records, "step")
+  fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+  ax = axes[0, 0]
+  for key, label in (("lambda", "λ"), ("eta", "η")):
+    v = _column(records, key)
+    ax.plot(steps, np.where(v > 0, v, np.nan), label=label)
+  ax.set_yscale("log")
+  ax.set_title("multipliers (0 not shown)")
+  ax.legend()
+  ax = axes[0, 1]
+  for key, label in (("alpha", "α"), ("beta", "β")):
+    ax.plot(steps, _column(records, key), label=label)
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_title("path: q_i ∝ q_0^(1−β) p̃^(αβ)")
+  ax.legend()
+  ax = axes[0, 2]
+  ax.plot(steps, _column(records, "step_ess"), label="step ESS (buffer weights)")
+  if eps_tr is not None:
+    ax.axhline(1.0 / (1.0 + 2.0 * eps_tr), ls=":", c="k", label="1/(1+2ε_tr)")
+  ax.set_ylim(0, 1.02)
+  ax.set_title("step ESS")
+  ax.legend()
+  ax = axes[1, 0]
+  ax.plot(steps, _column(records, "kl"), label="requested KL̂(q_{i+1}‖q_i)")
+  ax.plot(steps, _column(records, "realised_kl"), "--", label="realised (fitted flow)")
+  if eps_tr is not None:
+    ax.axhline(eps_tr, ls=":", c="k", label="ε_tr")
+  ax.set_title("KL per step")
+  ax.legend()
+  ax = axes[1, 1]
+  ax.plot(steps, _column(records, "entropy_drop"), label="requested entropy drop")
+  ax.plot(steps, _column(records, "realised_entropy_drop"), "--", label="realised")
+  if eps_ent is not None:
+    ax.axhline(eps_ent, ls=":", c="k", label="ε_ent")
+  ax.set_title("entropy drop per step")
+  ax.legend()
+  ax = axes[1, 2]
+  ax.plot(steps, _column(records, "entropy"), label="H(q_i) (buffer estimate)")
+  ax.set_title("model entropy")
+  ax.legend()
+  for a in axes.ravel():
+    a.set_xlabel("annealing step")
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def plot_training_curve(path: str, records: Sequence[dict], keys: Sequence[str],
+                        title: str = "") -> str:
+  """Per-step curves of arbitrary record keys (used for methods without a schedule)."""
+  fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+  steps = _column(records, "step")
+  for ax, key in zip(axes[0], keys):
+    ax.plot(steps, _column(records, key))
+    ax.set_title(key)
+    ax.set_xlabel("outer step")
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+  return path
+
+
+def plot_ess_vs_evals(path: str, curves: dict[str, Sequence[dict]], title: str = "") -> str:
+  """Reverse ESS against target evaluations, one curve per run/method."""
+  fig, ax = plt.subplots(figsize=(6.5, 4.5))
+  for label, evals in curves.items():
+    x = _column(evals, "target_evals")
+    y = _column(evals, "reverse_ess")
+    ax.plot(x, y, marker="o", ms=3, label=label)
+  ax.set_xscale("log")
+  ax.set_ylim(0, 1.02)
+  ax.set_xlabel("target evaluations (training)")
+  ax.set_ylabel("reverse ESS")
+  ax.grid(alpha=0.3)
+  ax.legend()
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path

@@ -1,0 +1,30 @@
+"""Training methods, each a :class:`~cmtjax.train.state.Method` for the one loop."""
+
+from __future__ import annotations
+
+from cmtjax.methods.cmt import CMTConfig, CMTInfo, CMTState, make_cmt
+from cmtjax.methods.reverse_kl import ReverseKLConfig, ReverseKLInfo, make_reverse_kl
+
+# name -> (config attribute of RunConfig, factory, target evaluations per step)
+METHODS = {
+    "cmt": ("cmt", make_cmt, lambda c: int(c.n_samples)),
+    "reverse_kl": ("reverse_kl", make_reverse_kl, lambda c: int(c.batch_size * c.n_grad_steps)),
+}
+
+
+def make_method(name: str, config, flow, target, n_steps: int):
+  """Builds method ``name`` from its config dataclass."""
+  if name not in METHODS:
+    raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+  return METHODS[name][1](config, flow, target, n_steps)
+
+
+def evals_per_step(name: str, config) -> int:
+  """Target evaluations of one outer step of method ``name``."""
+  if name not in METHODS:
+    raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+  return METHODS[name][2](config)
+
+
+__all__ = ["CMTConfig", "CMTInfo", "CMTState", "METHODS", "ReverseKLConfig", "ReverseKLInfo",
+           "evals_per_step", "make_cmt", "make_method", "make_reverse_kl"]

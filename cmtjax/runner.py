@@ -1,0 +1,181 @@
+"""One run end to end: config -> target, flow, method -> the loop -> metrics, files, plots.
+
+Files left in the output folder:
+  config.json     the full RunConfig (``cmtjax train --config DIR/config.json`` repeats the run)
+  steps.jsonl     one line per outer step (for CMT: step, lambda, eta, alpha, beta, kl,
+                  entropy_drop, step_ess, target_evals, realised_kl, ... )
+  evals.jsonl     in-training evaluations (reverse ESS etc. against target evaluations)
+  metrics.json    final figures (see :func:`run`)
+  params.msgpack  final flow parameters (flax serialisation)
+  samples.png, schedule.png (CMT) or training.png, ess.png
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from cmtjax import __version__
+from cmtjax.flows import FlowConfig, make_flow
+from cmtjax.io import plots
+from cmtjax.io.config import RunConfig, save_config
+from cmtjax.methods import evals_per_step, make_method
+from cmtjax.metrics import evaluate
+from cmtjax.targets import make_target
+from cmtjax.train import plan_steps, train
+
+# steps.jsonl uses "lambda" for λ (a Python keyword, hence "lam" in the info NamedTuples).
+_RENAME = {"lam": "lambda"}
+
+
+def prepare_out_dir(out_dir: str) -> str:
+  """Creates ``out_dir`` and checks it is writable (a clear OSError otherwise)."""
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    probe = os.path.join(out_dir, ".write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise OSError(f"output folder {out_dir!r} is not writable: {e.strerror or e}") from None
+  return out_dir
+
+
+def _json_default(o):
+  if isinstance(o, (np.floating, np.integer)):
+    return o.item()
+  if isinstance(o, np.ndarray):
+    return o.tolist()
+  raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True) -> dict[str, Any]:
+  """Trains a flow on ``cfg.target`` with ``cfg.method`` and evaluates it.
+
+  Args:
+    cfg: the validated run configuration.
+    out_dir: folder for the outputs (None: write nothing, return the metrics only).
+    progress: show a progress bar.
+
+  Returns:
+    The metrics dict written to ``metrics.json``: ``target``, ``method``, ``seed``,
+    ``reverse_ess``, ``reverse_ess_clipped``, ``log_z``, ``target_evals``, ``grad_steps``,
+    ``wall_seconds`` (training), ``compile_seconds``, ``n_steps``, and the figures of
+    :func:`cmtjax.metrics.evaluate` (``log_z_error``, ``modes_covered``, ``n_modes``,
+    ``mode_tv``, ``eubo``, ``forward_ess`` ... where the target allows them).
+  """
+  t_start = time.perf_counter()
+  if out_dir is not None:
+    prepare_out_dir(out_dir)
+    save_config(cfg, os.path.join(out_dir, "config.json"))
+  target = make_target(cfg.target, **cfg.target_kwargs)
+  flow = make_flow(FlowConfig(dim=target.dim, **cfg.flow))
+  method_cfg = getattr(cfg, cfg.method)
+  n_steps = plan_steps(evals_per_step(cfg.method, method_cfg), cfg.max_target_evals,
+                       cfg.max_steps)
+  method = make_method(cfg.method, method_cfg, flow, target, n_steps)
+
+  key = jax.random.PRNGKey(cfg.seed)
+  k_init, k_train, k_eval = jax.random.split(key, 3)
+  params = flow.init(k_init)
+
+  sample_fn = jax.jit(flow.sample_and_log_prob, static_argnums=(2,))
+  log_prob_fn = jax.jit(flow.log_prob)
+
+  def eval_with(params, k, n, repeats, full):
+    return evaluate(target, lambda kk, nn: sample_fn(params, kk, nn), k, n,
+                    log_prob_fn=(lambda x: log_prob_fn(params, x)) if full else None,
+                    n_repeats=repeats, chunk=cfg.eval.chunk)
+
+  def eval_during(k, params):
+    figures = eval_with(params, k, cfg.eval.n_samples_during, 1, False)
+    return {k_: v for k_, v in figures.items() if not isinstance(v, list)}
+
+  steps_file = None
+  if out_dir is not None:
+    steps_file = open(os.path.join(out_dir, "steps.jsonl"), "w")
+
+  def on_record(record):
+    if steps_file is not None:
+      rec = {_RENAME.get(k, k): v for k, v in record.items()}
+      steps_file.write(json.dumps(rec, default=_json_default) + "\n")
+      steps_file.flush()
+
+  try:
+    result = train(method, k_train, params, eval_fn=eval_during if cfg.eval.every else None,
+                   eval_every=cfg.eval.every, on_record=on_record, progress=progress,
+                   desc=f"{cfg.method} on {cfg.target}")
+  finally:
+    if steps_file is not None:
+      steps_file.close()
+  params = result.state.params
+
+  t_eval = time.perf_counter()
+  final = eval_with(params, k_eval, cfg.eval.n_samples, cfg.eval.n_repeats, True)
+  eval_seconds = time.perf_counter() - t_eval
+  metrics: dict[str, Any] = {
+      "target": cfg.target, "method": cfg.method, "seed": cfg.seed,
+      "path": cfg.cmt.path if cfg.method == "cmt" else None,
+      "reverse_ess": final["reverse_ess"], "reverse_ess_clipped": final["reverse_ess_clipped"],
+      "log_z": final["log_z"], "target_evals": result.target_evals,
+      "grad_steps": result.grad_steps, "wall_seconds": result.wall_seconds,
+      "compile_seconds": result.compile_seconds, "eval_seconds": eval_seconds,
+      "n_steps": method.n_steps, "cmtjax_version": __version__,
+  }
+  for k_, v in final.items():
+    metrics.setdefault(k_, v)
+  if cfg.method == "cmt" and result.records:
+    reached = [r["step"] for r in result.records if r.get("at_target")]
+    metrics["target_reached_at_step"] = reached[0] if reached else None
+    metrics["dual_converged_fraction"] = float(np.mean(
+        [bool(r["dual_converged"]) for r in result.records]))
+    metrics["n_invalid_samples"] = int(sum(r["n_invalid"] for r in result.records))
+  metrics["total_seconds"] = time.perf_counter() - t_start
+
+  if out_dir is not None:
+    with open(os.path.join(out_dir, "evals.jsonl"), "w") as f:
+      for e in result.evals:
+        f.write(json.dumps(e, default=_json_default) + "\n")
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+      json.dump(metrics, f, indent=2, default=_json_default)
+    with open(os.path.join(out_dir, "params.msgpack"), "wb") as f:
+      f.write(serialization.to_bytes(params))
+    _write_plots(cfg, target, out_dir, params, sample_fn, result)
+  return metrics
+
+
+def _write_plots(cfg: RunConfig, target, out_dir: str, params, sample_fn, result) -> None:
+  records = [{_RENAME.get(k, k): v for k, v in r.items()} for r in result.records]
+  x, _ = sample_fn(params, jax.random.PRNGKey(cfg.seed + 1), 5000)
+  x = np.asarray(x)
+  bounds = target.plot_bounds or (float(np.percentile(x[:, :2], 0.5)),
+                                  float(np.percentile(x[:, :2], 99.5)))
+  log_prob_2d = None
+  if target.dim == 2:
+    log_prob_2d = lambda g: target.log_prob(jnp.asarray(g, jnp.float32))  # noqa: E731
+  ref = None
+  if target.sample is not None:
+    ref = np.asarray(target.sample(jax.random.PRNGKey(cfg.seed + 2), 5000))
+  centres = None if target.mode_centres is None else np.asarray(target.mode_centres)
+  plots.plot_samples(os.path.join(out_dir, "samples.png"), log_prob_2d, x, bounds,
+                     title=f"{cfg.method} on {cfg.target} (first two coordinates)",
+                     ref_x=ref, mode_centres=centres)
+  if cfg.method == "cmt":
+    plots.plot_schedule(os.path.join(out_dir, "schedule.png"), records,
+                        eps_tr=cfg.cmt.eps_tr, eps_ent=cfg.cmt.eps_ent,
+                        title=f"CMT ({cfg.cmt.path}) on {cfg.target}: learned schedule")
+  else:
+    keys = [k for k in ("loss", "batch_ess") if records and k in records[0]]
+    plots.plot_training_curve(os.path.join(out_dir, "training.png"), records, keys,
+                              title=f"{cfg.method} on {cfg.target}")
+  if result.evals:
+    plots.plot_ess_vs_evals(os.path.join(out_dir, "ess.png"), {cfg.method: result.evals},
+                            title=f"{cfg.target}: reverse ESS during training")
+

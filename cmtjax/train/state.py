@@ -1,0 +1,58 @@
+"""The training state and the method interface that every training method implements.
+
+One loop (:mod:`cmtjax.train.loop`) drives every method: CMT and its ablations, reverse KL,
+and the baselines. A method is a :class:`Method`: a few pure functions closed over the flow,
+the target and the method's hyperparameters.
+
+  state = method.init(key, params)
+  state, info = method.step(key, state)      # jittable; one outer iteration
+
+``info`` is a NamedTuple of scalars (the method's diagnostics for the step); the loop writes
+it to ``steps.jsonl``. Every outer iteration of a method costs a fixed, static number of
+target evaluations and gradient steps, so budgets are planned and accounted on the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+
+Array = jax.Array
+Params = Any
+
+
+class TrainState(NamedTuple):
+  """Everything a method carries from one outer iteration to the next.
+
+  Attributes:
+    params: flow parameters (pytree).
+    opt_state: optax state of the method's optimiser.
+    method_state: method-specific pytree (e.g. CMT's multipliers and path).
+    step: outer-iteration counter (int32 scalar).
+  """
+
+  params: Params
+  opt_state: Any
+  method_state: Any
+  step: Array
+
+
+class Method(NamedTuple):
+  """A training method, as the loop sees it.
+
+  Attributes:
+    name: method name (e.g. ``"cmt"``).
+    init: ``(key, params) -> TrainState``.
+    step: ``(key, TrainState) -> (TrainState, info)``, pure and jittable.
+    evals_per_step: target evaluations of one step (static).
+    grad_steps_per_step: optimiser steps of one step (static).
+    n_steps: outer iterations the method plans for (from the budget).
+  """
+
+  name: str
+  init: Callable[[Array, Params], TrainState]
+  step: Callable[[Array, TrainState], tuple[TrainState, Any]]
+  evals_per_step: int
+  grad_steps_per_step: int
+  n_steps: int
