@@ -17,6 +17,7 @@ All estimates are computed in log space and drop non-finite log weights.
 
 from __future__ import annotations
 
+import functools
 import jax
 import jax.numpy as jnp
 from jax.nn import logsumexp
@@ -37,6 +38,7 @@ def _log_ess(lw: Array, n: Array) -> Array:
   return 2.0 * logsumexp(lw) - logsumexp(2.0 * lw) - jnp.log(n.astype(lw.dtype))
 
 
+@jax.jit
 def reverse_ess(log_w: Array) -> Array:
   """Reverse ESS fraction (Σw)² / (N Σw²) from model samples.
 
@@ -52,6 +54,7 @@ def reverse_ess(log_w: Array) -> Array:
   return jnp.where(n > 0, jnp.minimum(jnp.exp(_log_ess(lw, n)), 1.0), 0.0)
 
 
+@functools.partial(jax.jit, static_argnames="clip_fraction")
 def reverse_ess_clipped(log_w: Array, clip_fraction: float = 1e-4) -> Array:
   """Reverse ESS after clipping the largest log weights.
 
@@ -79,6 +82,7 @@ def reverse_ess_clipped(log_w: Array, clip_fraction: float = 1e-4) -> Array:
   return reverse_ess(jnp.minimum(lw, threshold))
 
 
+@jax.jit
 def forward_ess(log_w_ref: Array) -> Array:
   """Forward ESS fraction N² / (Σ w · Σ 1/w) from exact samples of the target.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import functools
 from typing import Any, Callable, Optional
 
 import jax
@@ -38,20 +38,73 @@ def _batched_stats(
   and ``right [n, dim/2]`` (x1 in the right well) — never the samples themselves.
   """
   n_chunks, size = _chunk_sizes(n, chunk)
-  log_p_fn = target.log_prob  # jittable by the Target protocol; synthetic ones are jitted
-  assign = target.assign_modes if target.mode_weights is not None else None
   boundary = target.info.get("well_boundary")
   out: dict[str, list[np.ndarray]] = {"log_w": [], "log_q": [], "mode_idx": [], "right": []}
   for k in jax.random.split(key, n_chunks):
     x, log_q = draw(k, size)
-    log_p = log_p_fn(x)
-    out["log_w"].append(np.asarray(log_p - log_q))
-    out["log_q"].append(np.asarray(log_q))
-    if assign is not None:
-      out["mode_idx"].append(np.asarray(assign(x)))
+    log_q = np.asarray(log_q)
+    out["log_w"].append(np.asarray(target.log_prob(x)) - log_q)
+    out["log_q"].append(log_q)
+    if target.mode_weights is not None:
+      out["mode_idx"].append(np.asarray(target.assign_modes(x)))
     if boundary is not None:
-      out["right"].append(np.asarray(x[:, 0::2] > boundary))
+      out["right"].append(np.asarray(x)[:, 0::2] > boundary)
   return {name: np.concatenate(v)[:n] for name, v in out.items() if v}
+
+
+@functools.partial(jax.jit, static_argnames="clip_fraction")
+def _model_figures(log_w_rep: Array, clip_fraction: float) -> dict[str, Array]:
+  """Reverse figures of ``log_w_rep: [n_repeats, n]`` in one compiled call."""
+  log_w = log_w_rep.reshape(-1)
+  return {
+      "ess": jax.vmap(reverse_ess)(log_w_rep),
+      "ess_clipped": jax.vmap(lambda lw: reverse_ess_clipped(lw, clip_fraction))(log_w_rep),
+      "log_z": log_z_reverse(log_w),
+      "elbo": elbo(log_w),
+      "n_nonfinite": count_nonfinite(log_w),
+      "finite": jnp.isfinite(log_w).astype(jnp.float32),
+      "w_bar": normalized_weights(log_w),
+  }
+
+
+@functools.partial(jax.jit, static_argnames="n_modes")
+def _mode_figures(mode_idx, finite, w_bar, true_w, threshold, n_modes):
+  """Mode coverage of ``mode_idx: [n]``, unweighted (finite entries) and reweighted."""
+  occ = mode_occupancy(mode_idx, n_modes, finite)
+  return {
+      "modes_covered": modes_covered(occ, true_w, threshold),
+      "mode_tv": mode_tv(occ, true_w),
+      "mode_tv_reweighted": mode_tv(mode_occupancy(mode_idx, n_modes, w_bar), true_w),
+  }
+
+
+@jax.jit
+def _well_figures(right, finite, w_bar, p_right):
+  """Well occupancy TV of ``right: [n, n_copies]`` (x1 in the right well), plain and reweighted."""
+  tv = lambda w: jnp.mean(jnp.abs(_weighted_fraction(right, w) - p_right))
+  return {"well_occupancy_tv": tv(finite), "well_occupancy_tv_reweighted": tv(w_bar)}
+
+
+@jax.jit
+def _forward_figures(log_w_ref, log_q_ref):
+  """Forward figures of reference samples: ``log_w_ref``, ``log_q_ref``: [n]."""
+  ok = jnp.isfinite(log_q_ref)
+  return {
+      "eubo": eubo(log_w_ref),
+      "forward_ess": forward_ess(log_w_ref),
+      "log_z_forward": log_z_forward(log_w_ref),
+      "nll": -jnp.sum(jnp.where(ok, log_q_ref, 0.0)) / jnp.maximum(jnp.sum(ok), 1),
+      "n_nonfinite_ref": count_nonfinite(log_w_ref),
+  }
+
+
+def _to_python(figures: dict[str, Array]) -> dict[str, Any]:
+  """Scalars to Python ints (integer dtypes) and floats."""
+  out = {}
+  for k, v in jax.device_get(figures).items():
+    v = np.asarray(v)
+    out[k] = int(v) if np.issubdtype(v.dtype, np.integer) else float(v)
+  return out
 
 
 def evaluate(
@@ -96,7 +149,8 @@ def evaluate(
         ``eubo``, ``forward_ess``, ``log_z_forward``, ``nll`` (-mean log q) and
         ``n_nonfinite_ref``.
       * with known modes: ``modes_covered`` and ``mode_tv`` from unweighted model samples,
-        ``mode_tv_reweighted`` from importance-weighted ones, and ``n_modes``.
+        ``mode_tv_reweighted`` from importance-weighted ones, and ``n_modes``. Samples with
+        a non-finite log weight are left out of both.
       * with ``well_boundary`` / ``right_well_prob`` in ``target.info`` (many-well, double
         well): ``well_occupancy_tv`` and ``well_occupancy_tv_reweighted``.
   """
@@ -106,40 +160,28 @@ def evaluate(
   key_model, key_ref = jax.random.split(key)
   repeats = [_batched_stats(target, sample_and_log_prob, k, n_samples, chunk)
              for k in jax.random.split(key_model, n_repeats)]
-  log_w_rep = [jnp.asarray(r["log_w"]) for r in repeats]
-  log_w = jnp.concatenate(log_w_rep)
-  ess = [float(reverse_ess(lw)) for lw in log_w_rep]
-  ess_clipped = [float(reverse_ess_clipped(lw, clip_fraction)) for lw in log_w_rep]
+  figs = _model_figures(jnp.asarray(np.stack([r["log_w"] for r in repeats])), clip_fraction)
+  ess = [float(v) for v in np.asarray(figs["ess"])]
   result: dict[str, Any] = {
       "reverse_ess": float(np.median(ess)),
-      "reverse_ess_clipped": float(np.median(ess_clipped)),
+      "reverse_ess_clipped": float(np.median(np.asarray(figs["ess_clipped"]))),
       "reverse_ess_repeats": ess,
-      "log_z": float(log_z_reverse(log_w)),
-      "elbo": float(elbo(log_w)),
-      "n_nonfinite": int(count_nonfinite(log_w)),
-      "n_samples": int(log_w.shape[0]),
+      **_to_python({k: figs[k] for k in ("log_z", "elbo", "n_nonfinite")}),
+      "n_samples": n_samples * n_repeats,
   }
   if target.log_Z is not None:
     result["log_z_error"] = result["log_z"] - float(target.log_Z)
-
-  finite = jnp.isfinite(log_w).astype(jnp.float32)
-  w_bar = normalized_weights(log_w)
   if target.mode_weights is not None:
-    mode_idx = jnp.asarray(np.concatenate([r["mode_idx"] for r in repeats]))
     true_w = jnp.asarray(target.mode_weights, jnp.float32)
-    n_modes = int(true_w.shape[0])
-    occ = mode_occupancy(mode_idx, n_modes, finite)
-    occ_rw = mode_occupancy(mode_idx, n_modes, w_bar)
-    result["modes_covered"] = int(modes_covered(occ, true_w, mode_threshold))
-    result["n_modes"] = n_modes
-    result["mode_tv"] = float(mode_tv(occ, true_w))
-    result["mode_tv_reweighted"] = float(mode_tv(occ_rw, true_w))
+    mode_idx = jnp.asarray(np.concatenate([r["mode_idx"] for r in repeats]))
+    result.update(_to_python(_mode_figures(
+        mode_idx, figs["finite"], figs["w_bar"], true_w, mode_threshold,
+        n_modes=int(true_w.shape[0]))))
+    result["n_modes"] = int(true_w.shape[0])
   if "well_boundary" in target.info and "right_well_prob" in target.info:
     right = jnp.asarray(np.concatenate([r["right"] for r in repeats]))
-    p_right = float(target.info["right_well_prob"])
-    for suffix, weights in (("", finite), ("_reweighted", w_bar)):
-      frac = _weighted_fraction(right, weights)
-      result["well_occupancy_tv" + suffix] = float(jnp.mean(jnp.abs(frac - p_right)))
+    result.update(_to_python(_well_figures(
+        right, figs["finite"], figs["w_bar"], float(target.info["right_well_prob"]))))
 
   if target.sample is not None and log_prob_fn is not None:
     def draw_ref(k: Array, n: int) -> tuple[Array, Array]:
@@ -147,12 +189,6 @@ def evaluate(
       return x, log_prob_fn(x)
 
     ref = _batched_stats(target, draw_ref, key_ref, n_samples * n_repeats, chunk)
-    log_w_ref = jnp.asarray(ref["log_w"])
-    log_q_ref = jnp.asarray(ref["log_q"])
-    ok = jnp.isfinite(log_q_ref)
-    result["eubo"] = float(eubo(log_w_ref))
-    result["forward_ess"] = float(forward_ess(log_w_ref))
-    result["log_z_forward"] = float(log_z_forward(log_w_ref))
-    result["nll"] = float(-jnp.sum(jnp.where(ok, log_q_ref, 0.0)) / max(int(ok.sum()), 1))
-    result["n_nonfinite_ref"] = int(count_nonfinite(log_w_ref))
+    result.update(_to_python(_forward_figures(jnp.asarray(ref["log_w"]),
+                                              jnp.asarray(ref["log_q"]))))
   return result

@@ -25,22 +25,26 @@ def _mean(log_w: Array) -> Array:
   return jnp.where(n > 0, total / jnp.maximum(n, 1), jnp.nan)
 
 
+@jax.jit
 def log_z_reverse(log_w: Array) -> Array:
   """log Z ≈ log mean w over model samples. log_w: [batch] at x ~ q -> scalar."""
   _, lw, n = masked_log_weights(log_w)
   return jnp.where(n > 0, logsumexp(lw) - jnp.log(n.astype(lw.dtype)), jnp.nan)
 
 
+@jax.jit
 def elbo(log_w: Array) -> Array:
   """Evidence lower bound mean log w over model samples. log_w: [batch] at x ~ q -> scalar."""
   return _mean(log_w)
 
 
+@jax.jit
 def eubo(log_w_ref: Array) -> Array:
   """Evidence upper bound mean log w over exact samples. log_w_ref: [batch] at x ~ p -> scalar."""
   return _mean(log_w_ref)
 
 
+@jax.jit
 def log_z_forward(log_w_ref: Array) -> Array:
   """log Z ≈ -log mean 1/w over exact samples. log_w_ref: [batch] at x ~ p -> scalar."""
   finite, lw, n = masked_log_weights(log_w_ref)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import chex
@@ -11,6 +12,7 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
+@functools.partial(jax.jit, static_argnames="n_modes")
 def mode_occupancy(mode_idx: Array, n_modes: int, weights: Optional[Array] = None) -> Array:
   """Fraction of (weighted) samples in each mode.
 
@@ -33,6 +35,7 @@ def mode_occupancy(mode_idx: Array, n_modes: int, weights: Optional[Array] = Non
   return jnp.where(total > 0, occ / jnp.where(total > 0, total, 1.0), 0.0)
 
 
+@jax.jit
 def modes_covered(occupancy: Array, true_weights: Array, threshold: float = 0.25) -> Array:
   """Number of modes holding at least ``threshold`` × their true share.
 
@@ -50,6 +53,7 @@ def modes_covered(occupancy: Array, true_weights: Array, threshold: float = 0.25
   return jnp.sum(occupancy >= threshold * true_weights, dtype=jnp.int32)
 
 
+@jax.jit
 def mode_tv(occupancy: Array, true_weights: Array) -> Array:
   """Total variation ½ Σ_k |P_k - Q_k| between two mode distributions [n_modes] -> scalar."""
   chex.assert_rank(occupancy, 1)
@@ -57,6 +61,7 @@ def mode_tv(occupancy: Array, true_weights: Array) -> Array:
   return 0.5 * jnp.sum(jnp.abs(occupancy - true_weights))
 
 
+@jax.jit
 def right_well_fraction(
     x: Array, well_boundary: float, weights: Optional[Array] = None) -> Array:
   """Per copy of a many-well target, the (weighted) fraction of samples in the right well.
@@ -83,6 +88,7 @@ def _weighted_fraction(indicator: Array, weights: Array) -> Array:
   return (weights @ indicator.astype(weights.dtype)) / jnp.where(total > 0, total, 1.0)
 
 
+@jax.jit
 def well_occupancy_tv(
     x: Array, well_boundary: float, right_well_prob: float,
     weights: Optional[Array] = None) -> Array:

@@ -30,12 +30,14 @@ def masked_log_weights(log_w: Array) -> tuple[Array, Array, Array]:
   return finite, lw, jnp.sum(finite, dtype=jnp.int32)
 
 
+@jax.jit
 def count_nonfinite(log_w: Array) -> Array:
   """Number of non-finite entries of ``log_w: [batch]`` (int32 scalar)."""
   chex.assert_rank(log_w, 1)
   return jnp.sum(~jnp.isfinite(log_w), dtype=jnp.int32)
 
 
+@jax.jit
 def normalized_weights(log_w: Array) -> Array:
   """Self-normalised importance weights w̄ = softmax(log_w), 0 on non-finite entries.
 
