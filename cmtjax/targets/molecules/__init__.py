@@ -1,0 +1,41 @@
+"""Molecular targets: AMBER99SB-ILDN with OBC2 implicit solvent, evaluated in JAX."""
+
+from __future__ import annotations
+
+from cmtjax.targets.molecules.energy import (EnergyFns, angle_energy, bond_energy, dihedral,
+                                             gbsa_obc_energy, make_energy_fn, nonbonded_energy,
+                                             obc_born_radii, torsion_energy)
+from cmtjax.targets.molecules.parameters import (DEFAULT_FORCEFIELD_FILES, MOLAR_GAS_CONSTANT,
+                                                 ONE_4PI_EPS0, ForceFieldParams, GBSAParams,
+                                                 create_openmm_system, params_from_system)
+from cmtjax.targets.molecules.regularize import EnergyInfo, regularise_energy
+from cmtjax.targets.molecules.systems import (DATA_DIR, MOLECULAR_SYSTEMS, MolecularSystem,
+                                              load_molecular_system, make_molecular_system,
+                                              make_molecular_target)
+
+__all__ = [
+  "DATA_DIR",
+  "DEFAULT_FORCEFIELD_FILES",
+  "EnergyFns",
+  "EnergyInfo",
+  "ForceFieldParams",
+  "GBSAParams",
+  "MOLAR_GAS_CONSTANT",
+  "MOLECULAR_SYSTEMS",
+  "MolecularSystem",
+  "ONE_4PI_EPS0",
+  "angle_energy",
+  "bond_energy",
+  "create_openmm_system",
+  "dihedral",
+  "gbsa_obc_energy",
+  "load_molecular_system",
+  "make_energy_fn",
+  "make_molecular_system",
+  "make_molecular_target",
+  "nonbonded_energy",
+  "obc_born_radii",
+  "params_from_system",
+  "regularise_energy",
+  "torsion_energy",
+]
