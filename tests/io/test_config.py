@@ -1,0 +1,60 @@
+"""Run configs: layering, validation errors that name the key, round trip."""
+
+import json
+
+import pytest
+
+from cmtjax.io.config import (ConfigError, RunConfig, build_config, load_file, parse_override,
+                              save_config, to_dict)
+from cmtjax.io.presets import PRESETS, preset_for
+
+
+def test_defaults_and_layers():
+  cfg = build_config([preset_for("gmm40"), {"cmt": {"eps_tr": 0.2}},
+                      parse_override("cmt.n_samples=5000"), {"seed": 3}])
+  assert isinstance(cfg, RunConfig)
+  assert cfg.cmt.eps_tr == 0.2 and cfg.cmt.n_samples == 5000 and cfg.seed == 3
+  assert cfg.cmt.eps_ent == PRESETS["gmm40"]["cmt"]["eps_ent"]
+  assert cfg.flow["base_scale"] == 20.0
+
+
+@pytest.mark.parametrize("layer,match", [
+    ({"cmt": {"eps_trr": 0.1}}, "unknown config key 'cmt.eps_trr'"),
+    ({"bogus": 1}, "unknown config key 'bogus'"),
+    ({"flow": {"n_binz": 3}}, "unknown config key 'flow.n_binz'"),
+    ({"cmt": {"eps_tr": "big"}}, "cmt.eps_tr: expected a number"),
+    ({"cmt": {"n_samples": 1.5}}, "cmt.n_samples: expected an integer"),
+    ({"cmt": {"eps_tr": -1.0}}, "cmt.eps_tr must be > 0"),
+    ({"cmt": {"path": "geo"}}, "unknown path 'geo'"),
+    ({"method": "magic"}, "unknown method 'magic'"),
+    ({"flow": {"coupling": "magic"}}, "flow: FlowConfig.coupling"),
+    ({"version": 99}, "config version 99 is not supported"),
+    ({"max_target_evals": 0}, "max_target_evals must be >= 1"),
+])
+def test_bad_configs_name_the_problem(layer, match):
+  with pytest.raises(ConfigError, match=match):
+    build_config([layer])
+
+
+def test_round_trip_through_json(tmp_path):
+  cfg = build_config([preset_for("many_well32"), {"cmt": {"anneal_steps": 7}}])
+  path = tmp_path / "config.json"
+  save_config(cfg, str(path))
+  again = build_config([load_file(str(path))])
+  assert again == cfg
+  assert to_dict(again) == json.loads(path.read_text())
+
+
+def test_toml_and_missing_files(tmp_path):
+  p = tmp_path / "c.toml"
+  p.write_text('target = "double_well2d"\n[cmt]\neps_ent = 0.7\n')
+  cfg = build_config([load_file(str(p))])
+  assert cfg.target == "double_well2d" and cfg.cmt.eps_ent == 0.7
+  with pytest.raises(ConfigError, match="config file not found"):
+    load_file(str(tmp_path / "nope.json"))
+  bad = tmp_path / "bad.json"
+  bad.write_text("{not json")
+  with pytest.raises(ConfigError, match="cannot parse config file"):
+    load_file(str(bad))
+  with pytest.raises(ConfigError, match="must look like"):
+    parse_override("cmt.eps_tr")
