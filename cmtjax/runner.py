@@ -98,23 +98,27 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True) -> dic
     figures = eval_with(params, k, cfg.eval.n_samples_during, 1, False)
     return {k_: v for k_, v in figures.items() if not isinstance(v, list)}
 
-  steps_file = None
+  files = {}
   if out_dir is not None:
-    steps_file = open(os.path.join(out_dir, "steps.jsonl"), "w")
+    files = {name: open(os.path.join(out_dir, f"{name}.jsonl"), "w")
+             for name in ("steps", "evals")}
 
-  def on_record(record):
-    if steps_file is not None:
-      rec = {_RENAME.get(k, k): v for k, v in record.items()}
-      steps_file.write(json.dumps(rec, default=_json_default) + "\n")
-      steps_file.flush()
+  def writer(name):
+    def write(record):
+      if name in files:
+        rec = {_RENAME.get(k, k): v for k, v in record.items()}
+        files[name].write(json.dumps(rec, default=_json_default) + "\n")
+        files[name].flush()
+    return write
 
   try:
     result = train(method, k_train, params, eval_fn=eval_during if cfg.eval.every else None,
-                   eval_every=cfg.eval.every, on_record=on_record, progress=progress,
+                   eval_every=cfg.eval.every, on_record=writer("steps"),
+                   on_eval=writer("evals"), progress=progress,
                    desc=f"{cfg.method} on {cfg.target}")
   finally:
-    if steps_file is not None:
-      steps_file.close()
+    for f in files.values():
+      f.close()
   params = result.state.params
 
   t_eval = time.perf_counter()
@@ -140,9 +144,6 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True) -> dic
   metrics["total_seconds"] = time.perf_counter() - t_start
 
   if out_dir is not None:
-    with open(os.path.join(out_dir, "evals.jsonl"), "w") as f:
-      for e in result.evals:
-        f.write(json.dumps(e, default=_json_default) + "\n")
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
       json.dump(metrics, f, indent=2, default=_json_default)
     with open(os.path.join(out_dir, "params.msgpack"), "wb") as f:

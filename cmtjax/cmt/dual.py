@@ -1,6 +1,6 @@
 """The CMT dual: g(λ, η), its gradient and Hessian, estimated from one buffer.
 
-Notation (see docs/method.md and CMT.md §2). A buffer holds N samples x_n ~ q_i with
+Notation (see docs/method.md). A buffer holds N samples x_n ~ q_i with
 ``lq_n = log q_i(x_n)`` and ``lp_n = log p̃(x_n)``, both in the *same* space (the space in
 which the target's log density is defined). The next intermediate distribution is
 

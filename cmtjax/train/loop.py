@@ -76,7 +76,8 @@ def _scalar(v):
 
 def train(method: Method, key: jax.Array, params: Any, *,
           eval_fn: Optional[Callable[[jax.Array, Any], dict]] = None, eval_every: int = 0,
-          on_record: Optional[Callable[[dict], None]] = None, progress: bool = True,
+          on_record: Optional[Callable[[dict], None]] = None,
+          on_eval: Optional[Callable[[dict], None]] = None, progress: bool = True,
           desc: str = "") -> TrainResult:
   """Runs ``method`` for ``method.n_steps`` outer steps.
 
@@ -88,6 +89,7 @@ def train(method: Method, key: jax.Array, params: Any, *,
       the last step (not counted in the training budget or wall time).
     eval_every: evaluation period in steps (0: only at the end, if ``eval_fn`` is given).
     on_record: called with each step record as soon as it exists (e.g. to append to JSONL).
+    on_eval: called with each evaluation's dict as soon as it exists.
     progress: show a progress bar with the key figures.
     desc: progress-bar label.
 
@@ -108,6 +110,8 @@ def train(method: Method, key: jax.Array, params: Any, *,
     k = jax.random.fold_in(key, 10_000_019 + step_idx)
     figures = eval_fn(k, state.params)
     evals.append({"step": step_idx, "target_evals": target_evals, **figures})
+    if on_eval is not None:
+      on_eval(evals[-1])
 
   for i in range(method.n_steps):
     k = jax.random.fold_in(key, i)

@@ -1,0 +1,109 @@
+"""Where an annealing step's time goes: sampling + target, the dual solve, the fit.
+
+Each part is jitted and timed on its own (median of repeats, after compilation), side by side
+in one run, and compared with the whole jitted CMT step. The dual is timed both cold (λ = η = 1)
+and warm-started from the previous solution, as in training.
+
+  .venv/bin/python benchmarks/step_breakdown.py [--target gmm40] [--n-samples 10000 100000]
+
+Writes benchmarks/results/step_breakdown.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cmtjax.cmt import make_buffer, solve_dual
+from cmtjax.flows import FlowConfig, make_flow
+from cmtjax.io.config import build_config
+from cmtjax.io.presets import preset_for
+from cmtjax.methods import make_cmt
+from cmtjax.methods.cmt import make_optimizer
+from cmtjax.cmt import normalized_log_weights
+from cmtjax.targets import make_target
+from cmtjax.train import fit_weighted
+
+
+def _time(fn, *args, repeats=5):
+  jax.block_until_ready(fn(*args))
+  ts = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    ts.append(time.perf_counter() - t0)
+  return float(np.median(ts))
+
+
+def breakdown(target_name: str, n_samples: int, warmup_steps: int = 3) -> dict:
+  cfg = build_config([preset_for(target_name), {"target": target_name,
+                                                "cmt": {"n_samples": n_samples}}])
+  target = make_target(target_name)
+  flow = make_flow(FlowConfig(dim=target.dim, **cfg.flow))
+  c = cfg.cmt
+  method = make_cmt(c, flow, target, n_steps=100)
+  state = method.init(jax.random.PRNGKey(0), flow.init(jax.random.PRNGKey(1)))
+  step = jax.jit(method.step)
+  for i in range(warmup_steps):  # move off the initial flow so the dual is a typical one
+    state, info = step(jax.random.PRNGKey(10 + i), state)
+  ms = state.method_state
+
+  @jax.jit
+  def sample(key, params):
+    x, lq = flow.sample_and_log_prob(params, key, n_samples)
+    return make_buffer(x, lq, target.log_prob(x))
+
+  buf = sample(jax.random.PRNGKey(3), state.params)
+  dual = jax.jit(lambda b, l, e: solve_dual(b, c.eps_tr, c.eps_ent, l, e))
+  sol = dual(buf, ms.lam, ms.eta)
+  opt = make_optimizer(c.learning_rate, c.grad_clip)
+  log_wbar = normalized_log_weights(buf, sol.lam, sol.eta)
+  fit = jax.jit(lambda p, s, k: fit_weighted(flow.log_prob, opt, p, s, k, buf.x, log_wbar,
+                                             n_steps=c.n_fit_steps, batch_size=c.batch_size,
+                                             mode=c.fit_mode))
+  t = {
+      "sample_and_target": _time(sample, jax.random.PRNGKey(4), state.params),
+      "dual_cold": _time(dual, buf, jnp.ones(()), jnp.ones(())),
+      "dual_warm": _time(dual, buf, sol.lam * 1.05, sol.eta * 1.05),
+      "fit": _time(fit, state.params, state.opt_state, jax.random.PRNGKey(5), repeats=3),
+      "whole_step": _time(lambda k: step(k, state), jax.random.PRNGKey(6), repeats=3),
+  }
+  parts = t["sample_and_target"] + t["dual_warm"] + t["fit"]
+  return {"target": target_name, "n_samples": n_samples, "n_fit_steps": c.n_fit_steps,
+          "batch_size": c.batch_size, "lambda": float(sol.lam), "eta": float(sol.eta),
+          "dual_iterations": int(sol.iterations), "seconds": t,
+          "dual_share_of_step": t["dual_warm"] / t["whole_step"],
+          "dual_share_of_parts": t["dual_warm"] / parts,
+          "fit_share_of_parts": t["fit"] / parts}
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--target", default="gmm40")
+  ap.add_argument("--n-samples", nargs="*", type=int, default=[10_000, 100_000])
+  ap.add_argument("--out", default="benchmarks/results")
+  args = ap.parse_args()
+  rows = [breakdown(args.target, n) for n in args.n_samples]
+  os.makedirs(args.out, exist_ok=True)
+  with open(os.path.join(args.out, "step_breakdown.json"), "w") as f:
+    json.dump({"jax": jax.__version__, "devices": str(jax.devices()), "rows": rows}, f, indent=2)
+  lines = ["| target | N | K×B | sample+target (s) | dual warm (s) | dual cold (s) | fit (s) | "
+           "whole step (s) | dual share of step |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    s = r["seconds"]
+    lines.append(f"| {r['target']} | {r['n_samples']} | {r['n_fit_steps']}×{r['batch_size']} | "
+                 f"{s['sample_and_target']:.4f} | {s['dual_warm']:.5f} | {s['dual_cold']:.5f} | "
+                 f"{s['fit']:.3f} | {s['whole_step']:.3f} | {100 * r['dual_share_of_step']:.3f} % |")
+  with open(os.path.join(args.out, "step_breakdown.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  main()
