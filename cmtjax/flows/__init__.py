@@ -1,0 +1,16 @@
+"""Normalizing flows of cmtjax: coupling flows as pure functions over params."""
+
+from cmtjax.flows.conditioner import MLPConditioner
+from cmtjax.flows.config import FlowConfig
+from cmtjax.flows.couplings import CouplingLayout, coupling_layouts
+from cmtjax.flows.flow import Flow, make_flow, standard_normal_log_prob
+
+__all__ = [
+    "CouplingLayout",
+    "Flow",
+    "FlowConfig",
+    "MLPConditioner",
+    "coupling_layouts",
+    "make_flow",
+    "standard_normal_log_prob",
+]

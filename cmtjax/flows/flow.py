@@ -1,0 +1,188 @@
+"""A coupling normalizing flow as pure functions over a params pytree.
+
+Spaces and densities:
+  * z ~ N(0, I) is the base variable;
+  * the coupling layers map z to standardised coordinates y (the spline box
+    [-box, box] lives here);
+  * a fixed scaling gives x = base_scale * y, so the base density in x-space is
+    N(0, base_scale^2 I).
+All log densities returned here are densities in x-space (the space of the
+samples). With zero-initialised conditioners every coupling is the identity, so at
+``init`` the flow is x = base_scale * z and log q(x) = log N(x; 0, base_scale^2 I).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from cmtjax.flows.config import FlowConfig
+from cmtjax.flows.couplings import (coupling_forward, coupling_inverse,
+                                    coupling_layouts, make_conditioner)
+
+Array = jax.Array
+Params = Any
+
+
+class Flow(NamedTuple):
+  """A normalizing flow as pure functions (all jitted; ``n`` is static).
+
+  Attributes:
+    config: the configuration the flow was built from.
+    init: ``init(key) -> params``, a pytree of float32 arrays.
+    sample_and_log_prob: ``(params, key, n) -> (x: [n, dim], log_q: [n])``,
+      reparameterised samples and their x-space log density (differentiable
+      w.r.t. ``params``).
+    log_prob: ``(params, x: [batch, dim]) -> [batch]``, x-space log density.
+    forward: ``(params, z: [batch, dim]) -> (x: [batch, dim], log_det: [batch])``,
+      the map from base (standardised) z to x and log |det dx/dz|.
+    inverse: ``(params, x: [batch, dim]) -> (z: [batch, dim], log_det: [batch])``,
+      the map from x to z and log |det dz/dx|.
+  """
+
+  config: FlowConfig
+  init: Callable[[Array], Params]
+  sample_and_log_prob: Callable[[Params, Array, int], tuple[Array, Array]]
+  log_prob: Callable[[Params, Array], Array]
+  forward: Callable[[Params, Array], tuple[Array, Array]]
+  inverse: Callable[[Params, Array], tuple[Array, Array]]
+
+
+def _layer_name(layer: int) -> str:
+  return f"coupling_{layer}"
+
+
+def standard_normal_log_prob(z: Array) -> Array:
+  """log N(z; 0, I) per sample. z: [batch, dim] -> [batch]."""
+  dim = z.shape[-1]
+  return -0.5 * jnp.sum(z * z, axis=-1) - 0.5 * dim * math.log(2.0 * math.pi)
+
+
+def make_flow(config: FlowConfig) -> Flow:
+  """Builds a coupling flow from its configuration.
+
+  Args:
+    config: a validated ``FlowConfig``.
+
+  Returns:
+    A ``Flow`` of pure, jitted functions. ``params`` is a dict with one entry
+    ``"coupling_<l>"`` (the flax parameters of the conditioner) per layer.
+  """
+  if not isinstance(config, FlowConfig):
+    raise TypeError(f"make_flow expects a FlowConfig, got {type(config)!r}")
+  dim = config.dim
+  layouts = coupling_layouts(config)
+  conditioners = tuple(make_conditioner(config, lay) for lay in layouts)
+  log_scale = math.log(config.base_scale)
+  scale_log_det = dim * log_scale
+
+  @jax.jit
+  def init(key: Array) -> Params:
+    """Initial parameters: every coupling is the identity.
+
+    Args:
+      key: PRNG key.
+
+    Returns:
+      The params pytree.
+    """
+    keys = jax.random.split(key, len(layouts))
+    params = {}
+    for layer, (lay, cond) in enumerate(zip(layouts, conditioners)):
+      dummy = jnp.zeros((1, lay.n_cond), jnp.float32)
+      params[_layer_name(layer)] = cond.init(keys[layer], dummy)["params"]
+    return params
+
+  def _check(x: Array, name: str) -> None:
+    if x.ndim != 2 or x.shape[-1] != dim:
+      raise ValueError(
+          f"{name} must have shape [batch, {dim}], got {tuple(x.shape)}")
+
+  def _forward(params: Params, z: Array) -> tuple[Array, Array]:
+    y = z
+    log_det = jnp.zeros(z.shape[:-1], z.dtype)
+    for layer, (lay, cond) in enumerate(zip(layouts, conditioners)):
+      y, ld = coupling_forward(config, lay, cond, params[_layer_name(layer)], y)
+      log_det = log_det + ld
+    return config.base_scale * y, log_det + scale_log_det
+
+  def _inverse(params: Params, x: Array) -> tuple[Array, Array]:
+    y = x / config.base_scale
+    log_det = jnp.full(x.shape[:-1], -scale_log_det, x.dtype)
+    for layer in reversed(range(len(layouts))):
+      y, ld = coupling_inverse(config, layouts[layer], conditioners[layer],
+                               params[_layer_name(layer)], y)
+      log_det = log_det + ld
+    return y, log_det
+
+  @jax.jit
+  def forward(params: Params, z: Array) -> tuple[Array, Array]:
+    """Maps base samples to x.
+
+    Args:
+      params: flow parameters.
+      z: [batch, dim] standardised base variables.
+
+    Returns:
+      ``(x, log_det)``: x: [batch, dim]; log_det: [batch] = log |det dx/dz|
+      (including the ``dim * log(base_scale)`` of the final scaling).
+    """
+    _check(z, "z")
+    x, log_det = _forward(params, z)
+    chex.assert_shape(log_det, z.shape[:1])
+    return x, log_det
+
+  @jax.jit
+  def inverse(params: Params, x: Array) -> tuple[Array, Array]:
+    """Maps x back to the base variable.
+
+    Args:
+      params: flow parameters.
+      x: [batch, dim] points in x-space.
+
+    Returns:
+      ``(z, log_det)``: z: [batch, dim]; log_det: [batch] = log |det dz/dx|.
+    """
+    _check(x, "x")
+    return _inverse(params, x)
+
+  @jax.jit
+  def log_prob(params: Params, x: Array) -> Array:
+    """x-space log density of the flow.
+
+    Args:
+      params: flow parameters.
+      x: [batch, dim] points in x-space.
+
+    Returns:
+      [batch] log q(x).
+    """
+    _check(x, "x")
+    z, log_det = _inverse(params, x)
+    return standard_normal_log_prob(z) + log_det
+
+  @jax.jit(static_argnames=("n",))
+  def sample_and_log_prob(params: Params, key: Array,
+                          n: int) -> tuple[Array, Array]:
+    """Reparameterised samples and their log density.
+
+    Args:
+      params: flow parameters.
+      key: PRNG key.
+      n: number of samples (static Python int).
+
+    Returns:
+      ``(x, log_q)``: x: [n, dim] samples of q; log_q: [n] their x-space log
+      density. Both are differentiable w.r.t. ``params``.
+    """
+    z = jax.random.normal(key, (n, dim), jnp.float32)
+    x, log_det = _forward(params, z)
+    return x, standard_normal_log_prob(z) - log_det
+
+  return Flow(config=config, init=init,
+              sample_and_log_prob=sample_and_log_prob, log_prob=log_prob,
+              forward=forward, inverse=inverse)
