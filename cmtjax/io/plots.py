@@ -68,7 +68,9 @@ def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = 
   fitted flow achieved) dashed, bounds dotted.
   """
   steps = _column(records, "step")
-  fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+  modes_b = _column(records, "modes_buffer")
+  has_modes = bool(np.any(modes_b >= 0))
+  fig, axes = plt.subplots(2, 4 if has_modes else 3, figsize=(20 if has_modes else 15, 7.5))
   ax = axes[0, 0]
   for key, label in (("lambda", "λ"), ("eta", "η")):
     v = _column(records, key)
@@ -107,6 +109,15 @@ def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = 
   ax.plot(steps, _column(records, "entropy"), label="H(q_i) (buffer estimate)")
   ax.set_title("model entropy")
   ax.legend()
+  if has_modes:
+    axes[0, 3].plot(steps, modes_b, label="modes in buffer (q̂_i)")
+    axes[0, 3].plot(steps, _column(records, "modes_weighted"), "--",
+                    label="modes under w̄ (q_{i+1})")
+    axes[0, 3].set_title("modes holding ≥ 1/4 of their share")
+    axes[0, 3].legend()
+    axes[1, 3].plot(steps, _column(records, "fit_kl"), label="KL(q_{i+1} ‖ fitted flow)")
+    axes[1, 3].set_title("fit error")
+    axes[1, 3].legend()
   for a in axes.ravel():
     a.set_xlabel("annealing step")
   fig.suptitle(title)

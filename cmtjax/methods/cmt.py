@@ -30,6 +30,7 @@ import optax
 from cmtjax.cmt.dual import dual_stats, make_buffer, normalized_log_weights
 from cmtjax.cmt.paths import PATHS, PathState, init_path, path_constraints, update_path
 from cmtjax.cmt.solver import SolverConfig, solve_dual
+from cmtjax.metrics import mode_occupancy, modes_covered
 from cmtjax.targets.base import Target
 from cmtjax.train.fit import FIT_MODES, fit_weighted
 from cmtjax.train.state import Method, TrainState
@@ -116,6 +117,9 @@ class CMTInfo(NamedTuple):
   ``kl``, ``entropy_drop`` and ``step_ess`` are what the chosen q_{i+1} asks for on the buffer;
   ``realised_*`` are what the fitted flow achieved (estimated on the same buffer by
   self-normalised importance sampling); ``fit_kl`` estimates KL(q_{i+1} ‖ q̂_{i+1}).
+  For targets with known modes, ``modes_buffer`` counts the modes holding at least a quarter
+  of their true share among the buffer's samples (q̂_i) and ``modes_weighted`` under the
+  weights w̄ (q_{i+1}); both are −1 for other targets.
   """
 
   lam: Array
@@ -137,6 +141,8 @@ class CMTInfo(NamedTuple):
   n_skipped: Array
   learning_rate: Array
   at_target: Array
+  modes_buffer: Array
+  modes_weighted: Array
 
 
 def make_optimizer(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
@@ -232,6 +238,16 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
     log_q_next = buf.log_q + log_wbar + jnp.log(n_valid)  # log q_{i+1} on the buffer
     fit_kl = jnp.sum(jnp.where(wbar > 0, wbar * (log_q_next - log_q_new), 0.0))
 
+    if target.assign_modes is not None and target.mode_weights is not None:
+      n_modes = int(target.mode_weights.shape[0])
+      idx = jnp.where(buf.valid, target.assign_modes(buf.x), -1)
+      true_w = jnp.asarray(target.mode_weights, wbar.dtype)
+      modes_buffer = modes_covered(mode_occupancy(idx, n_modes, buf.valid.astype(wbar.dtype)),
+                                   true_w)
+      modes_weighted = modes_covered(mode_occupancy(idx, n_modes, wbar), true_w)
+    else:
+      modes_buffer = modes_weighted = jnp.array(-1, jnp.int32)
+
     path = update_path(ms.path, lam, eta)
     new_ms = CMTState(lam=jnp.where(forced, ms.lam, lam), eta=jnp.where(forced, ms.eta, eta),
                       path=path, at_target=at_target, target_step=target_step)
@@ -241,7 +257,8 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
         dual_iterations=iters, dual_converged=converged, n_invalid=buf.n_invalid,
         realised_kl=realised_kl, realised_entropy_drop=st.entropy - realised_entropy,
         fit_kl=fit_kl, loss=fit_info.loss_last, n_skipped=fit_info.n_skipped,
-        learning_rate=lr, at_target=at_target)
+        learning_rate=lr, at_target=at_target, modes_buffer=modes_buffer,
+        modes_weighted=modes_weighted)
     new_state = TrainState(params=params, opt_state=opt_state, method_state=new_ms,
                            step=state.step + 1)
     return new_state, info
