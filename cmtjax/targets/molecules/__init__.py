@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from cmtjax.targets.molecules.energy import (EnergyFns, angle_energy, bond_energy, dihedral,
-                                             gbsa_obc_energy, make_energy_fn, nonbonded_energy,
-                                             obc_born_radii, torsion_energy)
+from cmtjax.targets.molecules.energy import (EnergyFns, angle_energy, bond_angle, bond_energy,
+                                             dihedral, gbsa_obc_energy, make_energy_fn,
+                                             nonbonded_energy, obc_born_radii,
+                                             pair_squared_distances, to_components,
+                                             torsion_energy)
 from cmtjax.targets.molecules.parameters import (DEFAULT_FORCEFIELD_FILES, MOLAR_GAS_CONSTANT,
                                                  ONE_4PI_EPS0, ForceFieldParams, GBSAParams,
                                                  create_openmm_system, params_from_system)
 from cmtjax.targets.molecules.regularize import EnergyInfo, regularise_energy
 from cmtjax.targets.molecules.systems import (DATA_DIR, MOLECULAR_SYSTEMS, MolecularSystem,
-                                              load_molecular_system, make_molecular_system,
-                                              make_molecular_target)
+                                              default_chunk_size, load_molecular_system,
+                                              make_molecular_system, make_molecular_target)
 
 __all__ = [
   "DATA_DIR",
@@ -25,8 +27,10 @@ __all__ = [
   "MolecularSystem",
   "ONE_4PI_EPS0",
   "angle_energy",
+  "bond_angle",
   "bond_energy",
   "create_openmm_system",
+  "default_chunk_size",
   "dihedral",
   "gbsa_obc_energy",
   "load_molecular_system",
@@ -35,7 +39,9 @@ __all__ = [
   "make_molecular_target",
   "nonbonded_energy",
   "obc_born_radii",
+  "pair_squared_distances",
   "params_from_system",
   "regularise_energy",
+  "to_components",
   "torsion_energy",
 ]

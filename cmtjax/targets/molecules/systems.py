@@ -52,6 +52,30 @@ MOLECULAR_SYSTEMS = {
 
 _PRECISIONS = {"float32": jnp.float32, "float64": jnp.float64}
 
+# Pair arrays are [n_atoms, n_atoms, chunk]; keeping one of them near 2 MB (float32) keeps the
+# working set of the force evaluation in cache. Larger chunks were up to 5x slower per
+# configuration on CPU for the 75-atom system.
+_CHUNK_ELEMENTS = 2**19
+
+
+def default_chunk_size(n_atoms: int, precision: str = "float32") -> int:
+  """Largest power of two with n_atoms^2 * chunk <= 2^19 (2^18 for float64), at least 8."""
+  budget = _CHUNK_ELEMENTS // (2 if precision == "float64" else 1)
+  return max(8, 2 ** int(np.floor(np.log2(max(1.0, budget / n_atoms**2)))))
+
+
+def _map_chunks(fn: Callable, R: Array, chunk: int):
+  """Applies a batched ``fn`` to ``R: [batch, ...]`` in chunks of ``chunk`` rows (lax.map)."""
+  batch = R.shape[0]
+  if batch <= chunk:
+    return fn(R)
+  n_chunks = -(-batch // chunk)
+  pad = n_chunks * chunk - batch
+  if pad:
+    R = jnp.concatenate([R, jnp.broadcast_to(R[:1], (pad,) + R.shape[1:])])
+  out = jax.lax.map(fn, R.reshape((n_chunks, chunk) + R.shape[1:]))
+  return jax.tree.map(lambda o: o.reshape((n_chunks * chunk,) + o.shape[2:])[:batch], out)
+
 
 @dataclasses.dataclass(frozen=True)
 class MolecularSystem:
@@ -68,7 +92,7 @@ class MolecularSystem:
     params: the force-field arrays.
     positions: [n_atoms, 3] reference (energy-minimised, for shipped systems) positions in nm.
     masses: [n_atoms] atomic masses in Da.
-    energy_fns: single-configuration energy (``R: [n_atoms, 3] -> []``) and its terms.
+    energy_fns: the energy functions on positions ``[n_atoms, 3]`` or ``[batch, n_atoms, 3]``.
     energy: ``x: [batch, 3 n_atoms] -> [batch]`` raw potential energy in kJ/mol.
     energy_and_forces: ``x: [batch, 3 n_atoms] -> ([batch], [batch, 3 n_atoms])``, kJ/mol and
       kJ/mol/nm.
@@ -104,6 +128,7 @@ def make_molecular_system(
     precision: str = "float32",
     energy_log_threshold: float = DEFAULT_ENERGY_LOG_THRESHOLD,
     energy_cap: float = DEFAULT_ENERGY_CAP,
+    chunk_size: int | None = None,
 ) -> MolecularSystem:
   """Builds a molecular system from any PDB and OpenMM force-field files.
 
@@ -118,6 +143,9 @@ def make_molecular_system(
       functions are called (``with jax.enable_x64(True):``).
     energy_log_threshold: energy (kJ/mol) above which energies grow logarithmically.
     energy_cap: largest regularised energy (kJ/mol); non-finite energies are mapped to it.
+    chunk_size: batches larger than this are evaluated in sequential chunks of this many
+      configurations (``jax.lax.map``), which bounds memory and keeps pair arrays in cache;
+      default ``default_chunk_size(n_atoms, precision)``.
 
   Returns:
     A ``MolecularSystem``.
@@ -135,6 +163,7 @@ def make_molecular_system(
   dim = 3 * n_atoms
   kbt = _parameters.MOLAR_GAS_CONSTANT * float(temperature)
   fns = make_energy_fn(params, dtype)
+  chunk = int(chunk_size) if chunk_size else default_chunk_size(n_atoms, precision)
 
   def _positions(x: Array) -> Array:
     chex.assert_rank(x, 2)
@@ -144,19 +173,20 @@ def make_molecular_system(
 
   @jax.jit
   def energy(x: Array) -> Array:
-    return jax.vmap(fns.energy)(_positions(x))
+    return _map_chunks(fns.batch_energy, _positions(x), chunk)
 
   @jax.jit
   def energy_and_forces(x: Array) -> tuple[Array, Array]:
-    e, g = jax.vmap(jax.value_and_grad(fns.energy))(_positions(x))
-    return e, -g.reshape(x.shape[0], dim)
+    e, f = _map_chunks(fns.batch_energy_and_forces, _positions(x), chunk)
+    return e, f.reshape(x.shape[0], dim)
 
   @jax.custom_vjp
   def _guarded_energy(R: Array) -> Array:
-    return jax.vmap(fns.energy)(R)
+    return _map_chunks(fns.batch_energy, R, chunk)
 
   def _guarded_energy_fwd(R: Array):
-    e, g = jax.vmap(jax.value_and_grad(fns.energy))(R)
+    e, f = _map_chunks(fns.batch_energy_and_forces, R, chunk)
+    g = -f
     ok = jnp.logical_and(jnp.isfinite(e), jnp.all(jnp.isfinite(g), axis=(1, 2)))
     return e, jnp.where(ok[:, None, None], g, 0.0)
 
@@ -187,6 +217,7 @@ def make_molecular_system(
     "energy_cap": float(energy_cap),
     "space": "cartesian, flattened [3 * n_atoms], nm",
     "energy_unit": "kJ/mol",
+    "chunk_size": chunk,
   }
   target = Target(name=name, dim=dim, log_prob=log_prob, info=info)
   return MolecularSystem(
