@@ -9,8 +9,10 @@ from __future__ import annotations
 
 PRESETS: dict[str, dict] = {
     "gmm40": {
-        "flow": {"base_scale": 20.0, "box": 4.0, "n_layers": 8, "n_bins": 24,
-                 "hidden": [128, 128]},
+        # 32 bins with 2×64 conditioners: reverse ESS 0.95 at 2e6 evaluations (seed 0);
+        # 24 bins with 2×128 reached 0.91 at the same budget and twice the time per step.
+        "flow": {"base_scale": 20.0, "box": 4.0, "n_layers": 8, "n_bins": 32,
+                 "hidden": [64, 64]},
         "cmt": {"eps_tr": 0.3, "eps_ent": 0.5, "n_samples": 10_000, "n_fit_steps": 100,
                 "batch_size": 1024, "learning_rate": 1e-3, "final_learning_rate": 1e-5},
         "reverse_kl": {"batch_size": 1024, "n_grad_steps": 100, "learning_rate": 1e-3},
