@@ -7,6 +7,7 @@ from cmtjax.targets.molecules.energy import (EnergyFns, angle_energy, bond_angle
                                              nonbonded_energy, obc_born_radii,
                                              pair_squared_distances, to_components,
                                              torsion_energy)
+from cmtjax.targets.molecules.md import MDTrajectory, langevin_md
 from cmtjax.targets.molecules.parameters import (DEFAULT_FORCEFIELD_FILES, MOLAR_GAS_CONSTANT,
                                                  ONE_4PI_EPS0, ForceFieldParams, GBSAParams,
                                                  create_openmm_system, params_from_system)
@@ -22,6 +23,7 @@ __all__ = [
   "EnergyInfo",
   "ForceFieldParams",
   "GBSAParams",
+  "MDTrajectory",
   "MOLAR_GAS_CONSTANT",
   "MOLECULAR_SYSTEMS",
   "MolecularSystem",
@@ -33,6 +35,7 @@ __all__ = [
   "default_chunk_size",
   "dihedral",
   "gbsa_obc_energy",
+  "langevin_md",
   "load_molecular_system",
   "make_energy_fn",
   "make_molecular_system",
