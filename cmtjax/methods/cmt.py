@@ -32,6 +32,7 @@ from cmtjax.cmt.paths import PATHS, PathState, init_path, path_constraints, upda
 from cmtjax.cmt.solver import SolverConfig, solve_dual
 from cmtjax.metrics import mode_occupancy, modes_covered
 from cmtjax.targets.base import Target
+from cmtjax.methods.schedules import SCHEDULES, fixed_multipliers
 from cmtjax.train.fit import FIT_MODES, fit_weighted
 from cmtjax.train.state import Method, TrainState
 
@@ -59,6 +60,13 @@ class CMTConfig:
     stop_adapting_at_target: once λ = η = 0, stop solving the dual.
     solver_rtol: relative tolerance of the dual's constraints.
     solver_n_grid: candidate multipliers evaluated at once to bracket each root (0: none).
+    schedule: ``"adaptive"`` (CMT: multipliers from the dual) or a fixed schedule of
+      :mod:`cmtjax.methods.schedules` (``"linear_beta"``, ``"geometric_beta"``: geometric
+      path; ``"geometric_temperature"``: tempered path), which replaces the dual solve and
+      ignores ``path``, ``eps_tr`` and ``eps_ent``.
+    schedule_steps: I, the number of annealing steps of a fixed schedule.
+    schedule_beta_min: first positive β of ``"geometric_beta"``.
+    schedule_t_max_ratio: T_max / T of ``"geometric_temperature"``.
   """
 
   path: str = "geometric_tempered"
@@ -75,8 +83,22 @@ class CMTConfig:
   stop_adapting_at_target: bool = True
   solver_rtol: float = 1e-4
   solver_n_grid: int = 0
+  schedule: str = "adaptive"
+  schedule_steps: Optional[int] = None
+  schedule_beta_min: float = 1e-3
+  schedule_t_max_ratio: float = 4.0
 
   def __post_init__(self):
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"cmt.schedule: unknown {self.schedule!r}; known: {', '.join(SCHEDULES)}")
+    if self.schedule != "adaptive" and (self.schedule_steps is None or self.schedule_steps < 1):
+      raise ValueError(f"cmt.schedule_steps must be >= 1 for the fixed schedule "
+                       f"{self.schedule!r}, got {self.schedule_steps!r}")
+    if not 0 < self.schedule_beta_min < 1:
+      raise ValueError(f"cmt.schedule_beta_min must be in (0, 1), got {self.schedule_beta_min}")
+    if not self.schedule_t_max_ratio >= 1:
+      raise ValueError(f"cmt.schedule_t_max_ratio must be >= 1, got "
+                       f"{self.schedule_t_max_ratio}")
     if self.path not in PATHS:
       raise ValueError(f"cmt.path: unknown path {self.path!r}; known: {', '.join(PATHS)}")
     if self.fit_mode not in FIT_MODES:
@@ -176,6 +198,11 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
   optimizer = make_optimizer(config.learning_rate, config.grad_clip)
   solver_cfg = SolverConfig(rtol=config.solver_rtol, n_grid=config.solver_n_grid)
   n = int(config.n_samples)
+  table = None
+  if config.schedule != "adaptive":
+    table = jnp.asarray(fixed_multipliers(
+        config.schedule, int(config.schedule_steps), beta_min=config.schedule_beta_min,
+        t_max_ratio=config.schedule_t_max_ratio), jnp.float32)
 
   def init(key: Array, params) -> TrainState:
     del key
@@ -194,8 +221,13 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
     forced = ms.at_target if config.stop_adapting_at_target else jnp.array(False)
     if config.anneal_steps is not None:
       forced = forced | (state.step >= config.anneal_steps)
+    if table is not None:
+      forced = forced | (state.step >= table.shape[0])
 
     def solve(_):
+      if table is not None:  # a fixed schedule: look the multipliers up
+        row = table[jnp.minimum(state.step, table.shape[0] - 1)]
+        return row[0], row[1], jnp.zeros((), jnp.int32), jnp.array(True)
       sol = solve_dual(buf, config.eps_tr, config.eps_ent, ms.lam, ms.eta,
                        use_trust_region=use_tr, use_entropy=use_ent, config=solver_cfg)
       return sol.lam, sol.eta, sol.iterations, sol.converged
