@@ -24,7 +24,8 @@ from cmtjax.targets.molecules import (create_openmm_system, dihedral, gbsa_obc_e
                                       params_from_system, to_components)
 from cmtjax.targets.molecules.energy import (_pair_matrices, _squared_distances,
                                              gbsa_obc_energy_and_r2_grad,
-                                             nonbonded_energy_and_r2_grad)
+                                             nonbonded_energy_and_r2_grad, torsion_energy,
+                                             torsion_energy_and_grad)
 from conftest import molecular_system, openmm_reference, perturbed_configurations
 
 _TERM_OF_FORCE = {
@@ -154,6 +155,26 @@ def test_closed_form_pair_gradients_match_autodiff(system_name):
     np.testing.assert_allclose(float(jnp.sum(e)), float(e_ad), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(g), np.where(off_diag, np.asarray(g_ad), 0.0),
                                rtol=1e-9, atol=1e-9 * float(jnp.max(jnp.abs(g_ad))))
+
+
+def test_closed_form_torsion_gradient_matches_autodiff():
+  system = molecular_system("elil")
+  p = system.params
+  rng = np.random.default_rng(5)
+  scales = np.array([0.005, 0.05, 0.2])[:, None, None]
+  with jax.enable_x64(True):
+    x = jnp.asarray(system.positions[None] + scales * rng.normal(size=(3,) + system.positions.shape))
+    args = (jnp.asarray(p.torsion_idx), p.torsion_n, p.torsion_phase, p.torsion_k)
+    scatter = np.zeros((4, p.n_atoms, len(p.torsion_idx)))
+    for slot in range(4):
+      scatter[slot, p.torsion_idx[:, slot], np.arange(len(p.torsion_idx))] = 1.0
+    e, g = jax.jit(lambda P: torsion_energy_and_grad(P, *args, scatter))(to_components(x))
+    e_ad, g_ad = jax.jit(jax.value_and_grad(lambda P: jnp.sum(torsion_energy(P, *args))))(
+      to_components(x))
+    np.testing.assert_allclose(float(jnp.sum(e)), float(e_ad), rtol=1e-12)
+    for comp in range(3):
+      np.testing.assert_allclose(np.asarray(g[comp]), np.asarray(g_ad[comp]), rtol=1e-8,
+                                 atol=1e-10 * float(jnp.max(jnp.abs(g_ad[comp]))))
 
 
 def test_float64_requires_x64():

@@ -22,9 +22,10 @@ computes: plain differences). Internally the terms work batch-minor: coordinates
 axis rather than over a short atom axis. Molecules here have <= ~100 atoms, for which dense pair
 matrices are the fastest layout.
 
-Gradients. Bonded terms use reverse-mode autodiff. The pair terms (nonbonded, GB) have a
-custom VJP: the forward pass also computes the closed-form dE/d r2_ij (chain rule through the
-Born radii written out), and the backward pass only pulls it back to positions. Plain autodiff
+Gradients. Bonds and angles use reverse-mode autodiff. Torsions and the pair terms
+(nonbonded, GB) have custom VJPs: the forward pass also computes the closed-form gradient
+(torsions: the standard dphi/dr formulas; pair terms: dE/d r2_ij with the chain rule through the
+Born radii written out), and the backward pass only scales it / pulls it back to positions. Plain autodiff
 of the same functions (kept in ``nonbonded_energy`` / ``gbsa_obc_energy``, used as the
 reference in the tests) was 3-5x slower on CPU, because XLA re-fuses the whole pair energy into
 the reductions of the transpose.
@@ -133,6 +134,51 @@ def torsion_energy(P: Coords, idx: Array, n: Array, phase: Array, k: Array) -> A
   """Periodic torsions. P: 3 x [n, batch]; idx: [m, 4]; n, phase, k: [m]. Returns [batch]."""
   phi = dihedral(*(_gather(P, idx[:, j]) for j in range(4)))
   return jnp.sum(k[:, None] * (1.0 + jnp.cos(n[:, None] * phi - phase[:, None])), axis=0)
+
+
+def torsion_energy_and_grad(P: Coords, idx: Array, n: Array, phase: Array, k: Array,
+                            scatter: Array) -> tuple[Array, Coords]:
+  """``torsion_energy`` and its closed-form gradient with respect to positions.
+
+  With F = a - b, G = b - c, H = d - c, A = F x G, B = H x G (the same phi as ``dihedral``):
+  dphi/da = -|G| A / |A|^2,  dphi/dd = |G| B / |B|^2,
+  dphi/db = -dphi/da + (F.G) A / (|A|^2 |G|) - (H.G) B / (|B|^2 |G|),
+  dphi/dc = -dphi/dd - (F.G) A / (|A|^2 |G|) + (H.G) B / (|B|^2 |G|).
+
+  Args:
+    P: positions, 3 x [n_atoms, batch].
+    idx: [m, 4] atom indices; n, phase, k: [m].
+    scatter: [4, n_atoms, m] one-hot matrices (scatter[s, i, t] = 1 if atom s of torsion t is i).
+
+  Returns:
+    ``([batch] energy, 3 x [n_atoms, batch] dE/dP)``.
+  """
+  a, b, c, d = (_gather(P, idx[:, j]) for j in range(4))
+  f_vec = _sub(a, b)
+  g_vec = _sub(b, c)
+  h_vec = _sub(d, c)
+  a_vec = _cross(f_vec, g_vec)
+  b_vec = _cross(h_vec, g_vec)
+  a2 = _dot(a_vec, a_vec)
+  b2 = _dot(b_vec, b_vec)
+  g_norm = _safe_sqrt(_dot(g_vec, g_vec))
+  phi = jnp.arctan2(_dot(_cross(b_vec, a_vec), g_vec) / g_norm, _dot(a_vec, b_vec))
+  arg = n[:, None] * phi - phase[:, None]
+  energy = jnp.sum(k[:, None] * (1.0 + jnp.cos(arg)), axis=0)
+  de_dphi = -(k * n)[:, None] * jnp.sin(arg)
+  ca = de_dphi / a2
+  cb = de_dphi / b2
+  fg = _dot(f_vec, g_vec) / g_norm
+  hg = _dot(h_vec, g_vec) / g_norm
+  grads = []
+  for comp in range(3):
+    ga = -g_norm * ca * a_vec[comp]
+    gd = g_norm * cb * b_vec[comp]
+    cross_term = fg * ca * a_vec[comp] - hg * cb * b_vec[comp]
+    gb_ = -ga + cross_term
+    gc = -gd - cross_term
+    grads.append(scatter[0] @ ga + scatter[1] @ gb_ + scatter[2] @ gc + scatter[3] @ gd)
+  return energy, tuple(grads)
 
 
 def _squared_distances(P: Coords) -> Array:
@@ -409,6 +455,25 @@ def make_energy_fn(params: ForceFieldParams, dtype=jnp.float32) -> EnergyFns:
 
   pair_terms.defvjp(_pair_terms_fwd, _pair_terms_bwd)
 
+  torsion_scatter = np.zeros((4, n_atoms, len(params.torsion_idx)), np_dtype)
+  for slot in range(4):
+    torsion_scatter[slot, params.torsion_idx[:, slot], np.arange(len(params.torsion_idx))] = 1.0
+  torsion_args = (c["torsion_idx"], c["torsion_n"], c["torsion_phase"], c["torsion_k"])
+
+  @jax.custom_vjp
+  def torsion_term(P: Coords) -> Array:
+    """Torsion energy [batch]; reverse mode uses the closed-form gradient."""
+    return torsion_energy(P, *torsion_args)
+
+  def _torsion_term_fwd(P: Coords):
+    e, grads = torsion_energy_and_grad(P, *torsion_args, torsion_scatter)
+    return e, grads
+
+  def _torsion_term_bwd(grads, ct):
+    return (tuple(ct[None, :] * g for g in grads),)
+
+  torsion_term.defvjp(_torsion_term_fwd, _torsion_term_bwd)
+
   def batch_terms(R: Array) -> dict:
     check_precision_available(dtype)
     R = jnp.asarray(R, dtype)
@@ -418,8 +483,7 @@ def make_energy_fn(params: ForceFieldParams, dtype=jnp.float32) -> EnergyFns:
     out = {
       "bond": bond_energy(P, c["bond_idx"], c["bond_r0"], c["bond_k"]),
       "angle": angle_energy(P, c["angle_idx"], c["angle_theta0"], c["angle_k"]),
-      "torsion": torsion_energy(P, c["torsion_idx"], c["torsion_n"], c["torsion_phase"],
-                                c["torsion_k"]),
+      "torsion": torsion_term(P),
     }
     pair = pair_terms(P)
     out["nonbonded"] = pair[0]
