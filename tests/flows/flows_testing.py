@@ -12,9 +12,11 @@ from cmtjax.flows import FlowConfig, make_flow
 
 BATCH = 64
 # (dim, coupling, permutation, base_scale): the flows every test module shares.
+# (dim, coupling, permutation, base_scale, n_layers): the flows every test module
+# shares.
 CASES = [
-    (2, "spline", "alternate", 1.0), (3, "spline", "random", 2.5),
-    (2, "affine", "alternate", 0.5), (5, "affine", "random", 3.0),
+    (2, "spline", "alternate", 1.0, 2), (3, "spline", "random", 2.5, 2),
+    (2, "affine", "alternate", 0.5, 2), (5, "affine", "random", 3.0, 3),
 ]
 PERTURBATION = {"spline": 0.1, "affine": 0.15}
 # Milder perturbations for quadratures (no sharp density peaks).
@@ -46,14 +48,15 @@ def perturb(params, key, scale: float):
 
 @functools.lru_cache(maxsize=None)
 def perturbed_params(dim: int, coupling: str, permutation: str = "alternate",
-                     base_scale: float = 1.0, seed: int = 0):
-  flow = small_flow(dim, coupling, permutation, base_scale)
+                     base_scale: float = 1.0, n_layers: int = 2, seed: int = 0):
+  flow = small_flow(dim, coupling, permutation, base_scale, n_layers)
   params = flow.init(jax.random.key(seed))
   # Strong enough to move samples by O(1), weak enough that the float32 inverse
   # stays well conditioned (log-dets of a few nats, not tens).
   return perturb(params, jax.random.key(seed + 100), PERTURBATION[coupling])
 
 
+@jax.jit
 def gaussian_log_prob(x, scale: float):
   """log N(x; 0, scale^2 I) per row. x: [batch, dim] -> [batch]."""
   return jnp.sum(jax.scipy.stats.norm.logpdf(x, scale=scale), axis=-1)
