@@ -189,7 +189,9 @@ def plot_ablation(path: str, curves: dict[str, Sequence[dict]], title: str = "")
             ("step_ess", "step ESS of the buffer weights", None),
             ("modes_weighted", "modes under w̄ (solid) and in the buffer (dashed)",
              "modes_buffer")]
-  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
+  fig, grid = plt.subplots(2, 3, figsize=(16, 8.5))
+  axes = grid.ravel()
+  axes[-1].axis("off")
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   for j, (name, records) in enumerate(curves.items()):
     c = colors[j % len(colors)]
