@@ -4,12 +4,14 @@ from cmtjax.flows.conditioner import MLPConditioner
 from cmtjax.flows.config import FlowConfig
 from cmtjax.flows.couplings import CouplingLayout, coupling_layouts
 from cmtjax.flows.flow import Flow, make_flow, standard_normal_log_prob
+from cmtjax.flows.splines import RationalQuadraticSpline
 
 __all__ = [
     "CouplingLayout",
     "Flow",
     "FlowConfig",
     "MLPConditioner",
+    "RationalQuadraticSpline",
     "coupling_layouts",
     "make_flow",
     "standard_normal_log_prob",
