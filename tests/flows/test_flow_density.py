@@ -81,6 +81,7 @@ def _dot(x, y):
   return sum(jnp.vdot(u, v) for u, v in zip(jax.tree.leaves(x), jax.tree.leaves(y)))
 
 
+@pytest.mark.slow  # two gradient compiles of a spline flow: ~6-25 s on a shared 2-core machine
 def test_parameter_gradients_match_finite_differences():
   case = CASES[0]
   dim = case[0]
