@@ -21,7 +21,10 @@ from typing import Any, Optional
 from cmtjax.flows import FlowConfig
 from cmtjax.methods import METHODS
 from cmtjax.methods.cmt import CMTConfig
+from cmtjax.methods.fab import FABConfig
+from cmtjax.methods.forward_kl import ForwardKLConfig
 from cmtjax.methods.reverse_kl import ReverseKLConfig
+from cmtjax.methods.tabg import TABGConfig
 
 CONFIG_VERSION = 1
 
@@ -66,6 +69,9 @@ class RunConfig:
       ``dim``, which comes from the target.
     cmt: CMT hyperparameters (used when method is ``"cmt"``).
     reverse_kl: reverse-KL hyperparameters (used when method is ``"reverse_kl"``).
+    fab: FAB hyperparameters (used when method is ``"fab"``).
+    tabg: TA-BG hyperparameters (used when method is ``"tabg"``).
+    forward_kl: forward-KL hyperparameters (used when method is ``"forward_kl"``).
     eval: evaluation settings.
   """
 
@@ -79,6 +85,9 @@ class RunConfig:
   flow: dict = dataclasses.field(default_factory=dict)
   cmt: CMTConfig = CMTConfig()
   reverse_kl: ReverseKLConfig = ReverseKLConfig()
+  fab: FABConfig = FABConfig()
+  tabg: TABGConfig = TABGConfig()
+  forward_kl: ForwardKLConfig = ForwardKLConfig()
   eval: EvalSettings = EvalSettings()
 
 

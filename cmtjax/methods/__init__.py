@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from cmtjax.methods.cmt import CMTConfig, CMTInfo, CMTState, make_cmt
+from cmtjax.methods.fab import FABConfig, FABInfo, FABState, make_fab
+from cmtjax.methods.forward_kl import ForwardKLConfig, ForwardKLInfo, make_forward_kl
 from cmtjax.methods.reverse_kl import ReverseKLConfig, ReverseKLInfo, make_reverse_kl
+from cmtjax.methods.tabg import (TABGConfig, TABGInfo, clip_log_weights, make_tabg,
+                                 temperature_ladder)
 
 # name -> (config attribute of RunConfig, factory, target evaluations per step)
 METHODS = {
     "cmt": ("cmt", make_cmt, lambda c: int(c.n_samples)),
     "reverse_kl": ("reverse_kl", make_reverse_kl, lambda c: int(c.batch_size * c.n_grad_steps)),
+    "fab": ("fab", make_fab, lambda c: c.evals_per_step),
+    "tabg": ("tabg", make_tabg, lambda c: int(c.n_samples)),
+    "forward_kl": ("forward_kl", make_forward_kl, lambda c: c.evals_per_step),
 }
 
 
@@ -26,5 +33,8 @@ def evals_per_step(name: str, config) -> int:
   return METHODS[name][2](config)
 
 
-__all__ = ["CMTConfig", "CMTInfo", "CMTState", "METHODS", "ReverseKLConfig", "ReverseKLInfo",
-           "evals_per_step", "make_cmt", "make_method", "make_reverse_kl"]
+__all__ = ["CMTConfig", "CMTInfo", "CMTState", "FABConfig", "FABInfo", "FABState",
+           "ForwardKLConfig", "ForwardKLInfo", "METHODS", "ReverseKLConfig", "ReverseKLInfo",
+           "TABGConfig", "TABGInfo", "clip_log_weights", "evals_per_step", "make_cmt",
+           "make_fab", "make_forward_kl", "make_method", "make_reverse_kl", "make_tabg",
+           "temperature_ladder"]

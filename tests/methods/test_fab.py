@@ -1,0 +1,48 @@
+"""FAB in the one loop: exact evaluation counting, learning, config errors."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from cmtjax.methods import FABConfig, evals_per_step, make_fab
+from cmtjax.train import train
+from methods_testing import counting, gauss_target, model_ess, small_flow
+
+
+def test_fab_counts_every_ais_evaluation_and_learns():
+  raw = gauss_target()
+  target, calls, _ = counting(raw)
+  flow = small_flow()
+  cfg = FABConfig(n_ais_samples=128, n_intermediate=3, n_hmc_steps=2, n_leapfrog=3,
+                  buffer_capacity=512, batch_size=128, n_grad_steps=15, init_step_size=0.3,
+                  learning_rate=5e-3)
+  assert cfg.evals_per_step == evals_per_step("fab", cfg) == 128 * (1 + 3 * 2 * 3)
+  method = make_fab(cfg, flow, target, n_steps=8)
+  params0 = flow.init(jax.random.PRNGKey(1))
+  ess0 = model_ess(flow, params0, raw)
+  res = train(method, jax.random.PRNGKey(0), flow.init(jax.random.PRNGKey(1)), progress=False)
+  assert calls.value == res.target_evals == 8 * cfg.evals_per_step
+  assert res.grad_steps == 8 * 15
+  recs = res.records
+  assert [r["buffer_size"] for r in recs[:5]] == [128, 256, 384, 512, 512]
+  assert all(r["n_skipped"] == 0 and r["n_invalid"] == 0 for r in recs)
+  # Step sizes move toward the target acceptance 0.65 from an overly small start.
+  assert recs[-1]["step_size"] > recs[0]["step_size"]
+  ess1 = model_ess(flow, res.state.params, raw)
+  assert ess0 < 0.3 and ess1 > 0.6, (ess0, ess1)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_ais_samples=100, buffer_capacity=250), "multiple"),
+    (dict(n_ais_samples=100, buffer_capacity=200, batch_size=200), "batch_size"),
+    (dict(n_intermediate=0), "n_intermediate"),
+    (dict(target_acceptance=1.0), "target_acceptance"),
+    (dict(spacing="cubic"), "spacing"),
+    (dict(n_leapfrog=0), "n_leapfrog"),
+    (dict(learning_rate=0.0), "learning_rate"),
+])
+def test_fab_config_errors(kwargs, match):
+  with pytest.raises(ValueError, match=f"fab.{match}|{match}"):
+    FABConfig(**kwargs)
