@@ -55,6 +55,15 @@ def test_target_log_prob_is_reduced_energy():
   np.testing.assert_allclose(np.asarray(lp), -e_ref[:10] / target.info["kbt"], rtol=1e-5)
 
 
+def test_float64_target_log_prob():
+  target = make_molecular_target("aldp", precision="float64")
+  x, e_ref, _, _, _ = openmm_reference("aldp")
+  with jax.enable_x64(True):
+    lp = target.log_prob(jnp.asarray(x[:10].reshape(10, -1)))
+    assert lp.dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(lp), -e_ref[:10] / target.info["kbt"], rtol=1e-10)
+
+
 def test_log_prob_handles_clashes_without_poisoning_the_batch():
   system = molecular_system("aldp")
   x = np.repeat(system.positions.reshape(1, -1), 4, axis=0).astype(np.float32)

@@ -24,11 +24,12 @@ matrices are the fastest layout.
 
 Gradients. Bonds and angles use reverse-mode autodiff. Torsions and the pair terms
 (nonbonded, GB) have custom VJPs: the forward pass also computes the closed-form gradient
-(torsions: the standard dphi/dr formulas; pair terms: dE/d r2_ij with the chain rule through the
-Born radii written out), and the backward pass only scales it / pulls it back to positions. Plain autodiff
-of the same functions (kept in ``nonbonded_energy`` / ``gbsa_obc_energy``, used as the
-reference in the tests) was 3-5x slower on CPU, because XLA re-fuses the whole pair energy into
-the reductions of the transpose.
+(torsions: the standard dphi/dr formulas; pair terms: dE/d r2_ij with the chain rule through
+the Born radii written out), and the backward pass only scales it or pulls it back to
+positions. Plain autodiff of the same functions (``torsion_energy``, ``nonbonded_energy``,
+``gbsa_obc_energy``, the references in the tests) was 2-5x slower on CPU, as XLA re-fuses the
+whole pair energy into the reductions of the transpose. The custom VJPs are first-order,
+reverse-mode only (no ``jax.jvp`` / forward-mode Hessians of the energy).
 """
 
 from __future__ import annotations
