@@ -113,6 +113,8 @@ def test_bad_arguments():
     make_molecular_target("not-a-molecule")
   with pytest.raises(ValueError):
     make_molecular_target("aldp", precision="float16")
+  with pytest.raises(ValueError, match="unknown keyword"):
+    make_molecular_target("aldp", temprature=300.0)
   target = molecular_system("aldp").target
   with pytest.raises(AssertionError):
     target.log_prob(jnp.zeros((2, 65)))
