@@ -49,14 +49,16 @@ def _scipy_solve(buf, eps_tr, eps_ent, use_tr=True, use_ent=True, sign=+1.0):
 
 EPS = [(0.3, 0.5), (0.1, 5.0), (5.0, 0.2), (0.05, 0.05), (1.0, 1.0)]
 
+# One compiled solver per buffer shape and path (ε and warm starts are traced arguments).
+_solve = jax.jit(solve_dual, static_argnames=("use_trust_region", "use_entropy", "config"))
+
 
 @pytest.mark.parametrize("seed", range(6))
 def test_solver_matches_scipy_on_random_buffers(seed):
   with enable_x64(True):
     buf = _random_problem(seed)
-    solve = jax.jit(solve_dual, static_argnames=("use_trust_region", "use_entropy", "config"))
     for eps_tr, eps_ent in EPS:
-      sol = solve(buf, eps_tr, eps_ent)
+      sol = _solve(buf, eps_tr, eps_ent)
       (lam_ref, eta_ref), g_ref = _scipy_solve(buf, eps_tr, eps_ent)
       assert bool(sol.converged)
       # The dual value is flat near the optimum: compare it tightly, multipliers loosely.
@@ -67,11 +69,12 @@ def test_solver_matches_scipy_on_random_buffers(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_float32_solver_is_close_to_float64_reference(seed):
-  buf64 = _random_problem(seed, n=20_000)
+  with enable_x64(True):
+    buf64 = _random_problem(seed, n=20_000)
   buf = make_buffer(buf64.x.astype(jnp.float32), buf64.log_q.astype(jnp.float32),
                     buf64.log_p.astype(jnp.float32))
   for eps_tr, eps_ent in EPS[:3]:
-    sol = jax.jit(solve_dual)(buf, eps_tr, eps_ent)
+    sol = _solve(buf, eps_tr, eps_ent)
     (lam_ref, eta_ref), _ = _scipy_solve(buf64, eps_tr, eps_ent)
     assert bool(sol.converged)
     np.testing.assert_allclose([float(sol.lam), float(sol.eta)], [lam_ref, eta_ref],
@@ -82,7 +85,7 @@ def test_float32_solver_is_close_to_float64_reference(seed):
 def test_kkt_conditions(seed):
   buf = _random_problem(seed, dtype=np.float32)
   for eps_tr, eps_ent in EPS:
-    sol = solve_dual(buf, eps_tr, eps_ent)
+    sol = _solve(buf, eps_tr, eps_ent)
     tol = 1e-3
     assert bool(sol.converged)
     if float(sol.lam) > 0:
@@ -110,7 +113,7 @@ def test_erratum_sign_trap_entropy_constraint_binds():
   (−η(H − ε_ent)) keeps η = 0 and silently breaks the entropy constraint."""
   buf = _narrowing_problem()
   eps_tr, eps_ent = 50.0, 0.2  # trust region inert: only the entropy bound can act
-  sol = solve_dual(buf, eps_tr, eps_ent)
+  sol = _solve(buf, eps_tr, eps_ent)
   assert float(sol.eta) > 0.1
   assert abs(float(sol.entropy_drop) - eps_ent) < 1e-3 * eps_ent
   (lam_w, eta_w), _ = _scipy_solve(buf, eps_tr, eps_ent, sign=-1.0)
@@ -136,7 +139,7 @@ def test_root_finder_inputs_are_decreasing():
 def test_paths_fix_the_right_multipliers(path):
   buf = _narrowing_problem(5000)
   use_tr, use_ent = path_constraints(path)
-  sol = solve_dual(buf, 0.3, 0.3, use_trust_region=use_tr, use_entropy=use_ent)
+  sol = _solve(buf, 0.3, 0.3, use_trust_region=use_tr, use_entropy=use_ent)
   assert bool(sol.converged)
   assert (float(sol.lam) > 0) == use_tr
   assert (float(sol.eta) > 0) == use_ent
@@ -157,7 +160,7 @@ def test_terminates_at_the_target():
   lq = -0.5 * np.sum(x ** 2, 1) - np.log(2 * np.pi)
   buf = make_buffer(jnp.asarray(x, jnp.float32), jnp.asarray(lq, jnp.float32),
                     jnp.asarray(lq + 4.0, jnp.float32))
-  sol = solve_dual(buf, 0.3, 0.5)
+  sol = _solve(buf, 0.3, 0.5)
   assert float(sol.lam) == 0.0 and float(sol.eta) == 0.0
   assert bool(sol.converged)
   np.testing.assert_allclose(float(sol.ess), 1.0, atol=1e-6)
@@ -187,7 +190,7 @@ def test_step_ess_when_the_trust_region_binds():
   """While the trust region binds, ESS ≈ 1/(1+2ε_tr) (small ε_tr, Gaussian weights)."""
   buf = _narrowing_problem(50_000)
   for eps_tr in (0.05, 0.1):
-    sol = solve_dual(buf, eps_tr, 100.0)
+    sol = _solve(buf, eps_tr, 100.0)
     assert float(sol.lam) > 0
     np.testing.assert_allclose(float(sol.ess), 1 / (1 + 2 * eps_tr), atol=0.03)
 
@@ -197,20 +200,20 @@ def test_vmapped_over_buffers_and_warm_start():
   stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *bufs)
   sols = jax.jit(jax.vmap(lambda b: solve_dual(b, 0.3, 0.5)))(stacked)
   for i, b in enumerate(bufs):
-    single = solve_dual(b, 0.3, 0.5)
+    single = _solve(b, 0.3, 0.5)
     np.testing.assert_allclose(float(sols.lam[i]), float(single.lam), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(float(sols.eta[i]), float(single.eta), rtol=1e-4, atol=1e-6)
   # A warm start at the solution needs fewer iterations than a cold one.
   b = bufs[0]
-  cold = solve_dual(b, 0.3, 0.5)
-  warm = solve_dual(b, 0.3, 0.5, cold.lam, cold.eta)
+  cold = _solve(b, 0.3, 0.5)
+  warm = _solve(b, 0.3, 0.5, cold.lam, cold.eta)
   assert int(warm.iterations) <= int(cold.iterations)
   np.testing.assert_allclose(float(warm.lam), float(cold.lam), rtol=1e-3, atol=1e-6)
 
 
 def test_grid_bracketing_gives_the_same_solution():
   buf = _random_problem(1, dtype=np.float32)
-  a = solve_dual(buf, 0.3, 0.5)
-  b = solve_dual(buf, 0.3, 0.5, config=SolverConfig(n_grid=6))
+  a = _solve(buf, 0.3, 0.5)
+  b = _solve(buf, 0.3, 0.5, config=SolverConfig(n_grid=6))
   np.testing.assert_allclose([float(a.lam), float(a.eta)], [float(b.lam), float(b.eta)],
                              rtol=1e-3, atol=1e-5)
