@@ -3,15 +3,22 @@
   cmtjax train --target gmm40 --method cmt --seed 0 --out runs/demo
   cmtjax train --config experiments/gmm40_cmt.toml --set cmt.eps_ent=0.8 --out runs/x
   cmtjax train --config runs/demo/config.json --out runs/demo-again     (repeat a run)
+  cmtjax train --resume runs/demo                 (continue an interrupted run from its checkpoint)
+  cmtjax train --target gmm40 --devices all --out runs/x            (split over all devices)
 
-Bad input (unknown target, method or config key, a missing file, an unwritable folder) is a
-one-line error on stderr and exit code 2.
+A multi-process run starts the same command in every process with ``--coordinator HOST:PORT
+--num-processes P --process-id I`` (or the ``CMTJAX_*`` environment variables).
+
+Bad input (unknown target, method or config key, a missing file, an unwritable folder, no
+usable or an incompatible checkpoint) is a one-line error on stderr and exit code 2; a run that
+stops because it can no longer make progress exits with code 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from cmtjax.io.config import ConfigError, build_config, load_file, parse_override
@@ -26,7 +33,14 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--target", help=f"target name ({', '.join(TARGET_NAMES)}); default gmm40")
   t.add_argument("--method", help="training method (cmt, reverse_kl); default cmt")
   t.add_argument("--seed", type=int, help="PRNG seed (default 0)")
-  t.add_argument("--out", required=True, help="output folder")
+  t.add_argument("--out", help="output folder (required unless --resume)")
+  t.add_argument("--resume", metavar="DIR",
+                 help="continue the run in DIR from its newest good checkpoint (config from "
+                      "DIR/config.json; only checkpoint.* and distributed.* may be changed)")
+  t.add_argument("--devices", help="devices to split the run over: 'all' or a count (default 1)")
+  t.add_argument("--coordinator", help="HOST:PORT of process 0 of a multi-process run")
+  t.add_argument("--num-processes", type=int, help="number of processes of a multi-process run")
+  t.add_argument("--process-id", type=int, help="this process's index in a multi-process run")
   t.add_argument("--config", help="config file (JSON or TOML), e.g. a previous config.json")
   t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config value, e.g. --set cmt.eps_tr=0.2 (repeatable)")
@@ -35,9 +49,65 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
+_RESUME_SECTIONS = ("checkpoint", "distributed")
+
+
+def _distributed_layer(args) -> dict:
+  dist: dict = {}
+  if args.devices is not None:
+    dist["devices"] = args.devices if args.devices == "all" else _int(args.devices, "--devices")
+  if args.coordinator is not None:
+    dist["coordinator"] = args.coordinator
+  if args.num_processes is not None:
+    dist["num_processes"] = args.num_processes
+  if args.process_id is not None:
+    dist["process_id"] = args.process_id
+  return {"distributed": dist} if dist else {}
+
+
+def _int(text: str, flag: str) -> int:
+  try:
+    return int(text)
+  except ValueError:
+    raise ConfigError(f"{flag} must be 'all' or an integer, got {text!r}") from None
+
+
+def _resume(args) -> int:
+  given = [f"--{n}" for n in ("target", "method", "seed", "config", "budget", "out")
+           if getattr(args, n) is not None]
+  if given:
+    raise ConfigError(f"--resume takes the run's configuration from its folder; drop "
+                      f"{', '.join(given)}")
+  overrides = [parse_override(s) for s in args.set]
+  for o in overrides:
+    bad = [k for k in o if k not in _RESUME_SECTIONS]
+    if bad:
+      raise ConfigError(f"--resume: only {', '.join(s + '.*' for s in _RESUME_SECTIONS)} may "
+                        f"be changed, not {bad[0]!r}")
+  cfg_path = os.path.join(args.resume, "config.json")
+  if not os.path.isfile(cfg_path):
+    raise ConfigError(f"--resume {args.resume}: no config.json there (not a run folder)")
+  cfg = build_config([load_file(cfg_path), *overrides, _distributed_layer(args)])
+  from cmtjax.runner import run  # heavy imports only once the input is known to be good
+  metrics = run(cfg, args.resume, progress=not args.no_progress, resume=True)
+  _print_summary(metrics, args.resume)
+  return 0
+
+
+def _print_summary(metrics: dict, out: str) -> None:
+  keys = ("target", "method", "seed", "reverse_ess", "reverse_ess_clipped", "log_z",
+          "log_z_error", "modes_covered", "n_modes", "mode_tv", "target_evals", "wall_seconds")
+  print(json.dumps({k: metrics[k] for k in keys if k in metrics}))
+  print(f"results in {out}")
+
+
 def _train(args) -> int:
+  if args.resume is not None:
+    return _resume(args)
+  if args.out is None:
+    raise ConfigError("--out is required (or --resume DIR)")
   file_layer = load_file(args.config) if args.config else {}
-  flag_layer: dict = {}
+  flag_layer: dict = _distributed_layer(args)
   if args.target is not None:
     flag_layer["target"] = args.target
   if args.method is not None:
@@ -54,19 +124,22 @@ def _train(args) -> int:
   cfg = build_config([preset_for(target), file_layer, *overrides, flag_layer])
   from cmtjax.runner import run  # heavy imports only once the input is known to be good
   metrics = run(cfg, args.out, progress=not args.no_progress)
-  keys = ("target", "method", "seed", "reverse_ess", "reverse_ess_clipped", "log_z",
-          "log_z_error", "modes_covered", "n_modes", "mode_tv", "target_evals", "wall_seconds")
-  print(json.dumps({k: metrics[k] for k in keys if k in metrics}))
-  print(f"results in {args.out}")
+  _print_summary(metrics, args.out)
   return 0
 
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
+  # No device is touched on import (a multi-process run initialises jax.distributed later).
+  from cmtjax.train.checkpoint import CheckpointError
+  from cmtjax.train.loop import TrainingStalled
   try:
     if args.command == "train":
       return _train(args)
-  except (ConfigError, ValueError, ImportError) as e:
+  except TrainingStalled as e:
+    print(f"cmtjax: {e}", file=sys.stderr)
+    return 3
+  except (ConfigError, ValueError, ImportError, CheckpointError) as e:
     print(f"cmtjax: error: {e}", file=sys.stderr)
     return 2
   except OSError as e:

@@ -8,12 +8,18 @@ Files left in the output folder:
   metrics.json    final figures (see :func:`run`)
   params.msgpack  final flow parameters (flax serialisation)
   samples.png, schedule.png (CMT) or training.png, ess.png
+  checkpoints/    orbax checkpoints of the last few steps (``run(..., resume=True)`` or
+                  ``cmtjax train --resume DIR`` continues the run from the newest good one)
+
+On several devices (``distributed.devices``) or processes (``distributed.coordinator`` ...),
+the training step is split over the devices along the sample axis; process 0 writes the files.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from typing import Any, Optional
 
@@ -25,14 +31,24 @@ from flax import serialization
 from cmtjax import __version__
 from cmtjax.flows import FlowConfig, make_flow
 from cmtjax.io import plots
-from cmtjax.io.config import RunConfig, save_config
+from cmtjax.io.config import RunConfig, save_config, to_dict
 from cmtjax.methods import evals_per_step, make_method
 from cmtjax.metrics import evaluate
 from cmtjax.targets import make_target
-from cmtjax.train import plan_steps, train
+from cmtjax.train import (CheckpointOptions, fingerprint, initialize, is_primary, make_mesh,
+                          plan_steps, train)
 
 # steps.jsonl uses "lambda" for λ (a Python keyword, hence "lam" in the info NamedTuples).
 _RENAME = {"lam": "lambda"}
+# Sections of a RunConfig that do not change what a run computes (left out of its fingerprint,
+# so that a run may be resumed with other checkpoint or device settings).
+_NOT_FINGERPRINTED = ("checkpoint", "distributed")
+CHECKPOINT_DIR = "checkpoints"
+
+
+def run_fingerprint(cfg: RunConfig) -> str:
+  """The hash of ``cfg`` stored in checkpoints (checkpoint/distributed settings left out)."""
+  return fingerprint({k: v for k, v in to_dict(cfg).items() if k not in _NOT_FINGERPRINTED})
 
 
 def prepare_out_dir(out_dir: str) -> str:
@@ -56,13 +72,16 @@ def _json_default(o):
   raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True) -> dict[str, Any]:
+def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
+        resume: bool = False) -> dict[str, Any]:
   """Trains a flow on ``cfg.target`` with ``cfg.method`` and evaluates it.
 
   Args:
     cfg: the validated run configuration.
     out_dir: folder for the outputs (None: write nothing, return the metrics only).
     progress: show a progress bar.
+    resume: continue the run whose checkpoints are in ``out_dir/checkpoints`` (its
+      ``steps.jsonl`` and ``evals.jsonl`` are rewritten from the checkpoint, then continued).
 
   Returns:
     The metrics dict written to ``metrics.json``: ``target``, ``method``, ``seed``,
@@ -72,9 +91,24 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True) -> dic
     ``mode_tv``, ``eubo``, ``forward_ess`` ... where the target allows them).
   """
   t_start = time.perf_counter()
+  dist = cfg.distributed
+  initialize(dist.coordinator or None, dist.num_processes or None,
+             dist.process_id if dist.process_id >= 0 else None)
+  primary = is_primary()
+  if resume and out_dir is None:
+    raise ValueError("resume needs the run's output folder")
+  ckpt_opts = None
   if out_dir is not None:
     prepare_out_dir(out_dir)
-    save_config(cfg, os.path.join(out_dir, "config.json"))
+    ckpt_dir = os.path.join(out_dir, CHECKPOINT_DIR)
+    if not resume:
+      if primary:
+        save_config(cfg, os.path.join(out_dir, "config.json"))
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # a fresh run replaces the folder's outputs
+    if cfg.checkpoint.enabled or resume:
+      ckpt_opts = CheckpointOptions(directory=ckpt_dir, every=cfg.checkpoint.every,
+                                    keep=cfg.checkpoint.keep, fingerprint=run_fingerprint(cfg))
+  mesh = make_mesh("all" if jax.process_count() > 1 else dist.devices)
   target = make_target(cfg.target, **cfg.target_kwargs)
   flow = make_flow(FlowConfig(dim=target.dim, **cfg.flow))
   method_cfg = getattr(cfg, cfg.method)
@@ -95,11 +129,12 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True) -> dic
                     n_repeats=repeats, chunk=cfg.eval.chunk)
 
   def eval_during(k, params):
+    params = jax.device_get(params)  # evaluate on this process's default device
     figures = eval_with(params, k, cfg.eval.n_samples_during, 1, False)
     return {k_: v for k_, v in figures.items() if not isinstance(v, list)}
 
   files = {}
-  if out_dir is not None:
+  if out_dir is not None and primary:
     files = {name: open(os.path.join(out_dir, f"{name}.jsonl"), "w")
              for name in ("steps", "evals")}
 
@@ -114,12 +149,13 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True) -> dic
   try:
     result = train(method, k_train, params, eval_fn=eval_during if cfg.eval.every else None,
                    eval_every=cfg.eval.every, on_record=writer("steps"),
-                   on_eval=writer("evals"), progress=progress,
-                   desc=f"{cfg.method} on {cfg.target}")
+                   on_eval=writer("evals"), progress=progress and primary,
+                   desc=f"{cfg.method} on {cfg.target}", checkpoint=ckpt_opts, resume=resume,
+                   mesh=mesh, max_stalled_steps=cfg.checkpoint.max_stalled_steps)
   finally:
     for f in files.values():
       f.close()
-  params = result.state.params
+  params = jax.device_get(result.state.params)
 
   t_eval = time.perf_counter()
   final = eval_with(params, k_eval, cfg.eval.n_samples, cfg.eval.n_repeats, True)
@@ -141,9 +177,12 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True) -> dic
     metrics["dual_converged_fraction"] = float(np.mean(
         [bool(r["dual_converged"]) for r in result.records]))
     metrics["n_invalid_samples"] = int(sum(r["n_invalid"] for r in result.records))
+  metrics["n_devices"] = 1 if mesh is None else int(mesh.size)
+  metrics["n_processes"] = jax.process_count()
+  metrics["resumed_from"] = result.resumed_from
   metrics["total_seconds"] = time.perf_counter() - t_start
 
-  if out_dir is not None:
+  if out_dir is not None and primary:
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
       json.dump(metrics, f, indent=2, default=_json_default)
     with open(os.path.join(out_dir, "params.msgpack"), "wb") as f:

@@ -54,6 +54,53 @@ class EvalSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class CheckpointSettings:
+  """Checkpoints of a run (in ``OUT/checkpoints``; ``cmtjax train --resume OUT`` continues).
+
+  Attributes:
+    enabled: write checkpoints.
+    every: checkpoint after every this many outer steps (and after the last one).
+    keep: number of newest checkpoints kept.
+    max_stalled_steps: stop the run after this many consecutive steps without progress (all
+      target evaluations non-finite, or all gradient steps skipped); 0 never stops.
+  """
+
+  enabled: bool = True
+  every: int = 1
+  keep: int = 3
+  max_stalled_steps: int = 5
+
+  def __post_init__(self):
+    if self.every < 1 or self.keep < 1 or self.max_stalled_steps < 0:
+      raise ValueError("checkpoint.every and checkpoint.keep must be >= 1 and "
+                       "checkpoint.max_stalled_steps >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedSettings:
+  """Devices and processes of a run.
+
+  Attributes:
+    devices: ``"all"`` (every device of every process; the sample axis is split over them)
+      or a count n >= 1 (the first n devices; 1 is a plain single-device run).
+    coordinator: ``host:port`` of process 0 for a multi-process run (or
+      ``CMTJAX_COORDINATOR``); empty for a single process.
+    num_processes: number of processes (or ``CMTJAX_NUM_PROCESSES``); 0: from the environment.
+    process_id: this process's index (or ``CMTJAX_PROCESS_ID``); -1: from the environment.
+  """
+
+  devices: typing.Union[int, str] = 1
+  coordinator: str = ""
+  num_processes: int = 0
+  process_id: int = -1
+
+  def __post_init__(self):
+    if not (self.devices == "all" or (isinstance(self.devices, int) and self.devices >= 1)):
+      raise ValueError(f"devices must be 'all' or an integer >= 1, got "
+                       f"{self.devices!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   """Everything that defines a run.
 
@@ -73,6 +120,8 @@ class RunConfig:
     tabg: TA-BG hyperparameters (used when method is ``"tabg"``).
     forward_kl: forward-KL hyperparameters (used when method is ``"forward_kl"``).
     eval: evaluation settings.
+    checkpoint: checkpoints and the stopping rule (not part of the run's fingerprint).
+    distributed: devices and processes (not part of the run's fingerprint).
   """
 
   version: int = CONFIG_VERSION
@@ -89,6 +138,8 @@ class RunConfig:
   tabg: TABGConfig = TABGConfig()
   forward_kl: ForwardKLConfig = ForwardKLConfig()
   eval: EvalSettings = EvalSettings()
+  checkpoint: CheckpointSettings = CheckpointSettings()
+  distributed: DistributedSettings = DistributedSettings()
 
 
 METHOD_NAMES = tuple(METHODS)

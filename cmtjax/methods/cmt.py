@@ -34,6 +34,7 @@ from cmtjax.metrics import mode_occupancy, modes_covered
 from cmtjax.targets.base import Target
 from cmtjax.methods.schedules import SCHEDULES, fixed_multipliers
 from cmtjax.train.fit import FIT_MODES, fit_weighted
+from cmtjax.train.sharding import shard_batch
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
@@ -214,9 +215,14 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
   def step(key: Array, state: TrainState) -> tuple[TrainState, CMTInfo]:
     ms: CMTState = state.method_state
     k_sample, k_fit = jax.random.split(key)
-    x, log_q = flow.sample_and_log_prob(state.params, k_sample, n)
-    log_p = target.log_prob(x)
-    buf = make_buffer(x, log_q, log_p)
+    # The buffer is split over the devices along the sample axis (identity on one device).
+    x, log_q = shard_batch(flow.sample_and_log_prob(state.params, k_sample, n))
+    log_p = shard_batch(target.log_prob(x))
+    buf = shard_batch(make_buffer(x, log_q, log_p))
+    # With no valid entry the dual and the weights are undefined: keep the multipliers and
+    # path, and let the fit skip its steps (its loss is not finite); the loop's stopping rule
+    # counts such steps.
+    usable = buf.n_valid > 0
 
     forced = ms.at_target if config.stop_adapting_at_target else jnp.array(False)
     if config.anneal_steps is not None:
@@ -235,9 +241,11 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
     def skip(_):
       return jnp.zeros(()), jnp.zeros(()), jnp.zeros((), jnp.int32), jnp.array(True)
 
-    lam, eta, iters, converged = jax.lax.cond(forced, skip, solve, None)
+    lam, eta, iters, converged = jax.lax.cond(forced | ~usable, skip, solve, None)
+    lam = jnp.where(usable | forced, lam, ms.lam)
+    eta = jnp.where(usable | forced, eta, ms.eta)
     st = dual_stats(buf, lam, eta, config.eps_tr, config.eps_ent)
-    reached = (lam == 0) & (eta == 0)
+    reached = usable & (lam == 0) & (eta == 0)
     at_target = ms.at_target | reached
     target_step = jnp.where(ms.at_target, ms.target_step,
                             jnp.where(reached, state.step, -1)).astype(jnp.int32)
@@ -251,9 +259,14 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
     hyper["learning_rate"] = lr.astype(jnp.asarray(hyper["learning_rate"]).dtype)
     opt_state = state.opt_state._replace(hyperparams=hyper)
 
-    log_wbar = normalized_log_weights(buf, lam, eta)
+    log_wbar = shard_batch(normalized_log_weights(buf, lam, eta))
+    skip_fit = jnp.where(usable, 0.0, jnp.nan)  # no valid entry: every fit step is skipped
+
+    def fit_log_prob(p, xb):  # minibatches split over the devices too
+      return flow.log_prob(p, shard_batch(xb)) + skip_fit
+
     params, opt_state, fit_info = fit_weighted(
-        flow.log_prob, optimizer, state.params, opt_state, k_fit, buf.x, log_wbar,
+        fit_log_prob, optimizer, state.params, opt_state, k_fit, buf.x, log_wbar,
         n_steps=config.n_fit_steps, batch_size=config.batch_size, mode=config.fit_mode)
 
     # What the fit realised, on the same buffer (no new target evaluations).
@@ -280,8 +293,10 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
     else:
       modes_buffer = modes_weighted = jnp.array(-1, jnp.int32)
 
-    path = update_path(ms.path, lam, eta)
-    new_ms = CMTState(lam=jnp.where(forced, ms.lam, lam), eta=jnp.where(forced, ms.eta, eta),
+    path = jax.tree_util.tree_map(lambda a, b: jnp.where(usable, a, b),
+                                  update_path(ms.path, lam, eta), ms.path)
+    keep = forced | ~usable
+    new_ms = CMTState(lam=jnp.where(keep, ms.lam, lam), eta=jnp.where(keep, ms.eta, eta),
                       path=path, at_target=at_target, target_step=target_step)
     info = CMTInfo(
         lam=lam, eta=eta, alpha=path.alpha, beta=path.beta, kl=st.kl,

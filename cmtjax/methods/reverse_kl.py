@@ -18,6 +18,7 @@ import optax
 
 from cmtjax.metrics import reverse_ess
 from cmtjax.targets.base import Target
+from cmtjax.train.sharding import shard_batch
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
@@ -51,11 +52,19 @@ class ReverseKLConfig:
 
 
 class ReverseKLInfo(NamedTuple):
-  """Diagnostics of one outer iteration: last-batch loss, ESS and skipped steps."""
+  """Diagnostics of one outer iteration.
+
+  Attributes:
+    loss: loss of the last batch.
+    batch_ess: reverse ESS of the last batch.
+    n_skipped: optimiser steps skipped (non-finite loss or gradient).
+    n_invalid: samples of all K batches with a non-finite log p̃ or log q (left out of the loss).
+  """
 
   loss: Array
   batch_ess: Array
   n_skipped: Array
+  n_invalid: Array
 
 
 def make_reverse_kl(config: ReverseKLConfig, flow, target: Target, n_steps: int) -> Method:
@@ -66,8 +75,8 @@ def make_reverse_kl(config: ReverseKLConfig, flow, target: Target, n_steps: int)
   keep = b - int(config.drop_top)
 
   def loss_fn(params, key):
-    x, log_q = flow.sample_and_log_prob(params, key, b)
-    log_p = target.log_prob(x)
+    x, log_q = shard_batch(flow.sample_and_log_prob(params, key, b))
+    log_p = shard_batch(target.log_prob(x))
     log_w = jax.lax.stop_gradient(log_p - log_q)
     finite = jnp.isfinite(log_p) & jnp.isfinite(log_q)
     # Keep the `keep` samples of lowest energy (highest log p̃); non-finite ones go first.
@@ -75,8 +84,10 @@ def make_reverse_kl(config: ReverseKLConfig, flow, target: Target, n_steps: int)
     _, idx = jax.lax.top_k(score, keep)
     per_sample = (log_q - log_p)[idx]
     ok = finite[idx]
-    loss = jnp.sum(jnp.where(ok, per_sample, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
-    return loss, log_w
+    n_ok = jnp.sum(ok)
+    loss = jnp.sum(jnp.where(ok, per_sample, 0.0)) / jnp.maximum(n_ok, 1)
+    loss = jnp.where(n_ok > 0, loss, jnp.nan)  # nothing finite to learn from: skip the step
+    return loss, (log_w, jnp.sum((~finite).astype(jnp.int32)))
 
   def init(key: Array, params) -> TrainState:
     del key
@@ -86,19 +97,20 @@ def make_reverse_kl(config: ReverseKLConfig, flow, target: Target, n_steps: int)
   def step(key: Array, state: TrainState):
     def body(carry, k):
       p, s, skipped = carry
-      (loss, log_w), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, k)
+      (loss, (log_w, n_bad)), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, k)
       leaves = jax.tree_util.tree_leaves(grads)
       ok = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves]))
       updates, s_new = optimizer.update(grads, s, p)
       p_new = optax.apply_updates(p, updates)
       p = jax.tree_util.tree_map(lambda a, c: jnp.where(ok, a, c), p_new, p)
       s = jax.tree_util.tree_map(lambda a, c: jnp.where(ok, a, c), s_new, s)
-      return (p, s, skipped + (~ok).astype(jnp.int32)), (loss, log_w)
+      return (p, s, skipped + (~ok).astype(jnp.int32)), (loss, log_w, n_bad)
 
     keys = jax.random.split(key, config.n_grad_steps)
-    (params, opt_state, skipped), (losses, log_ws) = jax.lax.scan(
+    (params, opt_state, skipped), (losses, log_ws, n_bad) = jax.lax.scan(
         body, (state.params, state.opt_state, jnp.zeros((), jnp.int32)), keys)
-    info = ReverseKLInfo(loss=losses[-1], batch_ess=reverse_ess(log_ws[-1]), n_skipped=skipped)
+    info = ReverseKLInfo(loss=losses[-1], batch_ess=reverse_ess(log_ws[-1]), n_skipped=skipped,
+                         n_invalid=jnp.sum(n_bad))
     return TrainState(params=params, opt_state=opt_state, method_state=(),
                       step=state.step + 1), info
 

@@ -2,8 +2,16 @@
 
 The loop owns what is common to all methods: PRNG handling, the jitted step, the budget
 (target evaluations and gradient steps, counted on the host from each method's static
-per-step costs), periodic evaluation, the progress bar and the per-step records. Everything
-method-specific happens inside ``method.step``.
+per-step costs), periodic evaluation, the progress bar, the per-step records, checkpoints and resume
+(:mod:`cmtjax.train.checkpoint`), placement on a device mesh (:mod:`cmtjax.train.sharding`)
+and the stopping rule for a run that can no longer make progress. Everything method-specific
+happens inside ``method.step``.
+
+Stopping rule (generic over methods, read from the step's info fields): a step is *stalled*
+when all its target evaluations were non-finite (``n_invalid == method.evals_per_step``) or
+all its gradient steps were skipped (``n_skipped == method.grad_steps_per_step``). After
+``max_stalled_steps`` consecutive stalled steps the loop saves a checkpoint and raises
+:class:`TrainingStalled`, whose message names the step, the reason and the checkpoint.
 """
 
 from __future__ import annotations
@@ -14,8 +22,11 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from cmtjax.train.checkpoint import Checkpointer, CheckpointOptions
+from cmtjax.train.sharding import replicate, replicated
 from cmtjax.train.state import Method, TrainState
 
 # Keys of a step record shown in the progress bar when the method reports them.
@@ -35,6 +46,8 @@ class TrainResult(NamedTuple):
     grad_steps: optimiser steps taken.
     wall_seconds: training wall time (evaluations excluded).
     compile_seconds: time of the first step beyond a typical step (mostly compilation).
+    resumed_from: folder of the checkpoint the run resumed from (None: a fresh start).
+    checkpoint: folder of the last checkpoint written or restored (None: none).
   """
 
   state: TrainState
@@ -44,6 +57,38 @@ class TrainResult(NamedTuple):
   grad_steps: int
   wall_seconds: float
   compile_seconds: float
+  resumed_from: Optional[str] = None
+  checkpoint: Optional[str] = None
+
+
+class TrainingStalled(RuntimeError):
+  """The run stopped because it can no longer make progress.
+
+  Attributes:
+    step: index of the last step run.
+    reason: why the steps were stalled.
+    checkpoint: folder of the last checkpoint (None if checkpointing was off).
+  """
+
+  def __init__(self, step: int, reason: str, n_stalled: int, checkpoint: Optional[str]):
+    self.step, self.reason, self.checkpoint = step, reason, checkpoint
+    where = (f"last checkpoint: {checkpoint}" if checkpoint else
+             "no checkpoint (checkpointing is off)")
+    super().__init__(f"training stopped at step {step}: {reason} in {n_stalled} consecutive "
+                     f"steps; {where}")
+
+
+def stall_reason(method: Method, info: dict) -> Optional[str]:
+  """Why a step made no progress, or None (read from its info's ``n_invalid``/``n_skipped``)."""
+  reasons = []
+  n_invalid = info.get("n_invalid")
+  if n_invalid is not None and n_invalid >= method.evals_per_step:
+    reasons.append(f"all {method.evals_per_step} target evaluations were non-finite")
+  n_skipped = info.get("n_skipped")
+  if n_skipped is not None and n_skipped >= method.grad_steps_per_step > 0:
+    reasons.append(f"all {method.grad_steps_per_step} gradient steps were skipped "
+                   f"(non-finite loss or gradient)")
+  return " and ".join(reasons) or None
 
 
 def plan_steps(method_evals_per_step: int, max_target_evals: Optional[int],
@@ -78,7 +123,9 @@ def train(method: Method, key: jax.Array, params: Any, *,
           eval_fn: Optional[Callable[[jax.Array, Any], dict]] = None, eval_every: int = 0,
           on_record: Optional[Callable[[dict], None]] = None,
           on_eval: Optional[Callable[[dict], None]] = None, progress: bool = True,
-          desc: str = "") -> TrainResult:
+          desc: str = "", checkpoint: Optional[CheckpointOptions] = None,
+          resume: bool = False, mesh: Optional[Mesh] = None,
+          max_stalled_steps: int = 0) -> TrainResult:
   """Runs ``method`` for ``method.n_steps`` outer steps.
 
   Args:
@@ -89,56 +136,131 @@ def train(method: Method, key: jax.Array, params: Any, *,
       the last step (not counted in the training budget or wall time).
     eval_every: evaluation period in steps (0: only at the end, if ``eval_fn`` is given).
     on_record: called with each step record as soon as it exists (e.g. to append to JSONL).
-    on_eval: called with each evaluation's dict as soon as it exists.
+      On resume it is first called with every record restored from the checkpoint, in order.
+    on_eval: called with each evaluation's dict as soon as it exists (restored ones first).
     progress: show a progress bar with the key figures.
     desc: progress-bar label.
+    checkpoint: where and how often to checkpoint (None: no checkpoints).
+    resume: continue from the newest readable checkpoint in ``checkpoint.directory``
+      (its key, state, counters and records replace ``key``/``params``).
+    mesh: a 1-D ``"batch"`` mesh (:func:`cmtjax.train.sharding.make_mesh`): the state is
+      replicated over it and the step runs under it (None: default device, no sharding).
+    max_stalled_steps: stop with :class:`TrainingStalled` after this many consecutive steps
+      without progress (0: never).
 
   Returns:
     A :class:`TrainResult`.
+
+  Raises:
+    TrainingStalled: see ``max_stalled_steps``.
+    cmtjax.train.checkpoint.CheckpointError: ``resume`` without a usable checkpoint, or a
+      checkpoint of another configuration.
   """
-  key, k_init = jax.random.split(key)
-  state = method.init(k_init, params)
-  step_fn = jax.jit(method.step, donate_argnums=(1,))
+  if resume and checkpoint is None:
+    raise ValueError("resume=True needs checkpoint options (the checkpoint folder)")
+  run_key = key
+  key, k_init = jax.random.split(run_key)
+  # The step donates its state: work on a copy so the caller's ``params`` stay usable.
+  params = jax.tree_util.tree_map(lambda a: jax.numpy.array(a, copy=True), params)
+  state = replicate(method.init(k_init, params), mesh)
   records, evals = [], []
-  target_evals = grad_steps = 0
-  wall = 0.0
+  host = {"target_evals": 0, "grad_steps": 0, "wall_seconds": 0.0, "compile_seconds": 0.0,
+          "stalled": 0}
+  start = 0
+  ckpt = Checkpointer(checkpoint) if checkpoint is not None else None
+  resumed_from = None
+  if resume:
+    restored = ckpt.restore(state, run_key)
+    run_key, state, records, evals = (restored.key, replicate(restored.state, mesh),
+                                      restored.records, restored.evals)
+    key, _ = jax.random.split(run_key)
+    host.update(restored.host)
+    start, resumed_from = restored.n_done, restored.path
+    for r in records:
+      if on_record is not None:
+        on_record(r)
+    for e in evals:
+      if on_eval is not None:
+        on_eval(e)
+
+  if mesh is not None:
+    rep = replicated(mesh)
+    step_fn = jax.jit(method.step, donate_argnums=(1,), out_shardings=(rep, rep))
+  else:
+    step_fn = jax.jit(method.step, donate_argnums=(1,))
   step_times = []
-  bar = tqdm(total=method.n_steps, desc=desc or method.name, disable=not progress,
-             dynamic_ncols=True, leave=True)
+  compile_base = host["compile_seconds"]
+  bar = tqdm(total=method.n_steps, initial=start, desc=desc or method.name,
+             disable=not progress, dynamic_ncols=True, leave=True)
+  stall_reason_first = None
 
   def evaluate(step_idx):
     k = jax.random.fold_in(key, 10_000_019 + step_idx)
     figures = eval_fn(k, state.params)
-    evals.append({"step": step_idx, "target_evals": target_evals, **figures})
+    evals.append({"step": step_idx, "target_evals": host["target_evals"], **figures})
     if on_eval is not None:
       on_eval(evals[-1])
 
-  for i in range(method.n_steps):
-    k = jax.random.fold_in(key, i)
-    t0 = time.perf_counter()
-    state, info = step_fn(k, state)
-    info = jax.device_get(info)
-    dt = time.perf_counter() - t0
-    step_times.append(dt)
-    wall += dt
-    target_evals += method.evals_per_step
-    grad_steps += method.grad_steps_per_step
-    record = {"step": i, "target_evals": target_evals, "grad_steps": grad_steps,
-              "wall_seconds": wall, "step_seconds": dt}
-    record.update({k_: _scalar(v) for k_, v in info._asdict().items()})
-    records.append(record)
-    if on_record is not None:
-      on_record(record)
-    bar.set_postfix_str(_bar_text(record, target_evals), refresh=False)
-    bar.update(1)
-    last = i == method.n_steps - 1
-    if eval_fn is not None and (last or (eval_every and (i + 1) % eval_every == 0)):
-      evaluate(i)
-  bar.close()
+  def save(n_done):
+    return ckpt.save(n_done, state, run_key, dict(host), records, evals)
+
+  try:
+    for i in range(start, method.n_steps):
+      k = jax.random.fold_in(key, i)
+      t0 = time.perf_counter()
+      if mesh is not None:
+        with jax.set_mesh(mesh):
+          state, info = step_fn(k, state)
+      else:
+        state, info = step_fn(k, state)
+      info = jax.device_get(info)
+      dt = time.perf_counter() - t0
+      step_times.append(dt)
+      host["wall_seconds"] += dt
+      host["target_evals"] += method.evals_per_step
+      host["grad_steps"] += method.grad_steps_per_step
+      record = {"step": i, "target_evals": host["target_evals"],
+                "grad_steps": host["grad_steps"], "wall_seconds": host["wall_seconds"],
+                "step_seconds": dt}
+      record.update({k_: _scalar(v) for k_, v in info._asdict().items()})
+      records.append(record)
+      if on_record is not None:
+        on_record(record)
+      bar.set_postfix_str(_bar_text(record, host["target_evals"]), refresh=False)
+      bar.update(1)
+      last = i == method.n_steps - 1
+      if eval_fn is not None and (last or (eval_every and (i + 1) % eval_every == 0)):
+        evaluate(i)
+      host["compile_seconds"] = compile_base + _compile_estimate(step_times)
+      reason = stall_reason(method, record)
+      if reason is None:
+        host["stalled"], stall_reason_first = 0, None
+      else:
+        host["stalled"] += 1
+        stall_reason_first = stall_reason_first or reason
+      stop = max_stalled_steps > 0 and host["stalled"] >= max_stalled_steps
+      if ckpt is not None and (last or stop or (i + 1) % checkpoint.every == 0):
+        save(i + 1)
+      if stop:
+        raise TrainingStalled(i, stall_reason_first, host["stalled"],
+                              ckpt.last_path if ckpt is not None else None)
+  finally:
+    bar.close()
+    if ckpt is not None:
+      ckpt.close()
+  return TrainResult(state=state, records=records, evals=evals,
+                     target_evals=host["target_evals"], grad_steps=host["grad_steps"],
+                     wall_seconds=host["wall_seconds"],
+                     compile_seconds=host["compile_seconds"], resumed_from=resumed_from,
+                     checkpoint=ckpt.last_path if ckpt is not None else None)
+
+
+def _compile_estimate(step_times: list) -> float:
+  """Time of the first step beyond a typical (median) later step: mostly compilation."""
+  if not step_times:
+    return 0.0
   typical = float(np.median(step_times[1:])) if len(step_times) > 1 else 0.0
-  compile_s = max(step_times[0] - typical, 0.0) if step_times else 0.0
-  return TrainResult(state=state, records=records, evals=evals, target_evals=target_evals,
-                     grad_steps=grad_steps, wall_seconds=wall, compile_seconds=compile_s)
+  return max(step_times[0] - typical, 0.0)
 
 
 def _bar_text(record: dict, target_evals: int) -> str:
