@@ -26,7 +26,7 @@ from cmtjax.targets.molecules.energy import (_pair_matrices, _squared_distances,
                                              gbsa_obc_energy_and_r2_grad,
                                              nonbonded_energy_and_r2_grad, torsion_energy,
                                              torsion_energy_and_grad)
-from conftest import molecular_system, openmm_reference, perturbed_configurations
+from molecular_reference import molecular_system, openmm_reference, perturbed_configurations
 
 _TERM_OF_FORCE = {
   "HarmonicBondForce": "bond",

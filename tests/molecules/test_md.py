@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cmtjax.targets.molecules.md import langevin_md
-from conftest import molecular_system
+from molecular_reference import molecular_system
 
 
 def test_frictionless_dynamics_conserves_energy():

@@ -13,7 +13,7 @@ import pytest
 from cmtjax.targets.base import Target
 from cmtjax.targets.molecules import (MOLAR_GAS_CONSTANT, MOLECULAR_SYSTEMS,
                                       make_molecular_system, make_molecular_target)
-from conftest import molecular_system, openmm_reference
+from molecular_reference import molecular_system, openmm_reference
 
 
 def test_shipped_structures(system_name):
