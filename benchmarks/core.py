@@ -49,6 +49,8 @@ def main():
   ap.add_argument("--only", nargs="*", default=list(RUNS))
   ap.add_argument("--seeds", nargs="*", type=int, default=[0])
   ap.add_argument("--out", default="benchmarks/results")
+  ap.add_argument("--collect", action="store_true",
+                  help="do not train: tabulate runs/bench/<run>_s<seed>/metrics.json")
   args = ap.parse_args()
   os.makedirs(args.out, exist_ok=True)
   rows = []
@@ -57,10 +59,17 @@ def main():
     for seed in args.seeds:
       cfg = build_config([preset_for(target), extra, {"target": target, "method": method,
                                                       "seed": seed}])
-      t0 = time.perf_counter()
-      m = run(cfg, f"runs/bench/{name}_s{seed}", progress=True)
+      folder = f"runs/bench/{name}_s{seed}"
+      if args.collect:
+        if not os.path.isfile(os.path.join(folder, "metrics.json")):
+          continue
+        with open(os.path.join(folder, "metrics.json")) as f:
+          m = json.load(f)
+      else:
+        t0 = time.perf_counter()
+        m = run(cfg, folder, progress=True)
+        m["total_seconds"] = time.perf_counter() - t0
       m["run"] = name
-      m["total_seconds"] = time.perf_counter() - t0
       rows.append(m)
       print(json.dumps({k: m.get(k) for k in ("run", *COLUMNS)}))
   meta = {"machine": platform.platform(), "cpu_count": os.cpu_count(),
