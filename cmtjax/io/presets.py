@@ -16,6 +16,11 @@ PRESETS: dict[str, dict] = {
         "cmt": {"eps_tr": 0.3, "eps_ent": 0.5, "n_samples": 10_000, "n_fit_steps": 100,
                 "batch_size": 1024, "learning_rate": 1e-3, "final_learning_rate": 1e-5},
         "reverse_kl": {"batch_size": 1024, "n_grad_steps": 100, "learning_rate": 1e-3},
+        # Baselines: components have unit std, so HMC starts at ε = 1 (then adapts);
+        # TA-BG draws N = 1e4 per step and fits K = 100 steps, as CMT does.
+        "fab": {"init_step_size": 1.0},
+        "tabg": {"n_samples": 10_000, "n_fit_steps": 100, "buffer_size": 10_000,
+                 "batch_size": 1024},
         "max_target_evals": 2_000_000,
     },
     "gmm40_50d": {
@@ -30,9 +35,12 @@ PRESETS: dict[str, dict] = {
     },
     "many_well32": {
         "flow": {"base_scale": 2.0, "box": 4.0, "n_layers": 8, "n_bins": 16,
-                 "hidden": [128, 128], "permutation": "random"},
+                 "hidden": [64, 64], "permutation": "random"},
         "cmt": {"eps_tr": 0.3, "eps_ent": 1.0, "n_samples": 10_000, "n_fit_steps": 100},
-        "max_target_evals": 2_000_000,
+        "fab": {"init_step_size": 0.1},
+        "tabg": {"n_samples": 10_000, "n_fit_steps": 100, "buffer_size": 10_000,
+                 "batch_size": 1024},
+        "max_target_evals": 1_000_000,
     },
     "double_well2d": {
         "flow": {"base_scale": 2.0, "box": 4.0, "n_layers": 6, "n_bins": 16},

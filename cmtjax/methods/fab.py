@@ -36,7 +36,7 @@ import optax
 from cmtjax.metrics import reverse_ess
 from cmtjax.sampling import (SPACINGS, ReplayBuffer, adapt_step_sizes, ais, ais_betas,
                              ais_target_evals, buffer_add, buffer_adjust, buffer_init,
-                             buffer_sample)
+                             buffer_sample, log_z_of_p)
 from cmtjax.targets.base import Target
 from cmtjax.train.state import Method, TrainState
 
@@ -122,6 +122,8 @@ class FABInfo(NamedTuple):
     batch_ess: reverse ESS of p̃/q on the step's fresh flow samples x_0.
     ais_ess: ESS of the AIS weights (toward p̃²/q).
     ais_log_z: log mean AIS weight (estimates log ∫ p̃²/q).
+    log_z: FAB's estimate of log Z = log ∫ p̃ from the same run
+      (:func:`cmtjax.sampling.log_z_of_p`).
     acceptance: mean HMC acceptance over the intermediate distributions.
     step_size: geometric mean of the step sizes used.
     n_invalid: target evaluations spent on AIS chains whose weight is not finite (the
@@ -135,6 +137,7 @@ class FABInfo(NamedTuple):
   batch_ess: Array
   ais_ess: Array
   ais_log_z: Array
+  log_z: Array
   acceptance: Array
   step_size: Array
   n_invalid: Array
@@ -204,7 +207,7 @@ def make_fab(config: FABConfig, flow, target: Target, n_steps: int) -> Method:
                                   config.adapt_rate)
     info = FABInfo(
         loss=jnp.mean(losses), batch_ess=reverse_ess(res.x0_log_w),
-        ais_ess=reverse_ess(res.log_w), ais_log_z=res.log_z,
+        ais_ess=reverse_ess(res.log_w), ais_log_z=res.log_z, log_z=log_z_of_p(res, 2.0),
         acceptance=jnp.mean(res.acceptance),
         step_size=jnp.exp(jnp.mean(jnp.log(ms.step_sizes))),
         n_invalid=(jnp.sum(~jnp.isfinite(res.log_w)) * per_chain).astype(jnp.int32),

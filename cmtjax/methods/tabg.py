@@ -3,7 +3,7 @@
 Two phases inside one jitted step (switched by ``lax.cond`` on the step counter):
 
   1. reverse KL at the highest temperature T_0 = T_max, for ``n_reverse_kl_steps`` outer
-     steps: K optimiser steps, each on a reparameterised batch of N/K flow samples, loss
+     steps (default: ``reverse_kl_fraction`` of the planned steps): K optimiser steps, each on a reparameterised batch of N/K flow samples, loss
      mean[log q − log p̃_{T_0}];
   2. a temperature ladder T_0 > T_1 > … > T_R = T (the target's temperature). Rung r
      (r = 1 … R) lasts ``steps_per_rung`` outer steps (default: the ladder is spread evenly
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -93,7 +93,10 @@ class TABGConfig:
     n_temperatures: temperatures of the geometric ladder, both ends included (10: 9 steps).
     temperatures: explicit ladder (K, strictly decreasing, ending at ``t_target``); when
       given it replaces ``t_max`` / ``n_temperatures``.
-    n_reverse_kl_steps: outer steps of phase 1.
+    n_reverse_kl_steps: outer steps of phase 1 (None: ``reverse_kl_fraction`` of the planned
+      outer steps, at least one).
+    reverse_kl_fraction: share of the planned outer steps spent in phase 1 when
+      ``n_reverse_kl_steps`` is None.
     steps_per_rung: outer steps spent at each lower temperature of the ladder (0: spread
       the ladder evenly over the planned steps after phase 1, at least one per rung).
     n_samples: N, flow samples (= target evaluations) per outer step, both phases.
@@ -110,7 +113,8 @@ class TABGConfig:
   t_target: float = 300.0
   n_temperatures: int = 10
   temperatures: tuple[float, ...] = ()
-  n_reverse_kl_steps: int = 20
+  n_reverse_kl_steps: Optional[int] = None
+  reverse_kl_fraction: float = 0.1
   steps_per_rung: int = 0
   n_samples: int = 10_240
   n_fit_steps: int = 40
@@ -127,9 +131,13 @@ class TABGConfig:
     for name in ("n_samples", "n_fit_steps", "buffer_size", "batch_size"):
       if int(getattr(self, name)) < 1:
         raise ValueError(f"tabg.{name} must be >= 1, got {getattr(self, name)!r}")
-    if self.n_reverse_kl_steps < 0 or self.steps_per_rung < 0:
+    if (self.n_reverse_kl_steps is not None and self.n_reverse_kl_steps < 0) or (
+        self.steps_per_rung < 0):
       raise ValueError(f"tabg.n_reverse_kl_steps and tabg.steps_per_rung must be >= 0, got "
                        f"{self.n_reverse_kl_steps} and {self.steps_per_rung}")
+    if not 0 <= self.reverse_kl_fraction < 1:
+      raise ValueError(f"tabg.reverse_kl_fraction must be in [0, 1), got "
+                       f"{self.reverse_kl_fraction}")
     if self.n_samples % self.n_fit_steps:
       raise ValueError(
           f"tabg.n_samples ({self.n_samples}) must be a multiple of tabg.n_fit_steps "
@@ -159,18 +167,24 @@ class TABGConfig:
       return np.asarray(self.temperatures, np.float64)
     return temperature_ladder(self.t_max, self.t_target, self.n_temperatures)
 
+  def reverse_kl_steps(self, n_steps: int) -> int:
+    """Outer steps of phase 1 when ``n_steps`` outer steps are planned."""
+    if self.n_reverse_kl_steps is not None:
+      return int(self.n_reverse_kl_steps)
+    return max(1, int(round(self.reverse_kl_fraction * int(n_steps))))
+
   def rung_steps(self, n_steps: int) -> int:
     """Outer steps per rung when ``n_steps`` outer steps are planned."""
     if self.steps_per_rung:
       return int(self.steps_per_rung)
     n_rungs = len(self.ladder()) - 1
-    return max(1, (int(n_steps) - int(self.n_reverse_kl_steps)) // n_rungs)
+    return max(1, (int(n_steps) - self.reverse_kl_steps(n_steps)) // n_rungs)
 
   def schedule(self, n_steps: int) -> np.ndarray:
     """Temperature (K) each of the first outer steps trains toward, phase 1 and the ladder:
-    ``[n_reverse_kl_steps + R · rung_steps]``; later steps refine at ``t_target``."""
+    ``[reverse_kl_steps + R · rung_steps]``; later steps refine at ``t_target``."""
     ladder = self.ladder()
-    return np.concatenate([np.full(self.n_reverse_kl_steps, ladder[0]),
+    return np.concatenate([np.full(self.reverse_kl_steps(n_steps), ladder[0]),
                            np.repeat(ladder[1:], self.rung_steps(n_steps))])
 
 
@@ -225,7 +239,7 @@ def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int) -> Method:
   temps = jnp.asarray(config.schedule(n_steps), jnp.float32)
   n, k_steps = int(config.n_samples), int(config.n_fit_steps)
   rkl_batch = n // k_steps
-  n_rkl = int(config.n_reverse_kl_steps)
+  n_rkl = config.reverse_kl_steps(n_steps)
 
   def set_lr(opt_state, lr):
     hyper = dict(opt_state.hyperparams)

@@ -136,6 +136,30 @@ def ais(key: Array, x0: Array, log_q_fn: LogDensityFn, log_p_fn: LogDensityFn, *
                    x0_log_w=x0_log_w, acceptance=acceptance, log_z=log_z)
 
 
+def log_z_of_p(result: AISResult, alpha: float) -> Array:
+  """log Z of p̃ from an AIS run toward f = q^{1−α} p̃^α (FAB's estimate for α = 2).
+
+  Since f (p̃/q)^{1−α} = p̃, Z_p = Z_f · E_f[(p̃/q)^{1−α}], estimated with the self-normalised
+  AIS weights at the final positions:
+
+      log Z_p ≈ log Z_f + logsumexp_n(log w̄_n + (1 − α)(log p̃_n − log q_n)).
+
+  For α = 1 this is ``result.log_z``.
+
+  Args:
+    result: the :func:`ais` output.
+    alpha: the α of that run.
+
+  Returns:
+    Scalar estimate of log ∫ p̃.
+  """
+  finite = jnp.isfinite(result.log_w)
+  log_wbar = jnp.where(finite, result.log_w, -jnp.inf)
+  log_wbar = log_wbar - jax.nn.logsumexp(log_wbar)
+  ratio = jnp.where(finite, (1.0 - alpha) * (result.log_p - result.log_q), 0.0)
+  return result.log_z + jax.nn.logsumexp(jnp.where(finite, log_wbar + ratio, -jnp.inf))
+
+
 def adapt_step_sizes(step_sizes: Array, acceptance: Array, target_acceptance: float,
                      rate: float, min_step: float = 1e-5, max_step: float = 10.0) -> Array:
   """Multiplicative step-size control toward a target acceptance, per distribution.

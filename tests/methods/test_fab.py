@@ -32,6 +32,8 @@ def test_fab_counts_every_ais_evaluation_and_learns():
   assert recs[-1]["step_size"] > recs[0]["step_size"]
   ess1 = model_ess(flow, res.state.params, raw)
   assert ess0 < 0.3 and ess1 > 0.6, (ess0, ess1)
+  # FAB's own log Z estimate (AIS toward p̃²/q) of the normalised target: 0 within 0.1 nats.
+  assert abs(recs[-1]["log_z"]) < 0.1
 
 
 @pytest.mark.parametrize("kwargs, match", [

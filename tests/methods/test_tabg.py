@@ -21,6 +21,9 @@ def test_default_ladder_is_the_papers_molecular_ladder():
   cfg = TABGConfig(n_reverse_kl_steps=1, steps_per_rung=2, temperatures=(4.0, 2.0, 1.0),
                    t_target=1.0)
   np.testing.assert_allclose(cfg.schedule(100), [4, 2, 2, 1, 1])
+  # Defaults: a tenth of the planned steps at T_max, the ladder spread over the rest.
+  cfg = TABGConfig(temperatures=(4.0, 2.0, 1.0), t_target=1.0)
+  np.testing.assert_allclose(cfg.schedule(20), [4] * 2 + [2] * 9 + [1] * 9)
 
 
 def test_clipping_lowers_the_top_fraction_to_the_next_weight():
@@ -65,6 +68,7 @@ def test_tabg_phases_counting_and_learning():
     (dict(n_temperatures=1), "2 temperatures"),
     (dict(clip_fraction=1.0), "clip_fraction"),
     (dict(steps_per_rung=-1), "steps_per_rung"),
+    (dict(reverse_kl_fraction=1.0), "reverse_kl_fraction"),
 ])
 def test_tabg_config_errors(kwargs, match):
   with pytest.raises(ValueError, match=match):

@@ -1,0 +1,299 @@
+"""Budget-matched comparison of training methods on one target (a table like the paper's Table 1).
+
+Every run goes through :func:`cmtjax.runner.run` (the one loop, the same flow preset, the same
+budget of target evaluations, the same evaluation), each in its own folder. A method is given
+as a spec ``name[:key=value[,key=value…]]``; keys without a dot belong to the method's config
+section, dotted keys are full config paths:
+
+  cmt  reverse_kl  fab  tabg  forward_kl
+  cmt:path=geometric          CMT ablations (trust region only; also tempered, none)
+  cmt:schedule=linear_beta    fixed schedules (also geometric_beta, geometric_temperature)
+  fab:n_leapfrog=10,flow.n_bins=16
+
+A fixed schedule without ``schedule_steps`` gets as many annealing steps as the plain ``cmt``
+run of the same seed took to reach the target (its ``target_reached_at_step`` + 1; all its
+planned steps if it never did), so both follow their paths for the same number of steps at
+the same budget; without a ``cmt`` run, half the planned steps.
+
+  .venv/bin/python benchmarks/compare.py --target gmm40 --methods cmt reverse_kl fab tabg \
+      cmt:path=geometric cmt:schedule=linear_beta --seeds 0 1 2 --budget 2e6
+
+Writes ``compare_<target>.json`` (every run's metrics and the summaries), ``compare_<target>.md``
+(mean ± standard error over seeds: target evaluations, gradient steps, wall time, reverse ESS,
+EUBO, |log Z error|, modes covered / mode TV or well-occupancy TV) and ``compare_<target>.png``
+(reverse ESS against target evaluations, mean ± s.e. over seeds) in ``--results-dir``, and
+each run's folder under ``--runs-dir/<target>/<method>/seed<k>``. ``--resume`` reuses runs
+whose ``metrics.json`` exists (a long table can be finished in several sittings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+import traceback
+from typing import Any, Optional
+
+import numpy as np
+
+from cmtjax.io.config import build_config, parse_override
+from cmtjax.io.presets import preset_for
+
+# (metric key, column title, format); columns absent from every run are left out.
+COLUMNS = (
+    ("target_evals", "target evals", ".3g"),
+    ("grad_steps", "grad steps", ".3g"),
+    ("wall_seconds", "wall s", ".3g"),
+    ("reverse_ess", "reverse ESS %", "pct"),
+    ("reverse_ess_clipped", "clipped ESS %", "pct"),
+    ("eubo", "EUBO", ".4g"),
+    ("abs_log_z_error", "abs log Z error", ".2g"),
+    ("modes_covered", "modes covered", ".3g"),
+    ("mode_tv", "mode TV", ".2g"),
+    ("well_occupancy_tv", "well TV", ".2g"),
+    ("forward_ess", "forward ESS %", "pct"),
+)
+SUMMARY_KEYS = tuple(c[0] for c in COLUMNS) + ("log_z_error", "compile_seconds", "n_steps")
+FIXED_SCHEDULES = ("linear_beta", "geometric_beta", "geometric_temperature")
+
+
+def parse_spec(spec: str) -> tuple[str, dict]:
+  """``"cmt:path=geometric,flow.n_bins=16"`` -> ``("cmt", {"cmt": {"path": …}, "flow": {…}})``."""
+  name, _, rest = spec.partition(":")
+  if not name:
+    raise ValueError(f"empty method name in spec {spec!r}")
+  layer: dict = {}
+  for item in filter(None, (s.strip() for s in rest.split(","))):
+    if "=" not in item:
+      raise ValueError(f"spec {spec!r}: {item!r} must look like key=value")
+    key, value = item.split("=", 1)
+    path = key if "." in key else f"{name}.{key}"
+    over = parse_override(f"{path}={value}")
+    layer = _merge(layer, over)
+  return name, layer
+
+
+def _merge(a: dict, b: dict) -> dict:
+  out = dict(a)
+  for k, v in b.items():
+    out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+  return out
+
+
+def run_label(spec: str) -> str:
+  """A folder-safe label of a spec."""
+  return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec.replace(":", "__")).strip("_")
+
+
+def mean_se(values) -> dict:
+  """``{"mean", "se", "n"}`` of the finite values (se = std(ddof=1)/√n; 0 for one value)."""
+  v = np.asarray([x for x in values if x is not None and math.isfinite(float(x))], float)
+  if v.size == 0:
+    return {"mean": None, "se": None, "n": 0}
+  se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+  return {"mean": float(v.mean()), "se": se, "n": int(v.size)}
+
+
+def summarise(runs: list[dict]) -> dict:
+  """Mean ± s.e. over seeds of every summary metric of the successful runs."""
+  ok = [r for r in runs if "error" not in r]
+  out = {}
+  for key in SUMMARY_KEYS:
+    vals = []
+    for r in ok:
+      v = r.get(key)
+      if key == "abs_log_z_error" and r.get("log_z_error") is not None:
+        v = abs(r["log_z_error"])
+      vals.append(v)
+    s = mean_se(vals)
+    if s["n"]:
+      out[key] = s
+  n_modes = {r.get("n_modes") for r in ok} - {None}
+  if n_modes:
+    out["n_modes"] = max(n_modes)
+  out["n_runs"], out["n_failed"] = len(ok), len(runs) - len(ok)
+  return out
+
+
+def _fmt(s: Optional[dict], fmt: str) -> str:
+  if not s or s.get("mean") is None:
+    return "–"
+  m, se = s["mean"], s["se"]
+  if fmt == "pct":
+    m, se = 100 * m, 100 * se
+    fmt = ".3g"
+  if s["n"] > 1:
+    return f"{m:{fmt}} ± {se:.2g}"
+  return f"{m:{fmt}}"
+
+
+def markdown_table(target: str, summaries: dict[str, dict], budget: float,
+                   seeds: list[int]) -> str:
+  """The Markdown table: one row per method, mean ± s.e. over seeds."""
+  cols = [c for c in COLUMNS if any(c[0] in s for s in summaries.values())]
+  lines = [f"# {target}: methods at a matched budget of {budget:.3g} target evaluations",
+           "", f"Seeds {seeds}; mean ± standard error over seeds (no ± for a single seed). "
+           "Reverse ESS: median of the evaluation's repeats per run. Modes covered: a mode "
+           "counts when it holds at least a quarter of its true share.", "",
+           "| method | runs | " + " | ".join(c[1] for c in cols) + " |",
+           "|---|---|" + "---|" * len(cols)]
+  for label, s in summaries.items():
+    cells = []
+    for key, _, fmt in cols:
+      cell = _fmt(s.get(key), fmt)
+      if key == "modes_covered" and cell != "–" and s.get("n_modes"):
+        cell += f" / {s['n_modes']}"
+      cells.append(cell)
+    runs = f"{s['n_runs']}" + (f" ({s['n_failed']} failed)" if s["n_failed"] else "")
+    lines.append(f"| {label} | {runs} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _load_jsonl(path: str) -> list[dict]:
+  if not os.path.isfile(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_ess(path: str, curves: dict[str, list[list[dict]]], title: str) -> None:
+  """Reverse ESS against target evaluations: mean ± s.e. over seeds per method."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(7, 4.8))
+  for label, per_seed in curves.items():
+    per_seed = [c for c in per_seed if c]
+    if not per_seed:
+      continue
+    n = min(len(c) for c in per_seed)
+    x = np.array([c[0]["target_evals"] for c in per_seed[0][:n]], float)
+    y = np.array([[np.nan if e.get("reverse_ess") is None else e["reverse_ess"]
+                   for e in c[:n]] for c in per_seed], float)
+    mean = np.nanmean(y, axis=0)
+    line, = ax.plot(x, mean, marker="o", ms=3, label=f"{label} ({len(per_seed)} seeds)")
+    if len(per_seed) > 1:
+      se = np.nanstd(y, axis=0, ddof=1) / np.sqrt(len(per_seed))
+      ax.fill_between(x, mean - se, mean + se, color=line.get_color(), alpha=0.2)
+  ax.set_xscale("log")
+  ax.set_ylim(0, 1.02)
+  ax.set_xlabel("target evaluations (training)")
+  ax.set_ylabel("reverse ESS")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--target", default="gmm40")
+  ap.add_argument("--methods", nargs="+", default=["cmt", "reverse_kl", "fab", "tabg"],
+                  help="method specs, e.g. cmt reverse_kl fab tabg cmt:path=geometric")
+  ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+  ap.add_argument("--budget", type=float, default=2e6, help="target evaluations per run")
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="config override for every run (e.g. eval.every=5); repeatable")
+  ap.add_argument("--runs-dir", default="runs/compare")
+  ap.add_argument("--results-dir", default="benchmarks/results")
+  ap.add_argument("--resume", action="store_true", help="reuse runs with a metrics.json")
+  ap.add_argument("--no-progress", action="store_true")
+  args = ap.parse_args(argv)
+
+  from cmtjax.runner import run  # heavy import after argument parsing
+
+  specs = list(dict.fromkeys(args.methods))
+  parsed = {s: parse_spec(s) for s in specs}
+  overrides = [parse_override(s) for s in args.set]
+  # Plain CMT first: fixed schedules take their number of annealing steps from it.
+  specs.sort(key=lambda s: 0 if s == "cmt" else 1)
+  base = {"target": args.target, "max_target_evals": int(args.budget)}
+  for spec in specs:  # validate every config before the first (long) run
+    name, layer = parsed[spec]
+    if layer.get("cmt", {}).get("schedule") in FIXED_SCHEDULES:
+      layer = _merge({"cmt": {"schedule_steps": 1}}, layer)
+    build_config([preset_for(args.target), *overrides, layer,
+                  {**base, "method": name, "seed": args.seeds[0]}])
+  os.makedirs(args.results_dir, exist_ok=True)
+  stem = os.path.join(args.results_dir, f"compare_{args.target}")
+  results: dict[str, Any] = {
+      "target": args.target, "budget": int(args.budget), "seeds": args.seeds,
+      "command": " ".join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:])),
+      "methods": {s: {"spec": s, "overrides": parsed[s][1], "runs": []} for s in specs}}
+  cmt_anneal_steps: dict[int, int] = {}
+  t_all = time.perf_counter()
+  for seed in args.seeds:
+    for spec in specs:
+      name, layer = parsed[spec]
+      layer = json.loads(json.dumps(layer))
+      note = {}
+      sched = layer.get("cmt", {}).get("schedule")
+      if name == "cmt" and sched in FIXED_SCHEDULES and "schedule_steps" not in layer["cmt"]:
+        steps = cmt_anneal_steps.get(seed)
+        if steps is None:
+          cfg0 = build_config([preset_for(args.target), *overrides,
+                               _merge(layer, {"cmt": {"schedule_steps": 1}}),
+                               {**base, "method": name, "seed": seed}])
+          steps = max(1, int(args.budget) // cfg0.cmt.n_samples // 2)
+          note["schedule_steps_from"] = "half the planned steps (no plain cmt run)"
+        else:
+          note["schedule_steps_from"] = "steps of the plain cmt run to reach the target"
+        layer["cmt"]["schedule_steps"] = int(steps)
+        note["schedule_steps"] = int(steps)
+      cfg = build_config([preset_for(args.target), *overrides, layer,
+                          {**base, "method": name, "seed": seed}])
+      out = os.path.join(args.runs_dir, args.target, run_label(spec), f"seed{seed}")
+      metrics_path = os.path.join(out, "metrics.json")
+      t0 = time.perf_counter()
+      try:
+        if args.resume and os.path.isfile(metrics_path):
+          with open(metrics_path) as f:
+            m = json.load(f)
+          note["reused"] = True
+        else:
+          m = run(cfg, out, progress=not args.no_progress)
+      except Exception as e:  # one failed run must not lose the table
+        traceback.print_exc()
+        m = {"seed": seed, "error": f"{type(e).__name__}: {e}"}
+      m = {k: v for k, v in m.items() if not isinstance(v, list)}
+      m.update(note, folder=out, seconds=time.perf_counter() - t0)
+      if spec == "cmt" and "error" not in m:
+        reached = m.get("target_reached_at_step")
+        cmt_anneal_steps[seed] = (reached + 1) if reached is not None else m.get("n_steps")
+      results["methods"][spec]["runs"].append(m)
+      print(json.dumps({k: m.get(k) for k in ("method", "seed", "reverse_ess", "log_z_error",
+                                              "modes_covered", "mode_tv", "target_evals",
+                                              "wall_seconds", "error") if k in m}
+                       | {"spec": spec}), flush=True)
+      _write(results, stem, args)
+  results["total_seconds"] = time.perf_counter() - t_all
+  _write(results, stem, args, final=True)
+  print(f"wrote {stem}.json, .md, .png")
+  return 0
+
+
+def _write(results: dict, stem: str, args, final: bool = False) -> None:
+  for entry in results["methods"].values():
+    entry["summary"] = summarise(entry["runs"])
+  with open(stem + ".json", "w") as f:
+    json.dump(results, f, indent=2)
+  summaries = {s: e["summary"] for s, e in results["methods"].items() if e["runs"]}
+  with open(stem + ".md", "w") as f:
+    f.write(markdown_table(results["target"], summaries, results["budget"], results["seeds"]))
+    f.write(f"\nCommand: `{results['command']}`\n")
+  if final:
+    curves = {s: [_load_jsonl(os.path.join(r["folder"], "evals.jsonl")) for r in e["runs"]
+                  if "error" not in r] for s, e in results["methods"].items()}
+    plot_ess(stem + ".png", curves,
+             f"{results['target']}: reverse ESS during training (budget {results['budget']:.3g})")
+
+
+if __name__ == "__main__":
+  sys.exit(main())
