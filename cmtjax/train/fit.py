@@ -46,6 +46,24 @@ def _tree_all_finite(tree) -> Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
+def guarded_update(optimizer: optax.GradientTransformation, grads, loss: Array, opt_state: Any,
+                   params: Params) -> tuple[Params, Any, Array]:
+  """One optimiser step that is skipped when the loss or any gradient is not finite.
+
+  Every method's inner loop uses it, so that one NaN cannot poison the parameters or the
+  optimiser's moments.
+
+  Returns:
+    ``(params, opt_state, ok)``: the updated pair, or the unchanged pair when ``ok`` is False.
+  """
+  ok = jnp.isfinite(loss) & _tree_all_finite(grads)
+  updates, new_state = optimizer.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, updates)
+  keep = lambda a, b: jnp.where(ok, a, b)  # noqa: E731
+  return (jax.tree_util.tree_map(keep, new_params, params),
+          jax.tree_util.tree_map(keep, new_state, opt_state), ok)
+
+
 def fit_weighted(log_prob_fn: Callable[[Params, Array], Array],
                  optimizer: optax.GradientTransformation, params: Params, opt_state: Any,
                  key: Array, x: Array, log_wbar: Array, *, n_steps: int, batch_size: int,
@@ -86,11 +104,7 @@ def fit_weighted(log_prob_fn: Callable[[Params, Array], Array],
   def body(carry, k):
     p, s, skipped = carry
     loss, grads = jax.value_and_grad(batch_loss)(p, k)
-    ok = jnp.isfinite(loss) & _tree_all_finite(grads)
-    updates, s_new = optimizer.update(grads, s, p)
-    p_new = optax.apply_updates(p, updates)
-    p = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), p_new, p)
-    s = jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), s_new, s)
+    p, s, ok = guarded_update(optimizer, grads, loss, s, p)
     return (p, s, skipped + (~ok).astype(jnp.int32)), loss
 
   keys = jax.random.split(key, n_steps)
