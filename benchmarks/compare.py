@@ -36,6 +36,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -138,7 +139,9 @@ def markdown_table(target: str, summaries: dict[str, dict], budget: float,
   lines = [f"# {target}: methods at a matched budget of {budget:.3g} target evaluations",
            "", f"Seeds {seeds}; mean ± standard error over seeds (no ± for a single seed). "
            "Reverse ESS: median of the evaluation's repeats per run. Modes covered: a mode "
-           "counts when it holds at least a quarter of its true share.", "",
+           "counts when it holds at least a quarter of its true share. A run stops at the "
+           "last whole outer step within the budget, so its target evaluations can fall "
+           "short of it by less than one step's cost.", "",
            "| method | runs | " + " | ".join(c[1] for c in cols) + " |",
            "|---|---|" + "---|" * len(cols)]
   for label, s in summaries.items():
@@ -172,13 +175,15 @@ def plot_ess(path: str, curves: dict[str, list[list[dict]]], title: str) -> None
     if not per_seed:
       continue
     n = min(len(c) for c in per_seed)
-    x = np.array([c[0]["target_evals"] for c in per_seed[0][:n]], float)
+    x = np.array([e["target_evals"] for e in per_seed[0][:n]], float)
     y = np.array([[np.nan if e.get("reverse_ess") is None else e["reverse_ess"]
                    for e in c[:n]] for c in per_seed], float)
-    mean = np.nanmean(y, axis=0)
+    with warnings.catch_warnings():  # a column of missing values is a gap in the curve
+      warnings.simplefilter("ignore", RuntimeWarning)
+      mean = np.nanmean(y, axis=0)
+      se = np.nanstd(y, axis=0, ddof=1) / np.sqrt(len(per_seed)) if len(per_seed) > 1 else None
     line, = ax.plot(x, mean, marker="o", ms=3, label=f"{label} ({len(per_seed)} seeds)")
-    if len(per_seed) > 1:
-      se = np.nanstd(y, axis=0, ddof=1) / np.sqrt(len(per_seed))
+    if se is not None:
       ax.fill_between(x, mean - se, mean + se, color=line.get_color(), alpha=0.2)
   ax.set_xscale("log")
   ax.set_ylim(0, 1.02)

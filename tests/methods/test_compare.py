@@ -41,3 +41,12 @@ def test_mean_and_standard_error_over_seeds():
   row = [line for line in table.splitlines() if line.startswith("| cmt")][0]
   assert "| 2 (1 failed) |" in row and "85 ± 5 |" in row and "39 ± 1 / 40" in row
   assert "EUBO" not in table  # columns no run reported are left out
+
+
+def test_ess_plot_of_several_seeds(tmp_path):
+  curve = lambda ess: [{"target_evals": 1000 * (i + 1), "reverse_ess": e}
+                       for i, e in enumerate(ess)]
+  path = str(tmp_path / "ess.png")
+  compare.plot_ess(path, {"cmt": [curve([0.1, 0.5, 0.9]), curve([0.2, 0.6])],
+                          "fab": [curve([0.05, None, 0.3])], "none": [[]]}, "t")
+  assert os.path.getsize(path) > 1000
