@@ -1,0 +1,157 @@
+"""Bad values on purpose: NaN / inf energies and gradients are dropped, counted and survived;
+a run that cannot make progress stops with a message naming the step, the reason and the
+last checkpoint."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cmtjax.flows import FlowConfig, make_flow
+from cmtjax.methods import CMTConfig, ReverseKLConfig, make_cmt, make_reverse_kl
+from cmtjax.targets.base import Target
+from cmtjax.train import CheckpointOptions, TrainingStalled, stall_reason, train
+
+FLOW = make_flow(FlowConfig(dim=2, coupling="spline", n_layers=2, hidden=(8,), n_bins=4,
+                            base_scale=2.0, box=4.0))
+N, K = 512, 5
+
+
+def _gauss(x):
+  return -0.5 * jnp.sum((x - 0.5) ** 2, -1) - jnp.log(2 * jnp.pi)
+
+
+def _bad_regions(x):
+  """NaN where x0 > 1, +inf where x1 > 1.5 (and x0 <= 1), -inf where x1 < -2 (and x0 <= 1)."""
+  lp = _gauss(x)
+  lp = jnp.where(x[:, 1] > 1.5, jnp.inf, lp)
+  lp = jnp.where(x[:, 1] < -2.0, -jnp.inf, lp)
+  return jnp.where(x[:, 0] > 1.0, jnp.nan, lp)
+
+
+def _expected_bad(x):
+  x = np.asarray(x)
+  return int(np.sum((x[:, 0] > 1.0) | (x[:, 1] > 1.5) | (x[:, 1] < -2.0)))
+
+
+def _target(log_prob):
+  return Target(name="bad", dim=2, log_prob=log_prob)
+
+
+def _finite(tree):
+  return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree))
+
+
+def test_cmt_drops_and_counts_nan_and_inf_energies():
+  method = make_cmt(CMTConfig(n_samples=N, n_fit_steps=K, batch_size=64), FLOW,
+                    _target(_bad_regions), n_steps=3)
+  params = FLOW.init(jax.random.PRNGKey(1))
+  state = method.init(jax.random.PRNGKey(0), params)
+  key = jax.random.PRNGKey(7)
+  x, _ = FLOW.sample_and_log_prob(params, jax.random.split(key)[0], N)
+  expected = _expected_bad(x)
+  assert 0.05 * N < expected < 0.9 * N  # the test is about a partly bad buffer
+  new_state, info = jax.jit(method.step)(key, state)
+  assert int(info.n_invalid) == expected
+  assert int(info.n_skipped) == 0 and bool(info.dual_converged)
+  assert _finite(new_state) and np.isfinite(float(info.lam)) and float(info.step_ess) > 0
+  # The parameters moved (the step learned from the valid part of the buffer).
+  assert not np.array_equal(np.asarray(jax.tree_util.tree_leaves(new_state.params)[0]),
+                            np.asarray(jax.tree_util.tree_leaves(params)[0]))
+
+
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
+def test_cmt_with_a_wholly_invalid_buffer_changes_nothing(bad):
+  method = make_cmt(CMTConfig(n_samples=N, n_fit_steps=K, batch_size=64), FLOW,
+                    _target(lambda x: jnp.full(x.shape[:1], bad)), n_steps=3)
+  state = method.init(jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)))
+  new_state, info = jax.jit(method.step)(jax.random.PRNGKey(2), state)
+  assert int(info.n_invalid) == N and int(info.n_skipped) == K
+  # Parameters, optimiser moments, multipliers and path are untouched; only the step advances.
+  for a, b in zip(jax.tree_util.tree_leaves(new_state.params),
+                  jax.tree_util.tree_leaves(state.params)):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(jax.tree_util.tree_leaves(new_state.method_state),
+                  jax.tree_util.tree_leaves(state.method_state)):
+    np.testing.assert_array_equal(a, b)
+  assert int(new_state.step) == 1 and not bool(info.at_target)
+  reason = stall_reason(method, {"n_invalid": int(info.n_invalid),
+                                 "n_skipped": int(info.n_skipped)})
+  assert "all 512 target evaluations were non-finite" in reason
+  assert f"all {K} gradient steps were skipped" in reason
+
+
+def test_a_run_that_cannot_progress_stops_and_names_its_checkpoint(tmp_path):
+  # Fine for two steps, then every energy is NaN: stalled from step 2 on; with
+  # max_stalled_steps=3 the run stops after step 4 with a checkpoint of 5 steps.
+  def log_prob(x):
+    return _gauss(x)
+
+  good = make_cmt(CMTConfig(n_samples=N, n_fit_steps=K, batch_size=64), FLOW, _target(log_prob),
+                  n_steps=10)
+  bad = make_cmt(CMTConfig(n_samples=N, n_fit_steps=K, batch_size=64), FLOW,
+                 _target(lambda x: jnp.full(x.shape[:1], jnp.nan)), n_steps=10)
+
+  def step(key, state):  # the target "breaks" at step 2 (a traced switch on the step index)
+    return jax.lax.cond(state.step < 2, good.step, bad.step, key, state)
+
+  method = good._replace(step=step)
+  opts = CheckpointOptions(str(tmp_path / "ckpt"), every=100, keep=2, fingerprint="f")
+  records = []
+  with pytest.raises(TrainingStalled) as err:
+    train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)), progress=False,
+          checkpoint=opts, max_stalled_steps=3, on_record=records.append)
+  e = err.value
+  assert e.step == 4 and e.checkpoint == os.path.join(str(tmp_path / "ckpt"), "5")
+  msg = str(e)
+  assert "training stopped at step 4" in msg and "3 consecutive steps" in msg
+  assert "non-finite" in msg and e.checkpoint in msg
+  assert os.path.isdir(e.checkpoint)
+  assert [r["n_invalid"] for r in records] == [0, 0, N, N, N]
+  assert [r["n_skipped"] for r in records] == [0, 0, K, K, K]
+
+
+def test_without_a_checkpoint_the_message_says_so():
+  method = make_cmt(CMTConfig(n_samples=64, n_fit_steps=2, batch_size=16), FLOW,
+                    _target(lambda x: jnp.full(x.shape[:1], jnp.inf)), n_steps=5)
+  with pytest.raises(TrainingStalled, match=r"step 1: .* 2 consecutive steps; no checkpoint"):
+    train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)), progress=False,
+          max_stalled_steps=2)
+
+
+def test_reverse_kl_counts_invalid_samples_exactly():
+  method = make_reverse_kl(ReverseKLConfig(batch_size=N, n_grad_steps=1), FLOW,
+                           _target(_bad_regions), n_steps=1)
+  params = FLOW.init(jax.random.PRNGKey(1))
+  state = method.init(jax.random.PRNGKey(0), params)
+  key = jax.random.PRNGKey(3)
+  x, _ = FLOW.sample_and_log_prob(params, jax.random.split(key, 1)[0], N)
+  new_state, info = jax.jit(method.step)(key, state)
+  assert int(info.n_invalid) == _expected_bad(x) > 0
+  assert _finite(new_state.params)
+
+
+def test_reverse_kl_skips_and_counts_non_finite_gradients():
+  @jax.custom_jvp
+  def poisoned(x):  # finite values, NaN derivative
+    return _gauss(x)
+
+  @poisoned.defjvp
+  def _(primals, tangents):
+    (x,), (t,) = primals, tangents
+    return poisoned(x), jnp.full(x.shape[:1], jnp.nan) * jnp.sum(t, -1)
+
+  method = make_reverse_kl(ReverseKLConfig(batch_size=128, n_grad_steps=4), FLOW,
+                           _target(poisoned), n_steps=3)
+  state = method.init(jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)))
+  new_state, info = jax.jit(method.step)(jax.random.PRNGKey(2), state)
+  assert int(info.n_skipped) == 4 and int(info.n_invalid) == 0
+  assert np.isfinite(float(info.loss))
+  for a, b in zip(jax.tree_util.tree_leaves(new_state), jax.tree_util.tree_leaves(state)):
+    if a.shape == b.shape and a.dtype == b.dtype and a.ndim > 0:
+      np.testing.assert_array_equal(a, b)
+  with pytest.raises(TrainingStalled, match="all 4 gradient steps were skipped"):
+    train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)), progress=False,
+          max_stalled_steps=2)
