@@ -105,6 +105,9 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
       if primary:
         save_config(cfg, os.path.join(out_dir, "config.json"))
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # a fresh run replaces the folder's outputs
+    if jax.process_count() > 1:  # nobody opens the checkpoint folder before it is cleared
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("cmtjax: output folder ready")
     if cfg.checkpoint.enabled or resume:
       ckpt_opts = CheckpointOptions(directory=ckpt_dir, every=cfg.checkpoint.every,
                                     keep=cfg.checkpoint.keep, fingerprint=run_fingerprint(cfg))

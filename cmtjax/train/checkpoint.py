@@ -101,8 +101,11 @@ def fingerprint(config: Any) -> str:
 def signature(tree: Any) -> list:
   """``[path, shape, dtype]`` of every leaf of ``tree`` (what a checkpoint must match)."""
   leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return [[jax.tree_util.keystr(p), list(np.shape(v)), str(np.asarray(v).dtype)
-           if not hasattr(v, "dtype") else str(v.dtype)] for p, v in leaves]
+  return [[jax.tree_util.keystr(p), list(np.shape(v)), str(_dtype(v))] for p, v in leaves]
+
+
+def _dtype(v) -> np.dtype:
+  return np.dtype(v.dtype) if hasattr(v, "dtype") else np.asarray(v).dtype
 
 
 class Checkpointer:

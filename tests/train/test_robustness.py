@@ -155,3 +155,25 @@ def test_reverse_kl_skips_and_counts_non_finite_gradients():
   with pytest.raises(TrainingStalled, match="all 4 gradient steps were skipped"):
     train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)), progress=False,
           max_stalled_steps=2)
+
+
+def test_the_cli_stops_a_stalled_run_with_exit_code_3(tmp_path, monkeypatch, capsys):
+  import cmtjax.runner
+  from cmtjax.cli import main
+
+  nan_target = Target(name="double_well2d", dim=2,
+                      log_prob=lambda x: jnp.full(x.shape[:1], jnp.nan))
+  monkeypatch.setattr(cmtjax.runner, "make_target", lambda name, **kw: nan_target)
+  out = tmp_path / "run"
+  code = main(["train", "--target", "double_well2d", "--out", str(out), "--budget", "2560",
+               "--set", "cmt.n_samples=256", "--set", "cmt.n_fit_steps=2", "--set",
+               "cmt.batch_size=32", "--set", "flow.hidden=[8]", "--set", "flow.n_layers=2",
+               "--set", "eval.every=0", "--set", "checkpoint.max_stalled_steps=2",
+               "--no-progress"])
+  err = capsys.readouterr().err
+  assert code == 3
+  ckpt = os.path.join(str(out), "checkpoints", "2")
+  assert f"training stopped at step 1: all 256 target evaluations were non-finite" in err
+  assert ckpt in err and os.path.isdir(ckpt)
+  assert len((out / "steps.jsonl").read_text().splitlines()) == 2
+  assert not (out / "metrics.json").exists()
