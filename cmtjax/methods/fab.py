@@ -58,7 +58,9 @@ class FABConfig:
     adapt_rate: rate of the multiplicative step-size adaptation (0 freezes it).
     buffer_capacity: replay-buffer slots (a multiple of ``n_ais_samples``).
     batch_size: B, buffer samples per optimiser step (≤ ``n_ais_samples``).
-    n_grad_steps: K, optimiser steps per outer step.
+    n_grad_steps: K, optimiser steps per outer step (AIS dominates the cost of a step: on
+      GMM-40 at 4e5 evaluations, K = 32 reached reverse ESS 0.41 and 40/40 modes against
+      0.24 and 39/40 for K = 8, for 17 % more wall time).
     learning_rate: Adam learning rate.
     grad_clip: global-norm gradient clipping (0 disables).
   """
@@ -73,7 +75,7 @@ class FABConfig:
   adapt_rate: float = 0.5
   buffer_capacity: int = 16384
   batch_size: int = 512
-  n_grad_steps: int = 8
+  n_grad_steps: int = 32
   learning_rate: float = 1e-3
   grad_clip: float = 100.0
 
