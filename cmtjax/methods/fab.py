@@ -38,6 +38,7 @@ from cmtjax.sampling import (SPACINGS, ReplayBuffer, adapt_step_sizes, ais, ais_
                              ais_target_evals, buffer_add, buffer_adjust, buffer_init,
                              buffer_sample, log_z_of_p)
 from cmtjax.targets.base import Target
+from cmtjax.train.fit import guarded_update
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
@@ -193,12 +194,7 @@ def make_fab(config: FABConfig, flow, target: Target, n_steps: int) -> Method:
       idx, ok = buffer_sample(bf, k, b)
       x = bf.x[idx]
       loss, grads = jax.value_and_grad(loss_fn)(p, x, ok)
-      leaves = jax.tree_util.tree_leaves(grads)
-      good = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves]))
-      updates, s_new = optimizer.update(grads, s, p)
-      p_new = optax.apply_updates(p, updates)
-      p = jax.tree_util.tree_map(lambda a, c: jnp.where(good, a, c), p_new, p)
-      s = jax.tree_util.tree_map(lambda a, c: jnp.where(good, a, c), s_new, s)
+      p, s, good = guarded_update(optimizer, grads, loss, s, p)
       bf = buffer_adjust(bf, idx, jnp.where(ok, flow.log_prob(p, x), -jnp.inf))
       return (p, s, bf, skipped + (~good).astype(jnp.int32)), loss
 

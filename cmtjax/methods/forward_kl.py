@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from cmtjax.targets.base import Target
+from cmtjax.train.fit import guarded_update
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
@@ -95,12 +96,7 @@ def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int)
       p, s, skipped = carry
       x = jax.lax.stop_gradient(target.sample(k, b))
       loss, grads = jax.value_and_grad(loss_fn)(p, x)
-      leaves = jax.tree_util.tree_leaves(grads)
-      ok = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves]))
-      updates, s_new = optimizer.update(grads, s, p)
-      p_new = optax.apply_updates(p, updates)
-      p = jax.tree_util.tree_map(lambda a, c: jnp.where(ok, a, c), p_new, p)
-      s = jax.tree_util.tree_map(lambda a, c: jnp.where(ok, a, c), s_new, s)
+      p, s, ok = guarded_update(optimizer, grads, loss, s, p)
       return (p, s, skipped + (~ok).astype(jnp.int32)), loss
 
     (params, opt_state, skipped), losses = jax.lax.scan(
