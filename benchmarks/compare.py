@@ -43,6 +43,8 @@ import numpy as np
 
 from cmtjax.io.config import build_config, parse_override
 from cmtjax.io.presets import preset_for
+from cmtjax.methods import evals_per_step
+from cmtjax.train import plan_steps
 
 # (metric key, column title, format); columns absent from every run are left out.
 COLUMNS = (
@@ -224,8 +226,12 @@ def main(argv=None) -> int:
     name, layer = parsed[spec]
     if layer.get("cmt", {}).get("schedule") in FIXED_SCHEDULES:
       layer = _merge({"cmt": {"schedule_steps": 1}}, layer)
-    build_config([preset_for(args.target), *overrides, layer,
-                  {**base, "method": name, "seed": args.seeds[0]}])
+    cfg = build_config([preset_for(args.target), *overrides, layer,
+                        {**base, "method": name, "seed": args.seeds[0]}])
+    try:
+      plan_steps(evals_per_step(name, getattr(cfg, name)), cfg.max_target_evals, cfg.max_steps)
+    except ValueError as e:
+      raise SystemExit(f"compare.py: method {spec!r}: {e}") from None
   os.makedirs(args.results_dir, exist_ok=True)
   stem = os.path.join(args.results_dir, f"compare_{args.target}")
   results: dict[str, Any] = {
