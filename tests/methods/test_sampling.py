@@ -29,11 +29,11 @@ def _x0(key, n):
 def test_ais_log_z_of_the_double_well_and_its_exact_cost():
   """α = 1: AIS from N(0, 4I) to the double well recovers its quadrature log Z.
 
-  Tolerance 0.05 nats with 2048 chains, M = 8, L = 5 (observed error ≈ 0.01; the AIS
-  estimate of log Z is biased low by about Var(log w)/(2n), here < 1e-3).
+  Tolerance 0.05 nats with 16384 chains, M = 8, L = 5: over 8 seeds the error had mean
+  −0.002 and standard deviation 0.013, so the bound is about 4 σ.
   """
   target, calls, _ = counting(make_target("double_well2d"))
-  m, h, l, n = 8, 1, 5, 2048
+  m, h, l, n = 8, 1, 5, 16384
   run = jax.jit(lambda k: ais(k, _x0(jax.random.fold_in(k, 1), n), _log_q, target.log_prob,
                               betas=ais_betas(m), step_sizes=jnp.full((m,), 0.3), alpha=1.0,
                               n_hmc_steps=h, n_leapfrog=l))
@@ -49,28 +49,30 @@ def test_ais_log_z_of_the_double_well_and_its_exact_cost():
 def test_ais_toward_p2_over_q_matches_the_gaussian_closed_form():
   """α = 2: E[w] = ∫ p̃²/q; for p = N(μ, I), q = N(0, 4I) it is known in closed form.
 
-  Tolerance 0.05 nats (observed ≈ 0.01 with 2048 chains, M = 8, H = 2, L = 3).
+  Tolerance 0.03 nats with 8192 chains, M = 8, H = 2, L = 3: over 8 seeds the error had
+  mean −0.001 and standard deviation 0.006 (about 5 σ).
   """
   target = gauss_target(mu=(1.0, -0.5), s=1.0)
   a = 1.0 - 1.0 / (2 * S_Q**2)
   exact = sum(math.log(math.sqrt(2 * math.pi * S_Q**2) / (2 * math.pi)) + 0.5 * math.log(math.pi / a)
               + m**2 / a - m**2 for m in (1.0, -0.5))
   m, h, l = 8, 2, 3
-  res = jax.jit(lambda k: ais(k, _x0(jax.random.fold_in(k, 1), 2048), _log_q, target.log_prob,
+  res = jax.jit(lambda k: ais(k, _x0(jax.random.fold_in(k, 1), 8192), _log_q, target.log_prob,
                               betas=ais_betas(m), step_sizes=jnp.full((m,), 0.5),
                               alpha=2.0, n_hmc_steps=h, n_leapfrog=l))(jax.random.PRNGKey(1))
-  assert abs(float(res.log_z) - exact) < 0.05
+  assert abs(float(res.log_z) - exact) < 0.03
 
 
 def test_fab_log_z_estimate_of_the_double_well():
   """FAB's estimate: AIS toward p̃²/q (α = 2) from N(0, 4I), then log Z_p = log Z_f +
-  log E_f[q/p̃]. Tolerance 0.05 nats against the quadrature log Z (2048 chains, M = 8, L = 5).
+  log E_f[q/p̃]. Tolerance 0.08 nats against the quadrature log Z with 16384 chains, M = 8,
+  L = 5: over 8 seeds the error had mean 0.002 and standard deviation 0.022 (about 3.7 σ).
   """
   target = make_target("double_well2d")
-  res = jax.jit(lambda k: ais(k, _x0(jax.random.fold_in(k, 1), 2048), _log_q, target.log_prob,
+  res = jax.jit(lambda k: ais(k, _x0(jax.random.fold_in(k, 1), 16384), _log_q, target.log_prob,
                               betas=ais_betas(8), step_sizes=jnp.full((8,), 0.3), alpha=2.0,
                               n_leapfrog=5))(jax.random.PRNGKey(2))
-  assert abs(float(log_z_of_p(res, 2.0)) - target.log_Z) < 0.05
+  assert abs(float(log_z_of_p(res, 2.0)) - target.log_Z) < 0.08
   assert float(log_z_of_p(res, 1.0)) == float(res.log_z)
 
 
