@@ -21,7 +21,8 @@ import json
 import os
 import sys
 
-from cmtjax.io.config import ConfigError, build_config, load_file, parse_override
+from cmtjax.io.config import (METHOD_NAMES, ConfigError, build_config, load_file,
+                               parse_override)
 from cmtjax.io.presets import preset_for
 from cmtjax.targets import TARGET_NAMES
 
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
   sub = p.add_subparsers(dest="command", required=True)
   t = sub.add_parser("train", help="train a flow on a target and evaluate it")
   t.add_argument("--target", help=f"target name ({', '.join(TARGET_NAMES)}); default gmm40")
-  t.add_argument("--method", help="training method (cmt, reverse_kl); default cmt")
+  t.add_argument("--method", help=f"training method ({', '.join(METHOD_NAMES)}); default cmt")
   t.add_argument("--seed", type=int, help="PRNG seed (default 0)")
   t.add_argument("--out", help="output folder (required unless --resume)")
   t.add_argument("--resume", metavar="DIR",
