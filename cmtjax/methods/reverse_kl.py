@@ -19,6 +19,7 @@ import optax
 from cmtjax.metrics import reverse_ess
 from cmtjax.targets.base import Target
 from cmtjax.train.sharding import shard_batch
+from cmtjax.train.fit import guarded_update
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
@@ -98,12 +99,7 @@ def make_reverse_kl(config: ReverseKLConfig, flow, target: Target, n_steps: int)
     def body(carry, k):
       p, s, skipped = carry
       (loss, (log_w, n_bad)), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, k)
-      leaves = jax.tree_util.tree_leaves(grads)
-      ok = jnp.isfinite(loss) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves]))
-      updates, s_new = optimizer.update(grads, s, p)
-      p_new = optax.apply_updates(p, updates)
-      p = jax.tree_util.tree_map(lambda a, c: jnp.where(ok, a, c), p_new, p)
-      s = jax.tree_util.tree_map(lambda a, c: jnp.where(ok, a, c), s_new, s)
+      p, s, ok = guarded_update(optimizer, grads, loss, s, p)
       return (p, s, skipped + (~ok).astype(jnp.int32)), (loss, log_w, n_bad)
 
     keys = jax.random.split(key, config.n_grad_steps)
