@@ -37,7 +37,7 @@ import numpy as np
 
 from cmtjax.flows import FlowConfig, make_flow
 from cmtjax.methods import CMTConfig, make_cmt
-from cmtjax.methods.cmt import make_optimizer
+from cmtjax.train.fit import make_optimizer
 from cmtjax.targets import make_target
 from cmtjax.train import fit_weighted, make_mesh
 

@@ -25,7 +25,7 @@ from cmtjax.flows import FlowConfig, make_flow
 from cmtjax.io.config import build_config
 from cmtjax.io.presets import preset_for
 from cmtjax.methods import make_cmt
-from cmtjax.methods.cmt import make_optimizer
+from cmtjax.train.fit import make_optimizer
 from cmtjax.cmt import normalized_log_weights
 from cmtjax.targets import make_target
 from cmtjax.train import fit_weighted

@@ -25,7 +25,6 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from cmtjax.cmt.dual import dual_stats, make_buffer, normalized_log_weights
 from cmtjax.cmt.paths import PATHS, PathState, init_path, path_constraints, update_path
@@ -33,7 +32,8 @@ from cmtjax.cmt.solver import SolverConfig, solve_dual
 from cmtjax.metrics import mode_occupancy, modes_covered
 from cmtjax.targets.base import Target
 from cmtjax.methods.schedules import SCHEDULES, fixed_multipliers
-from cmtjax.train.fit import FIT_MODES, fit_weighted
+from cmtjax.train.fit import (FIT_MODES, fit_weighted, make_optimizer,
+                              with_learning_rate)
 from cmtjax.train.sharding import shard_batch
 from cmtjax.train.state import Method, TrainState
 
@@ -168,16 +168,6 @@ class CMTInfo(NamedTuple):
   modes_weighted: Array
 
 
-def make_optimizer(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
-  """Adam with global-norm clipping and an injectable learning rate."""
-
-  def build(learning_rate):
-    parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
-    return optax.chain(*parts, optax.adam(learning_rate))
-
-  return optax.inject_hyperparams(build)(learning_rate=learning_rate)
-
-
 def _cosine(lr0, lr1, progress):
   progress = jnp.clip(progress, 0.0, 1.0)
   return lr1 + 0.5 * (lr0 - lr1) * (1.0 + jnp.cos(jnp.pi * progress))
@@ -255,9 +245,7 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
                    _cosine(config.learning_rate, config.final_learning_rate,
                            (state.step - target_step) / horizon),
                    config.learning_rate)
-    hyper = dict(state.opt_state.hyperparams)
-    hyper["learning_rate"] = lr.astype(jnp.asarray(hyper["learning_rate"]).dtype)
-    opt_state = state.opt_state._replace(hyperparams=hyper)
+    opt_state = with_learning_rate(state.opt_state, lr)
 
     log_wbar = shard_batch(normalized_log_weights(buf, lam, eta))
     skip_fit = jnp.where(usable, 0.0, jnp.nan)  # no valid entry: every fit step is skipped

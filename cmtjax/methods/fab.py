@@ -31,14 +31,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from cmtjax.metrics import reverse_ess
 from cmtjax.sampling import (SPACINGS, ReplayBuffer, adapt_step_sizes, ais, ais_betas,
                              ais_target_evals, buffer_add, buffer_adjust, buffer_init,
                              buffer_sample, log_z_of_p)
 from cmtjax.targets.base import Target
-from cmtjax.train.fit import guarded_update
+from cmtjax.train.fit import clipped_adam, guarded_update
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
@@ -160,8 +159,7 @@ def make_fab(config: FABConfig, flow, target: Target, n_steps: int) -> Method:
   Returns:
     The :class:`Method` (``evals_per_step = n·(1 + M·H·L)``, ``grad_steps_per_step = K``).
   """
-  parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
-  optimizer = optax.chain(*parts, optax.adam(config.learning_rate))
+  optimizer = clipped_adam(config.learning_rate, config.grad_clip)
   betas = ais_betas(config.n_intermediate, config.spacing)
   n, b, m = int(config.n_ais_samples), int(config.batch_size), int(config.n_intermediate)
   per_chain = config.evals_per_step // n

@@ -18,10 +18,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from cmtjax.targets.base import Target
-from cmtjax.train.fit import guarded_update
+from cmtjax.train.fit import clipped_adam, guarded_update
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
@@ -77,8 +76,7 @@ def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int)
   if target.sample is None:
     raise ValueError(f"forward_kl needs reference samples, but target {target.name!r} has no "
                      f"sample(); use a synthetic target with exact samples")
-  parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
-  optimizer = optax.chain(*parts, optax.adam(config.learning_rate))
+  optimizer = clipped_adam(config.learning_rate, config.grad_clip)
   b, k_steps = int(config.batch_size), int(config.n_grad_steps)
 
   def init(key: Array, params) -> TrainState:

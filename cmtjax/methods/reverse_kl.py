@@ -14,12 +14,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from cmtjax.metrics import reverse_ess
 from cmtjax.targets.base import Target
 from cmtjax.train.sharding import shard_batch
-from cmtjax.train.fit import guarded_update
+from cmtjax.train.fit import clipped_adam, guarded_update
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
@@ -70,8 +69,7 @@ class ReverseKLInfo(NamedTuple):
 
 def make_reverse_kl(config: ReverseKLConfig, flow, target: Target, n_steps: int) -> Method:
   """Builds the reverse-KL method (see module docstring)."""
-  parts = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
-  optimizer = optax.chain(*parts, optax.adam(config.learning_rate))
+  optimizer = clipped_adam(config.learning_rate, config.grad_clip)
   b = int(config.batch_size)
   keep = b - int(config.drop_top)
 

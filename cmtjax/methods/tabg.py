@@ -34,11 +34,11 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from cmtjax.metrics import reverse_ess
 from cmtjax.targets.base import Target
-from cmtjax.train.fit import fit_weighted, guarded_update
+from cmtjax.train.fit import (fit_weighted, guarded_update, make_optimizer,
+                              with_learning_rate)
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
@@ -214,14 +214,6 @@ class TABGInfo(NamedTuple):
   learning_rate: Array
 
 
-def _optimizer(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
-  def build(learning_rate):
-    parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
-    return optax.chain(*parts, optax.adam(learning_rate))
-
-  return optax.inject_hyperparams(build)(learning_rate=learning_rate)
-
-
 def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int) -> Method:
   """Builds TA-BG (see module docstring).
 
@@ -234,17 +226,12 @@ def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int) -> Method:
   Returns:
     The :class:`Method` (``evals_per_step = N``, ``grad_steps_per_step = K``).
   """
-  optimizer = _optimizer(config.reverse_kl_learning_rate, config.grad_clip)
+  optimizer = make_optimizer(config.reverse_kl_learning_rate, config.grad_clip)
   # Temperature of each outer step's goal, indexed by the step counter.
   temps = jnp.asarray(config.schedule(n_steps), jnp.float32)
   n, k_steps = int(config.n_samples), int(config.n_fit_steps)
   rkl_batch = n // k_steps
   n_rkl = config.reverse_kl_steps(n_steps)
-
-  def set_lr(opt_state, lr):
-    hyper = dict(opt_state.hyperparams)
-    hyper["learning_rate"] = jnp.asarray(lr, jnp.asarray(hyper["learning_rate"]).dtype)
-    return opt_state._replace(hyperparams=hyper)
 
   def init(key: Array, params) -> TrainState:
     del key
@@ -267,7 +254,7 @@ def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int) -> Method:
       p, s, ok = guarded_update(optimizer, grads, loss, s, p)
       return (p, s, skipped + (~ok).astype(jnp.int32)), (loss, log_w)
 
-    opt_state = set_lr(opt_state, config.reverse_kl_learning_rate)
+    opt_state = with_learning_rate(opt_state, config.reverse_kl_learning_rate)
     (params, opt_state, skipped), (losses, log_ws) = jax.lax.scan(
         body, (params, opt_state, jnp.zeros((), jnp.int32)), jax.random.split(key, k_steps))
     n_invalid = jnp.sum(~jnp.isfinite(log_ws)).astype(jnp.int32)
@@ -286,7 +273,7 @@ def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int) -> Method:
     idx = _resample(k_res, clipped, config.buffer_size)
     x_buf = jnp.where(ok[:, None], x, 0.0)[idx]
     uniform = jnp.full((config.buffer_size,), -math.log(config.buffer_size), x.dtype)
-    opt_state = set_lr(opt_state, config.learning_rate)
+    opt_state = with_learning_rate(opt_state, config.learning_rate)
     params, opt_state, fit = fit_weighted(
         flow.log_prob, optimizer, params, opt_state, k_fit, x_buf, uniform,
         n_steps=k_steps, batch_size=config.batch_size, mode="weighted")

@@ -46,6 +46,26 @@ def _tree_all_finite(tree) -> Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
+def clipped_adam(learning_rate, grad_clip: float) -> optax.GradientTransformation:
+  """Adam after global-norm gradient clipping (``grad_clip = 0`` disables the clipping)."""
+  parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+  return optax.chain(*parts, optax.adam(learning_rate))
+
+
+def make_optimizer(learning_rate: float, grad_clip: float) -> optax.GradientTransformation:
+  """:func:`clipped_adam` with a learning rate that a step can change (see
+  :func:`with_learning_rate`)."""
+  return optax.inject_hyperparams(lambda learning_rate: clipped_adam(learning_rate, grad_clip))(
+      learning_rate=learning_rate)
+
+
+def with_learning_rate(opt_state: Any, learning_rate) -> Any:
+  """The state of a :func:`make_optimizer` optimiser with its learning rate replaced."""
+  hyper = dict(opt_state.hyperparams)
+  hyper["learning_rate"] = jnp.asarray(learning_rate, jnp.asarray(hyper["learning_rate"]).dtype)
+  return opt_state._replace(hyperparams=hyper)
+
+
 def guarded_update(optimizer: optax.GradientTransformation, grads, loss: Array, opt_state: Any,
                    params: Params) -> tuple[Params, Any, Array]:
   """One optimiser step that is skipped when the loss or any gradient is not finite.
