@@ -1,4 +1,5 @@
-"""Metrics: ESS, log Z estimates and evidence bounds, mode coverage, and :func:`evaluate`.
+"""Metrics: ESS, log Z estimates and evidence bounds, mode coverage, molecular figures
+(Ramachandran, energy and torus distances, chirality), and :func:`evaluate`.
 
 Log weights are log w = log p̃(x) - log q(x); ESS is a fraction in [0, 1]; non-finite log
 weights are dropped (and counted by :func:`count_nonfinite`).
@@ -16,11 +17,26 @@ from cmtjax.metrics.modes import (
     right_well_fraction,
     well_occupancy_tv,
 )
+from cmtjax.metrics.molecular import (
+    EnergyDistance,
+    backbone_angles,
+    chirality_error_rate,
+    energy_distance,
+    molecular_figures,
+    ramachandran_histogram,
+    ramachandran_kl,
+    ramachandran_tv,
+    torus_w2,
+)
 from cmtjax.metrics.weights import count_nonfinite, masked_log_weights, normalized_weights
 
 __all__ = [
+    "EnergyDistance",
+    "backbone_angles",
+    "chirality_error_rate",
     "count_nonfinite",
     "elbo",
+    "energy_distance",
     "eubo",
     "evaluate",
     "forward_ess",
@@ -30,9 +46,14 @@ __all__ = [
     "mode_occupancy",
     "mode_tv",
     "modes_covered",
+    "molecular_figures",
     "normalized_weights",
+    "ramachandran_histogram",
+    "ramachandran_kl",
+    "ramachandran_tv",
     "reverse_ess",
     "reverse_ess_clipped",
     "right_well_fraction",
+    "torus_w2",
     "well_occupancy_tv",
 ]

@@ -1,0 +1,212 @@
+"""Molecular metrics: Ramachandran TV/KL, energy and torus distances, chirality, figures."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from cmtjax.metrics import (
+    backbone_angles,
+    chirality_error_rate,
+    energy_distance,
+    molecular_figures,
+    ramachandran_histogram,
+    ramachandran_kl,
+    ramachandran_tv,
+    torus_w2,
+)
+
+pytest.importorskip("openmm")
+pytest.importorskip("mdtraj")
+
+_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "cmtjax", "targets", "molecules",
+                     "data")
+
+
+def _structure(name: str):
+  """(topology, minimum-energy positions [1, 3 N] in nm) of a shipped system."""
+  import mdtraj
+
+  from cmtjax.targets.molecules.topology import load_topology
+
+  path = os.path.join(_DATA, f"{name}.pdb")
+  return load_topology(path), mdtraj.load(path).xyz.reshape(1, -1).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def aldp():
+  return _structure("aldp")
+
+
+def _angles(rng, n, centre, scale=0.3):
+  return np.pi - np.mod(np.pi - (centre + scale * rng.normal(size=(n, 2))), 2 * np.pi)
+
+
+def test_histogram_normalised_and_edges():
+  h = ramachandran_histogram(np.array([np.pi, -np.pi, -np.pi + 1e-9, 0.0]),
+                             np.array([np.pi, np.pi, -np.pi + 1e-9, 0.0]), bins=4)
+  assert h.shape == (4, 4)
+  assert h.sum() == pytest.approx(1.0)
+  # π and -π (≡ π) fall in the last bin, just above -π in the first, 0 in bin 1 ((-π/2, 0]).
+  assert h[3, 3] == pytest.approx(0.5)
+  assert h[0, 0] == pytest.approx(0.25)
+  assert h[1, 1] == pytest.approx(0.25)
+  multi = ramachandran_histogram(np.zeros((5, 3)), np.zeros((5, 3)), bins=10)
+  assert multi.shape == (3, 10, 10)
+  np.testing.assert_allclose(multi.sum(axis=(1, 2)), 1.0)
+
+
+def test_tv_identical_zero_disjoint_one():
+  rng = np.random.default_rng(0)
+  a = _angles(rng, 2000, np.array([-1.5, 2.5]), 0.2)
+  b = _angles(rng, 3000, np.array([1.0, -0.8]), 0.2)
+  assert ramachandran_tv(a, a) == pytest.approx(0.0, abs=1e-12)
+  assert ramachandran_tv(a, b) == pytest.approx(1.0)
+  # Two pairs: identical on one, disjoint on the other -> mean 0.5.
+  two_a = np.stack([a[:2000], a[:2000]], axis=1)
+  two_b = np.stack([a[:2000], b[:2000]], axis=1)
+  assert ramachandran_tv(two_a, two_b) == pytest.approx(0.5)
+
+
+def test_kl_nonnegative_and_zero_for_identical():
+  rng = np.random.default_rng(1)
+  a = _angles(rng, 5000, np.array([-1.5, 2.5]), 0.5)
+  b = _angles(rng, 5000, np.array([-1.2, 2.0]), 0.7)
+  assert 0.0 <= ramachandran_kl(a, a) < 1e-5
+  assert ramachandran_kl(a, b) > 0.1
+  # Disjoint: every reference bin is empty under the model, each costs ~ -log(floor).
+  c = _angles(rng, 5000, np.array([1.0, -0.8]), 0.2)
+  assert ramachandran_kl(c, a) > 15.0
+  w = rng.uniform(size=5000)
+  assert ramachandran_kl(b, a, model_weights=w) >= 0.0
+
+
+def test_weighted_histogram_matches_resampled():
+  rng = np.random.default_rng(2)
+  n = 20000
+  a = rng.uniform(-np.pi, np.pi, size=(n, 2))
+  w = np.exp(2.0 * np.cos(a[:, 0]) + np.sin(a[:, 1]))
+  h_w = ramachandran_histogram(a[:, 0], a[:, 1], w, bins=8)
+  idx = rng.choice(n, size=200000, p=w / w.sum())
+  h_r = ramachandran_histogram(a[idx, 0], a[idx, 1], bins=8)
+  assert 0.5 * np.abs(h_w - h_r).sum() < 0.02
+  # The weights matter: the unweighted histogram is far from both.
+  assert 0.5 * np.abs(ramachandran_histogram(a[:, 0], a[:, 1], bins=8) - h_r).sum() > 0.2
+  assert ramachandran_tv(a[idx], a, model_weights=None, bins=8) > 0.2
+  assert ramachandran_tv(a, a[idx], model_weights=w, bins=8) < 0.02
+
+
+def test_energy_distance_closed_forms():
+  rng = np.random.default_rng(3)
+  e = rng.normal(size=1000) * 5.0 - 100.0
+  d = energy_distance(e, e + 3.0)
+  assert d.w1 == pytest.approx(3.0, rel=1e-9)
+  assert d.w2 == pytest.approx(3.0, rel=1e-9)
+  # A point mass at 0 against {0, 1}: W1 = 1/2, W2 = sqrt(1/2).
+  d = energy_distance(np.array([0.0]), np.array([0.0, 1.0]))
+  assert d.w1 == pytest.approx(0.5)
+  assert d.w2 == pytest.approx(math.sqrt(0.5))
+  # Weights that reproduce the reference exactly; non-finite energies are dropped.
+  d = energy_distance(np.array([0.0, 1.0, np.inf]), np.array([0.0, 1.0, 1.0, 1.0]),
+                      weights=np.array([0.25, 0.75, 1.0]))
+  assert d.w1 == pytest.approx(0.0, abs=1e-12)
+
+
+def test_energy_w1_matches_scipy():
+  from scipy.stats import wasserstein_distance
+
+  rng = np.random.default_rng(4)
+  a, b = rng.gamma(2.0, size=300), rng.normal(size=450)
+  w = rng.uniform(size=300)
+  assert energy_distance(a, b, w).w1 == pytest.approx(
+      wasserstein_distance(a, b, u_weights=w), rel=1e-9)
+
+
+def test_torus_w2_wraps_around():
+  deg = np.pi / 180.0
+  a = np.array([[179.0 * deg, -179.0 * deg]])
+  b = np.array([[-179.0 * deg, 179.0 * deg]])
+  assert torus_w2(a, b) == pytest.approx(math.sqrt(2.0) * 2.0 * deg)
+
+
+def test_torus_w2_hand_computed():
+  model = np.array([[0.0, 0.0], [np.pi - 0.1, 0.0]])
+  ref = np.array([[-np.pi + 0.1, 0.0], [0.2, 0.1]])
+  # Optimal matching: (0, 0)->(0.2, 0.1) costs 0.05, (π-0.1, 0)->(-π+0.1, 0) costs 0.2² = 0.04.
+  expected = math.sqrt((0.05 + 0.04) / 2)
+  assert torus_w2(model, ref) == pytest.approx(expected)
+  # Two backbone pairs are averaged; a zero-distance pair halves the figure.
+  two_m = np.stack([model, model], axis=1)
+  two_r = np.stack([ref, model], axis=1)
+  assert torus_w2(two_m, two_r) == pytest.approx(expected / 2)
+  # All weight on (0, 0): both resampled points sit there.
+  w_expected = math.sqrt((0.05 + (np.pi - 0.1) ** 2) / 2)
+  assert torus_w2(model, ref, weights=np.array([1.0, 0.0])) == pytest.approx(w_expected)
+
+
+def test_chirality_of_mirror_images(aldp):
+  from cmtjax.targets.molecules.topology import chiral_centres, chirality_signs
+
+  for top, x in (aldp, _structure("ala4")):
+    centres = chiral_centres(top)
+    signs = np.asarray(chirality_signs(x, centres))[0]
+    assert np.all(signs != 0)
+    np.testing.assert_array_equal(np.asarray(chirality_signs(-x, centres))[0], -signs)
+    assert chirality_error_rate(x, centres, signs) == 0.0
+    assert chirality_error_rate(-x, centres, signs) == 1.0
+    assert chirality_error_rate(np.concatenate([x, -x, x, x]), centres, signs) == 0.25
+
+
+def test_backbone_angles_of_mirror(aldp):
+  top, x = aldp
+  a = backbone_angles(np.concatenate([x, -x]), top)
+  assert a.shape == (2, 1, 2)
+  np.testing.assert_allclose(a[1], -a[0], atol=1e-5)  # mirroring flips dihedral signs
+
+
+def test_molecular_figures_synthetic(aldp):
+  top, x0 = aldp
+  rng = np.random.default_rng(5)
+  m = 400
+  x_ref = x0 + 0.01 * rng.normal(size=(m, x0.shape[1]))
+  e_ref = rng.normal(size=m) * 10.0 - 50.0
+  log_p_ref = -e_ref / 2.5
+  log_q_ref = log_p_ref - 0.3 + 0.1 * rng.normal(size=m)
+  log_q_ref[:7] = -np.inf  # outside the flow's support
+  # Model = reference samples (same angles, same energies) plus 3 mirrored ones.
+  x_model = np.concatenate([x_ref, -x_ref[:3]])
+  e_model = np.concatenate([e_ref, [-1e3, -1e3, -1e3]])
+  log_w = np.zeros(m + 3)
+  log_w[5] = -np.inf
+  log_w[6] = np.nan
+  fig = molecular_figures(x_model, log_w, e_model, x_ref, log_p_ref, log_q_ref, e_ref, top,
+                          torus_n=m)  # k = m: all points, so exact matching
+  expected_keys = {
+      "eubo", "nll", "forward_ess", "log_z_forward", "ramachandran_tv",
+      "ramachandran_tv_reweighted", "ramachandran_kl", "ramachandran_kl_reweighted",
+      "energy_w1", "energy_w2", "energy_w1_reweighted", "energy_w2_reweighted", "torus_w2",
+      "torus_w2_reweighted", "chirality_error_rate", "n_wrong_chirality",
+      "n_ref_outside_support", "n_ref_nonfinite", "n_model_nonfinite_log_w", "n_model",
+      "n_ref"}
+  assert set(fig) == expected_keys
+  assert fig["n_ref_outside_support"] == 7
+  assert fig["n_ref_nonfinite"] == 7
+  ok = np.isfinite(log_q_ref)
+  assert fig["eubo"] == pytest.approx(np.mean((log_p_ref - log_q_ref)[ok]), rel=1e-5)
+  assert fig["nll"] == pytest.approx(-np.mean(log_q_ref[ok]), rel=1e-6)
+  assert 0.0 < fig["forward_ess"] <= 1.0
+  assert fig["n_wrong_chirality"] == 3
+  assert fig["chirality_error_rate"] == pytest.approx(3 / (m + 3))
+  assert fig["n_model_nonfinite_log_w"] == 2
+  # Mirrored samples are left out: the rest equals the reference exactly.
+  assert fig["ramachandran_tv"] == pytest.approx(0.0, abs=1e-12)
+  assert fig["ramachandran_kl"] < 1e-5
+  assert fig["energy_w1"] == pytest.approx(0.0, abs=1e-9)
+  assert fig["torus_w2"] == pytest.approx(0.0, abs=1e-9)
+  # Reweighting drops the two non-finite log weights only: nearly identical.
+  assert fig["ramachandran_tv_reweighted"] <= 2 / (m - 2) + 1e-9
+  assert fig["energy_w1_reweighted"] < 1.0
+  assert all(isinstance(v, (int, float)) for v in fig.values())
