@@ -29,7 +29,7 @@ import numpy as np
 from flax import serialization
 
 from cmtjax import __version__
-from cmtjax.flows import FlowConfig, make_flow
+from cmtjax.flows import flow_for_target
 from cmtjax.io import plots
 from cmtjax.io.config import RunConfig, save_config, to_dict
 from cmtjax.methods import evals_per_step, make_method
@@ -113,7 +113,7 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
                                     keep=cfg.checkpoint.keep, fingerprint=run_fingerprint(cfg))
   mesh = make_mesh("all" if jax.process_count() > 1 else dist.devices)
   target = make_target(cfg.target, **cfg.target_kwargs)
-  flow = make_flow(FlowConfig(dim=target.dim, **cfg.flow))
+  flow = flow_for_target(cfg.flow, target)
   method_cfg = getattr(cfg, cfg.method)
   n_steps = plan_steps(evals_per_step(cfg.method, method_cfg), cfg.max_target_evals,
                        cfg.max_steps)

@@ -1,5 +1,6 @@
 """Normalizing flows of cmtjax: coupling flows as pure functions over params."""
 
+from cmtjax.flows.build import flow_for_target
 from cmtjax.flows.conditioner import MLPConditioner
 from cmtjax.flows.config import FlowConfig
 from cmtjax.flows.couplings import CouplingLayout, coupling_layouts
@@ -13,6 +14,7 @@ __all__ = [
     "MLPConditioner",
     "RationalQuadraticSpline",
     "coupling_layouts",
+    "flow_for_target",
     "make_flow",
     "standard_normal_log_prob",
 ]

@@ -9,6 +9,7 @@ COUPLINGS = ("spline", "affine")
 PERMUTATIONS = ("alternate", "random")
 ACTIVATIONS = ("gelu", "silu", "tanh")
 SPLINE_BACKENDS = ("cmtjax", "distrax")
+COORDINATES = ("auto", "cartesian", "internal")
 
 
 def _is_int(value) -> bool:
@@ -53,6 +54,16 @@ class FlowConfig:
       ``cmtjax.flows.splines``, faster) or ``"distrax"``
       (``distrax.RationalQuadraticSpline``); both compute the same function from
       the same parameters.
+    coordinates: ``"cartesian"`` (the flow above on R^dim), ``"internal"`` (molecules
+      only: splines on scaled Z-matrix coordinates in [-1, 1], see
+      ``cmtjax.flows.molecular``) or ``"auto"`` (internal for molecular targets,
+      Cartesian otherwise).
+    bond_width, angle_width, offset_width: internal coordinates only: half-widths
+      (nm, rad, rad) of the intervals of bond lengths, bond angles and offset
+      dihedrals around the reference structure (``make_internal_coordinates``).
+    prior_std: internal coordinates only: standard deviation of the truncated-normal
+      prior of bonds, angles and offset dihedrals on their [0, 1]-scaled interval
+      (the free dihedrals have a uniform prior).
   """
 
   dim: int
@@ -67,8 +78,22 @@ class FlowConfig:
   activation: str = "gelu"
   max_log_scale: float = 3.0
   spline_backend: str = "cmtjax"
+  coordinates: str = "auto"
+  bond_width: float = 0.03
+  angle_width: float = 0.6
+  offset_width: float = 1.0
+  prior_std: float = 0.1
 
   def __post_init__(self):
+    if self.coordinates not in COORDINATES:
+      raise ValueError(
+          f"FlowConfig.coordinates must be one of {COORDINATES}, got "
+          f"coordinates={self.coordinates!r}")
+    for name in ("bond_width", "angle_width", "offset_width", "prior_std"):
+      if not _is_positive_finite(getattr(self, name)):
+        raise ValueError(
+            f"FlowConfig.{name} must be a finite number > 0, got "
+            f"{name}={getattr(self, name)!r}")
     if not _is_int(self.dim) or self.dim < 2:
       raise ValueError(
           f"FlowConfig.dim must be an integer >= 2 (a coupling needs two "

@@ -41,6 +41,9 @@ class Target:
     assign_modes: ``x: [batch, dim] -> [batch]`` int index of the mode each sample belongs to.
     plot_bounds: ``(low, high)`` box used for 2-D plots of the first two coordinates.
     info: free-form, JSON-serialisable description (parameters of the target).
+    molecule: molecular targets only: a ``cmtjax.targets.molecules.MoleculeSpec`` (topology,
+      Z-matrix, reference structure, energy), from which internal-coordinate flows and the
+      molecular metrics are built.
   """
 
   name: str
@@ -53,6 +56,7 @@ class Target:
   assign_modes: Optional[AssignFn] = None
   plot_bounds: Optional[tuple[float, float]] = None
   info: dict[str, Any] = dataclasses.field(default_factory=dict)
+  molecule: Optional[Any] = None
 
   @property
   def n_modes(self) -> Optional[int]:

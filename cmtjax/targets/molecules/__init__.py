@@ -13,8 +13,14 @@ from cmtjax.targets.molecules.parameters import (DEFAULT_FORCEFIELD_FILES, MOLAR
                                                  create_openmm_system, params_from_system)
 from cmtjax.targets.molecules.regularize import EnergyInfo, regularise_energy
 from cmtjax.targets.molecules.systems import (DATA_DIR, MOLECULAR_SYSTEMS, MolecularSystem,
+                                              MoleculeSpec,
                                               default_chunk_size, load_molecular_system,
                                               make_molecular_system, make_molecular_target)
+from cmtjax.targets.molecules.topology import (MolecularTopology, backbone_dihedral_pairs,
+                                               chiral_centres, chirality_signs,
+                                               dihedral_angles, load_topology,
+                                               wrong_chirality)
+from cmtjax.targets.molecules.zmatrix import ZMatrix, build_zmatrix
 
 __all__ = [
   "DATA_DIR",
@@ -27,6 +33,16 @@ __all__ = [
   "MOLAR_GAS_CONSTANT",
   "MOLECULAR_SYSTEMS",
   "MolecularSystem",
+  "MolecularTopology",
+  "MoleculeSpec",
+  "ZMatrix",
+  "backbone_dihedral_pairs",
+  "build_zmatrix",
+  "chiral_centres",
+  "chirality_signs",
+  "dihedral_angles",
+  "load_topology",
+  "wrong_chirality",
   "ONE_4PI_EPS0",
   "angle_energy",
   "bond_angle",

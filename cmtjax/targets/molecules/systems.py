@@ -38,6 +38,9 @@ from cmtjax.targets.molecules.energy import EnergyFns, check_precision_available
 from cmtjax.targets.molecules.regularize import (DEFAULT_ENERGY_CAP,
                                                  DEFAULT_ENERGY_LOG_THRESHOLD, EnergyInfo,
                                                  regularise_energy)
+from cmtjax.targets.molecules.topology import (MolecularTopology, backbone_dihedral_pairs,
+                                               chiral_centres, chirality_signs, load_topology)
+from cmtjax.targets.molecules.zmatrix import ZMatrix, build_zmatrix
 
 Array = jax.Array
 
@@ -75,6 +78,35 @@ def _map_chunks(fn: Callable, R: Array, chunk: int):
     R = jnp.concatenate([R, jnp.broadcast_to(R[:1], (pad,) + R.shape[1:])])
   out = jax.lax.map(fn, R.reshape((n_chunks, chunk) + R.shape[1:]))
   return jax.tree.map(lambda o: o.reshape((n_chunks * chunk,) + o.shape[2:])[:batch], out)
+
+
+@dataclasses.dataclass(frozen=True)
+class MoleculeSpec:
+  """What flows and metrics need to know about a molecule (``Target.molecule``).
+
+  Attributes:
+    name: system name.
+    pdb_path: topology / reference-structure file.
+    topology: atoms and bonds.
+    zmatrix: the Z-matrix built on the reference structure.
+    positions: [n_atoms, 3] reference structure (nm).
+    kbt: k_B T in kJ/mol.
+    energy: ``x: [batch, 3 n_atoms] -> [batch]`` raw potential energy (kJ/mol).
+    phi_idx, psi_idx: [n_pairs, 4] backbone dihedral atoms (``backbone_dihedral_pairs``).
+    chiral_centres: [n_centres, 4] (CA, N, C, CB) of the C-alpha stereocentres.
+    chirality: [n_centres] signs of the stereocentres in the reference structure.
+  """
+  name: str
+  pdb_path: str
+  topology: MolecularTopology
+  zmatrix: ZMatrix
+  positions: np.ndarray
+  kbt: float
+  energy: Callable[[Array], Array]
+  phi_idx: np.ndarray
+  psi_idx: np.ndarray
+  chiral_centres: np.ndarray
+  chirality: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +251,18 @@ def make_molecular_system(
     "energy_unit": "kJ/mol",
     "chunk_size": chunk,
   }
-  target = Target(name=name, dim=dim, log_prob=log_prob, info=info)
+  topology = load_topology(pdb_path)
+  if topology.n_atoms != n_atoms:
+    raise RuntimeError(f"{pdb_path}: the topology has {topology.n_atoms} atoms, the force "
+                       f"field {n_atoms}")
+  phi_idx, psi_idx = backbone_dihedral_pairs(topology)
+  centres = chiral_centres(topology)
+  spec = MoleculeSpec(
+      name=name, pdb_path=pdb_path, topology=topology,
+      zmatrix=build_zmatrix(topology, positions), positions=np.asarray(positions),
+      kbt=kbt, energy=energy, phi_idx=phi_idx, psi_idx=psi_idx, chiral_centres=centres,
+      chirality=np.asarray(chirality_signs(np.asarray(positions).reshape(1, -1), centres))[0])
+  target = Target(name=name, dim=dim, log_prob=log_prob, info=info, molecule=spec)
   return MolecularSystem(
     name=name, pdb_path=pdb_path, forcefield_files=tuple(forcefield_files), n_atoms=n_atoms,
     temperature=float(temperature), kbt=kbt, precision=precision, params=params,

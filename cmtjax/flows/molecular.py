@@ -1,0 +1,205 @@
+"""A coupling flow on internal coordinates whose densities live in Cartesian space.
+
+Spaces (see ``cmtjax.flows.internal_coordinates``):
+  * y0 in [-1, 1]^(3N-6): the base variable. Bonds, angles and offset dihedrals have a normal
+    prior N(0, (2 prior_std)^2) truncated to [-1, 1] (the truncated normal (0.5, prior_std)
+    on [0, 1] of the [0, 1]-scaled coordinates); the free dihedrals are uniform on the circle.
+  * the coupling layers map y0 to y in [-1, 1]^(3N-6): rational-quadratic splines on [-1, 1]
+    with unit slope at both ends (so that on a free dihedral, where -1 and 1 are the same
+    point, the map is a smooth bijection of the circle), conditioned on the other half of the
+    coordinates through an MLP that sees a free dihedral as (cos pi y, sin pi y). Layer l
+    acts on the free dihedrals rotated by a fixed random offset c_l (mod 2; c_0 = 0), so that
+    the spline's fixed point at the seam moves around; the last rotation is undone at the end.
+  * x = ``to_cartesian(y)``: Cartesian positions in nm in the canonical frame of the
+    Z-matrix, the space of the energy.
+All log densities returned here are in x-space, log q(x) = log q_y(y) - log |det dx/dy|, so
+that log w = log p~(x) - log q(x) is a Boltzmann importance weight. Configurations the flow
+cannot produce (a bounded coordinate outside its interval) have log q = -inf.
+
+At initialisation every spline is the identity, so y = y0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import ndtr
+
+from cmtjax.flows.conditioner import MLPConditioner
+from cmtjax.flows.config import FlowConfig
+from cmtjax.flows.flow import Flow
+from cmtjax.flows.internal_coordinates import InternalCoordinates
+from cmtjax.flows.splines import RationalQuadraticSpline
+
+Array = jax.Array
+Params = Any
+
+# Coordinates of samples pushed through to_cartesian and back come out up to rounding beyond
+# the interval ends; within this tolerance (in y units) they still count as in the support.
+SUPPORT_TOL = 1e-3
+
+
+def _wrap_unit(y: Array) -> Array:
+  """Maps to [-1, 1) modulo 2."""
+  return jnp.mod(y + 1.0, 2.0) - 1.0
+
+
+def make_internal_flow(config: FlowConfig, ic: InternalCoordinates) -> Flow:
+  """Builds the internal-coordinate flow of a molecule.
+
+  Args:
+    config: the flow configuration (``n_layers``, ``hidden``, ``n_bins``, ``activation``,
+      ``seed_permutation``, ``prior_std`` are used; ``dim`` must be 3N - 6 or 3N).
+    ic: the molecule's scaled internal coordinates.
+
+  Returns:
+    A ``Flow`` whose samples are Cartesian ``x: [n, 3N]`` and whose log densities are
+    Cartesian. ``forward`` / ``inverse`` map between the base variable y0 ``[batch, 3N-6]``
+    and x.
+  """
+  dim = ic.dim
+  n_cart = 3 * ic.zmatrix.n_atoms
+  if config.dim not in (dim, n_cart):
+    raise ValueError(f"FlowConfig.dim={config.dim} does not match the molecule "
+                     f"(3N = {n_cart} Cartesian, 3N - 6 = {dim} internal coordinates)")
+  circular = np.asarray(ic.circular, bool)
+  bounded_mask = jnp.asarray(~circular)
+  sigma = 2.0 * float(config.prior_std)  # in y units ([-1, 1] is twice [0, 1])
+  log_trunc = math.log(float(ndtr(1.0 / sigma) - ndtr(-1.0 / sigma)))
+  n_bins = config.n_bins
+  n_par = 3 * n_bins - 1
+
+  rng = np.random.RandomState(config.seed_permutation)
+  layers = []
+  halves = None
+  previous_offset = np.zeros(dim)
+  for layer in range(config.n_layers):
+    if layer % 2 == 0:
+      perm = rng.permutation(dim)
+      halves = (np.sort(perm[:dim // 2]), np.sort(perm[dim // 2:]))
+    cond_idx, trans_idx = halves if layer % 2 == 0 else halves[::-1]
+    offset = rng.uniform(-1.0, 1.0, size=dim) if layer > 0 else np.zeros(dim)
+    offset = np.where(circular, offset, 0.0)
+    shift = (offset - previous_offset).astype(np.float32)  # rotation applied before the layer
+    previous_offset = offset
+    layers.append(dict(
+        cond_idx=cond_idx.astype(np.int32), trans_idx=trans_idx.astype(np.int32),
+        cond_circ=circular[cond_idx], shift=shift,
+        net=MLPConditioner(hidden=config.hidden, n_out=len(trans_idx) * n_par,
+                           activation=config.activation)))
+  final = dict(shift=(-previous_offset).astype(np.float32))  # back to the reference offsets
+
+  def features(layer, y_cond: Array) -> Array:
+    circ = layer["cond_circ"]
+    parts = []
+    if np.any(~circ):
+      parts.append(y_cond[:, ~circ])
+    if np.any(circ):
+      ang = jnp.pi * y_cond[:, circ]
+      parts += [jnp.cos(ang), jnp.sin(ang)]
+    return jnp.concatenate(parts, axis=-1)
+
+  def n_features(layer) -> int:
+    circ = layer["cond_circ"]
+    return int(np.sum(~circ) + 2 * np.sum(circ))
+
+  def spline(layer, p, y: Array) -> RationalQuadraticSpline:
+    theta = layer["net"].apply({"params": p}, features(layer, y[:, layer["cond_idx"]]))
+    theta = theta.reshape(y.shape[0], len(layer["trans_idx"]), n_par)
+    slopes = jnp.pad(theta[..., 2 * n_bins:], [(0, 0), (0, 0), (1, 1)])
+    return RationalQuadraticSpline(
+        jnp.concatenate([theta[..., :2 * n_bins], slopes], axis=-1), 1.0)
+
+  def shift_in(layer, y: Array, sign: float) -> Array:
+    s = layer["shift"]
+    if not np.any(s):
+      return y
+    return jnp.where(jnp.asarray(circular), _wrap_unit(y + sign * jnp.asarray(s)), y)
+
+  def _forward_y(params, y0: Array) -> tuple[Array, Array]:
+    y, log_det = y0, jnp.zeros(y0.shape[:1], y0.dtype)
+    for n, layer in enumerate(layers):
+      y = shift_in(layer, y, 1.0)
+      out, ld = spline(layer, params[f"coupling_{n}"], y).forward_and_log_det(
+          y[:, layer["trans_idx"]])
+      y = y.at[:, layer["trans_idx"]].set(out)
+      log_det = log_det + jnp.sum(ld, -1)
+    return shift_in(final, y, 1.0), log_det
+
+  def _inverse_y(params, y: Array) -> tuple[Array, Array]:
+    log_det = jnp.zeros(y.shape[:1], y.dtype)
+    y = shift_in(final, y, -1.0)
+    for n in reversed(range(len(layers))):
+      layer = layers[n]
+      out, ld = spline(layer, params[f"coupling_{n}"], y).inverse_and_log_det(
+          y[:, layer["trans_idx"]])
+      y = y.at[:, layer["trans_idx"]].set(out)
+      log_det = log_det + jnp.sum(ld, -1)
+      y = shift_in(layer, y, -1.0)
+    return y, log_det
+
+  def base_log_prob(y0: Array) -> Array:
+    inside = jnp.abs(y0) <= 1.0 + SUPPORT_TOL
+    yc = jnp.clip(y0, -1.0, 1.0)
+    lp_b = (-0.5 * (yc / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+            - log_trunc)
+    lp_b = jnp.where(inside, lp_b, -jnp.inf)
+    lp = jnp.where(bounded_mask[None], lp_b, -math.log(2.0))
+    return jnp.sum(lp, -1)
+
+  def base_sample(key: Array, n: int) -> Array:
+    k1, k2 = jax.random.split(key)
+    tn = sigma * jax.random.truncated_normal(k1, -1.0 / sigma, 1.0 / sigma, (n, dim))
+    un = jax.random.uniform(k2, (n, dim), minval=-1.0, maxval=1.0)
+    return jnp.where(bounded_mask[None], tn, un)
+
+  @jax.jit
+  def init(key: Array) -> Params:
+    keys = jax.random.split(key, len(layers))
+    return {f"coupling_{n}": layer["net"].init(
+        keys[n], jnp.zeros((1, n_features(layer)), jnp.float32))["params"]
+            for n, layer in enumerate(layers)}
+
+  def _check(x: Array, width: int, name: str) -> None:
+    if x.ndim != 2 or x.shape[-1] != width:
+      raise ValueError(f"{name} must have shape [batch, {width}], got {tuple(x.shape)}")
+
+  @jax.jit
+  def forward(params: Params, z: Array) -> tuple[Array, Array]:
+    """Base y0 [batch, 3N-6] -> (x [batch, 3N], log |det dx/dy0| [batch])."""
+    _check(z, dim, "z")
+    y, ld = _forward_y(params, z)
+    x, ld_ic = ic.to_cartesian(y)
+    return x, ld + ld_ic
+
+  @jax.jit
+  def inverse(params: Params, x: Array) -> tuple[Array, Array]:
+    """x [batch, 3N] -> (y0 [batch, 3N-6], log |det dy0/dx| [batch])."""
+    _check(x, n_cart, "x")
+    y, ld_ic = ic.to_internal(x)
+    y0, ld = _inverse_y(params, jnp.clip(y, -1.0 - SUPPORT_TOL, 1.0 + SUPPORT_TOL))
+    return y0, ld + ld_ic
+
+  @jax.jit
+  def log_prob(params: Params, x: Array) -> Array:
+    """Cartesian log q(x) [batch] of x [batch, 3N]; -inf outside the flow's support."""
+    _check(x, n_cart, "x")
+    y, ld_ic = ic.to_internal(x)
+    inside = ic.in_support(y, SUPPORT_TOL)
+    y0, ld = _inverse_y(params, jnp.clip(y, -1.0, 1.0))
+    return jnp.where(inside, base_log_prob(y0) + ld + ld_ic, -jnp.inf)
+
+  @jax.jit(static_argnames=("n",))
+  def sample_and_log_prob(params: Params, key: Array, n: int) -> tuple[Array, Array]:
+    """Reparameterised Cartesian samples x [n, 3N] and their Cartesian log q [n]."""
+    y0 = base_sample(key, n)
+    y, ld = _forward_y(params, y0)
+    x, ld_ic = ic.to_cartesian(y)
+    return x, base_log_prob(y0) - ld - ld_ic
+
+  return Flow(config=config, init=init, sample_and_log_prob=sample_and_log_prob,
+              log_prob=log_prob, forward=forward, inverse=inverse)
