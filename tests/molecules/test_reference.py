@@ -1,0 +1,194 @@
+"""Replica-exchange reference samples: the swap move, a short run, the files, the shipped set."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cmtjax.targets.molecules import reference as ref
+from cmtjax.targets.molecules.parameters import MOLAR_GAS_CONSTANT
+from cmtjax.targets.molecules.topology import (backbone_dihedral_pairs, chiral_centres,
+                                               chirality_signs, dihedral_angles, load_topology,
+                                               wrong_chirality)
+from molecular_reference import molecular_system
+
+
+# ---------------------------------------------------------------------------------------------
+# The swap move.
+
+
+def test_swap_probability_is_the_metropolis_ratio_and_favours_cold_low_energy():
+  betas = jnp.array([1.0, 0.5, 0.25])
+  # Walker 0: the cold slot holds the higher energy -> always swap. Walker 1: the reverse.
+  energies = jnp.array([[3.0, 1.0], [1.0, 3.0], [0.0, 0.0]])
+  swap = ref.swap_neighbours(jax.random.key(0), energies, betas, jnp.array(0))
+  np.testing.assert_array_equal(swap.attempted, [True, False])
+  np.testing.assert_allclose(swap.acceptance_probability[0], [1.0, np.exp(-0.5 * 2.0)],
+                             rtol=1e-6)
+  np.testing.assert_array_equal(swap.acceptance_probability[1], [0.0, 0.0])
+  assert bool(swap.accepted[0, 0]) and not bool(swap.accepted[1].any())
+  np.testing.assert_array_equal(swap.source[:, 0], [1, 0, 2])
+  # Odd parity: only the pair (1, 2) is attempted; (0.5 - 0.25) * (1 - 0) > 0 for walker 0.
+  swap = ref.swap_neighbours(jax.random.key(0), energies, betas, jnp.array(1))
+  np.testing.assert_array_equal(swap.attempted, [False, True])
+  np.testing.assert_allclose(swap.acceptance_probability[1], [1.0, 1.0])
+  np.testing.assert_array_equal(swap.source[:, 0], [0, 2, 1])
+
+
+def test_swap_move_leaves_the_product_ensemble_invariant():
+  """Harmonic oscillators E = x^2 / 2 at four temperatures, sampled exactly: after swap rounds
+  of both parities every slot must still hold N(0, k_B T_slot). A sign error in the criterion
+  moves high energies to the cold slots (there the variance triples)."""
+  temps = np.array([300.0, 400.0, 550.0, 750.0])
+  kt = MOLAR_GAS_CONSTANT * temps
+  n = 200_000
+  key = jax.random.key(1)
+  x = jnp.sqrt(jnp.asarray(kt))[:, None] * jax.random.normal(key, (4, n))
+  accepted = []
+  for k in range(4):
+    swap = ref.swap_neighbours(jax.random.fold_in(key, k), 0.5 * x**2, 1.0 / jnp.asarray(kt),
+                               jnp.array(k % 2))
+    x = jnp.take_along_axis(x, swap.source, axis=0)
+    accepted.append(np.asarray(swap.accepted.mean(axis=1)))
+  var = np.asarray(jnp.var(x, axis=1))
+  # Standard error of a variance from 2e5 samples: sqrt(2 / n) = 0.3 %.
+  np.testing.assert_allclose(var / kt, 1.0, atol=0.015)
+  kurtosis = np.asarray(jnp.mean(x**4, axis=1)) / var**2
+  np.testing.assert_allclose(kurtosis, 3.0, atol=0.06)
+  assert 0.2 < np.max(accepted) < 0.95  # the move actually moves
+
+
+def test_geometric_temperatures():
+  t = ref.geometric_temperatures(300.0, 700.0, 6)
+  np.testing.assert_allclose(t[[0, -1]], [300.0, 700.0])
+  np.testing.assert_allclose(t[1:] / t[:-1], (700 / 300) ** 0.2)
+  with pytest.raises(ValueError):
+    ref.geometric_temperatures(300.0, 200.0, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# A short replica-exchange run on alanine dipeptide.
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+  empty = tmp_path_factory.mktemp("empty_data")
+  old = os.environ.get("CMTJAX_DATA")
+  os.environ["CMTJAX_DATA"] = str(empty)  # no cached set: the loader must fall back
+  try:
+    return ref.load_reference_set("aldp")
+  finally:
+    if old is None:
+      del os.environ["CMTJAX_DATA"]
+    else:
+      os.environ["CMTJAX_DATA"] = old
+
+
+def test_tiny_replica_exchange_run_on_aldp(shipped):
+  system = molecular_system("aldp")
+  temps = [300.0, 360.0, 432.0]
+  res = ref.replica_exchange(system, jax.random.key(0), temperatures=temps, n_walkers=8,
+                             n_steps=1000, burn_in=1000, save_every=100, swap_every=50,
+                             friction=5.0, frames_per_call=10)
+  assert res.positions.shape == (80, 66) and res.positions.dtype == np.float32
+  assert res.energies.shape == (80,) and np.all(np.isfinite(res.energies))
+  np.testing.assert_array_equal(np.bincount(res.walker), [10] * 8)
+  # Frames are the cold slot's: their stored energies are the energies of their positions.
+  np.testing.assert_allclose(np.asarray(system.energy(jnp.asarray(res.positions))),
+                             res.energies, atol=0.05, rtol=1e-4)
+  assert np.all(np.diff(res.mean_energies) > 0), res.mean_energies
+  # 300 K potential energy near the long reference run's (per-frame sd ~14 kJ/mol; 80
+  # correlated frames after 1 ps of burn-in from the minimum, friction 5/ps).
+  assert abs(res.energies.mean() - shipped.energies.mean()) < 15.0
+  # Momenta rescaled on swaps: every slot stays near its bath temperature (BAOAB's full-step
+  # momenta run a few per cent cold).
+  np.testing.assert_allclose(res.kinetic_temperature / np.array(temps), 0.96, atol=0.08)
+  assert res.swap_acceptance.shape == (2,) and np.all(res.swap_acceptance > 0.2), res.swap_acceptance
+  p = res.protocol
+  assert p["energy_evaluations"] == 3 * 8 * 2001
+  assert p["temperatures_K"] == temps and p["n_frames"] == 80
+  json.dumps(p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files.
+
+
+def _write(path, n_atoms, n=5):
+  return ref.save_reference(str(path), name="x", positions=np.zeros((n, 3 * n_atoms)),
+                            energies=np.zeros(n), walker=np.arange(n), temperature=300.0,
+                            protocol={"note": "test"})
+
+
+def test_load_reference_missing_files_name_the_command(tmp_path, monkeypatch):
+  monkeypatch.setenv("CMTJAX_DATA", str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="generate_reference.py --system aldp"):
+    ref.load_reference("aldp", path=str(tmp_path / "nope.npz"))
+  # ala4 ships no reference set and there is no cached one.
+  with pytest.raises(FileNotFoundError, match=r"generate_reference.py --system ala4.*"):
+    ref.load_reference("ala4")
+  with pytest.raises(ValueError, match="unknown molecular system"):
+    ref.load_reference("water")
+
+
+def test_load_reference_checks_the_atom_count(tmp_path):
+  path = _write(tmp_path / "aldp_like.npz", n_atoms=22)
+  with pytest.raises(ValueError, match="42 atoms"):
+    ref.load_reference("ala4", path=path)
+  assert ref.load_reference("aldp", path=path).shape == (5, 66)
+
+
+def test_load_reference_prefers_the_cached_set(tmp_path, monkeypatch):
+  monkeypatch.setenv("CMTJAX_DATA", str(tmp_path))
+  _write(tmp_path / "reference" / "aldp.npz", n_atoms=22, n=7)
+  got = ref.load_reference_set("aldp")
+  assert got.positions.shape == (7, 66) and got.positions.dtype == np.float32
+  assert got.path == str(tmp_path / "reference" / "aldp.npz")
+  assert got.protocol == {"note": "test"} and got.temperature == 300.0
+  np.testing.assert_array_equal(got.walker, np.arange(7))
+
+
+# ---------------------------------------------------------------------------------------------
+# Basins and the shipped alanine-dipeptide set.
+
+
+def test_aldp_basins_partition_the_ramachandran_plane():
+  deg = np.pi / 180
+  phi = np.array([-80, -80, -80, -80, -80, 60, 75]) * deg
+  psi = np.array([150, -170, 70, -40, -135, 40, -65]) * deg
+  pops = ref.aldp_basin_populations(phi, psi)
+  assert pops == pytest.approx({"beta_C5": 2 / 7, "C7eq_PII": 1 / 7, "alphaR": 1 / 7,
+                                "phi_neg_other": 1 / 7, "phi_pos": 2 / 7})
+  w = np.array([0, 0, 0, 1, 0, 0, 3.0])
+  assert ref.aldp_basin_populations(phi, psi, w)["phi_pos"] == pytest.approx(0.75)
+  blocks = ref.aldp_basin_populations_by_block(phi[:6], psi[:6], [0, 0, 0, 1, 1, 1])
+  assert blocks["beta_C5"]["mean"] == pytest.approx(2 / 6)
+  assert blocks["beta_C5"]["stderr"] == pytest.approx(np.std([2 / 3, 0], ddof=1) / np.sqrt(2))
+
+
+def test_shipped_aldp_reference(shipped):
+  system = molecular_system("aldp")
+  assert shipped.path == os.path.abspath(ref.shipped_reference_path("aldp"))
+  n = shipped.positions.shape[0]
+  assert shipped.positions.shape == (n, 66) and 2000 <= n <= 6000
+  assert shipped.positions.dtype == np.float32 and shipped.temperature == 300.0
+  assert np.all(np.isfinite(shipped.energies))
+  np.testing.assert_allclose(np.asarray(system.energy(jnp.asarray(shipped.positions))),
+                             shipped.energies, atol=0.05, rtol=1e-4)
+  assert shipped.protocol["temperatures_K"][0] == 300.0
+  assert np.unique(shipped.walker).size >= 8
+  top = load_topology(system.pdb_path)
+  phi_idx, psi_idx = backbone_dihedral_pairs(top)
+  phi = np.asarray(dihedral_angles(shipped.positions, phi_idx))[:, 0]
+  psi = np.asarray(dihedral_angles(shipped.positions, psi_idx))[:, 0]
+  pops = ref.aldp_basin_populations(phi, psi)
+  assert pops["beta_C5"] > 0.2 and pops["C7eq_PII"] > 0.01 and pops["alphaR"] > 0.05, pops
+  assert 0.0 < pops["phi_pos"] < 0.1, pops
+  centres = chiral_centres(top)
+  signs = chirality_signs(system.positions.reshape(1, -1), centres)[0]
+  assert not np.any(np.asarray(wrong_chirality(shipped.positions, centres, signs)))
