@@ -185,6 +185,15 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
   metrics["resumed_from"] = result.resumed_from
   metrics["total_seconds"] = time.perf_counter() - t_start
 
+  if target.molecule is not None and primary:
+    from cmtjax.io.molecular_report import molecular_report
+    t_mol = time.perf_counter()
+    metrics.update(molecular_report(
+        target, lambda kk, nn: sample_fn(params, kk, nn), lambda x: log_prob_fn(params, x),
+        jax.random.fold_in(k_eval, 1), cfg.eval.n_samples, out_dir,
+        reference_path=cfg.eval.reference or None, chunk=min(cfg.eval.chunk, 8192),
+        title=f"{cfg.method} on {cfg.target}"))
+    metrics["molecular_eval_seconds"] = time.perf_counter() - t_mol
   if out_dir is not None and primary:
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
       json.dump(metrics, f, indent=2, default=_json_default)

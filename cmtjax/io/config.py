@@ -44,6 +44,8 @@ class EvalSettings:
       (0: only at the end). In-training evaluations use ``n_samples_during`` samples, one repeat.
     n_samples_during: samples per in-training evaluation.
     chunk: largest batch sampled at once.
+    reference: molecular targets: file of reference samples for the molecular figures
+      (empty: the cached or shipped reference set of the molecule, if there is one).
   """
 
   n_samples: int = 100_000
@@ -51,6 +53,7 @@ class EvalSettings:
   every: int = 10
   n_samples_during: int = 20_000
   chunk: int = 50_000
+  reference: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

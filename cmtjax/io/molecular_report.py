@@ -1,0 +1,138 @@
+"""The molecular part of a run's report: figures against reference samples, plots, trajectory.
+
+``molecular_report`` draws model samples of a trained flow on a molecular target and writes, next
+to the run's other outputs:
+
+  ramachandran.png   (phi, psi) of the model, the importance-reweighted model and the reference
+  energies.png       potential-energy histograms of the same three
+  samples.dcd/.pdb   model samples (canonical frame, nm) as a trajectory mdtraj, VMD, PyMOL read
+
+and returns the figures of ``cmtjax.metrics.molecular_figures`` (EUBO, NLL, forward ESS,
+Ramachandran TV / KL plain and reweighted, energy W1 / W2, torus W2, chirality error rate)
+plus, for alanine dipeptide, the basin populations of the reweighted model and the reference.
+Without reference samples only the model-side figures are returned (``reference: null``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional
+
+import jax
+import numpy as np
+
+from cmtjax.metrics.molecular import backbone_angles, chirality_error_rate, molecular_figures
+from cmtjax.metrics.weights import normalized_weights
+
+Array = jax.Array
+
+
+def _draw(target, sample_and_log_prob, key, n, chunk):
+  xs, lqs = [], []
+  n_chunks = max(1, -(-n // chunk))
+  size = -(-n // n_chunks)
+  for k in jax.random.split(key, n_chunks):
+    x, lq = sample_and_log_prob(k, size)
+    xs.append(np.asarray(x))
+    lqs.append(np.asarray(lq))
+  return np.concatenate(xs)[:n], np.concatenate(lqs)[:n]
+
+
+def _in_chunks(fn, x, chunk):
+  return np.concatenate([np.asarray(fn(x[i:i + chunk])) for i in range(0, len(x), chunk)])
+
+
+def load_reference_positions(name: str, path: Optional[str] = None) -> Optional[np.ndarray]:
+  """The reference samples of a shipped molecule, or None when there are none."""
+  from cmtjax.targets.molecules.reference import load_reference
+  try:
+    return np.asarray(load_reference(name, path), np.float32)
+  except FileNotFoundError:
+    if path is not None:
+      raise
+    return None
+
+
+def molecular_report(
+    target,
+    sample_and_log_prob: Callable[[Array, int], tuple[Array, Array]],
+    log_prob_fn: Callable[[Array], Array],
+    key: Array,
+    n_samples: int,
+    out_dir: Optional[str] = None,
+    *,
+    reference: Optional[np.ndarray] = None,
+    reference_path: Optional[str] = None,
+    chunk: int = 8192,
+    title: str = "",
+) -> dict[str, Any]:
+  """Molecular figures, plots and a sample trajectory of a trained model.
+
+  Args:
+    target: a molecular ``Target`` (``target.molecule`` set).
+    sample_and_log_prob: ``(key, n) -> (x: [n, 3N], log_q: [n])`` Cartesian samples and
+      Cartesian log density.
+    log_prob_fn: ``x: [n, 3N] -> [n]`` Cartesian log q.
+    key: PRNG key.
+    n_samples: model samples.
+    out_dir: folder for the plots and the trajectory (None: figures only).
+    reference: [m, 3N] reference positions; default ``load_reference(target.name,
+      reference_path)`` when one exists.
+    reference_path: explicit reference file (an error if it cannot be read).
+    chunk: samples per call of the sampler, the energy and the density.
+    title: plot title prefix.
+
+  Returns:
+    A flat dict of figures (see the module docstring); ``reference`` says where the
+    reference came from (``null`` when there was none).
+  """
+  spec = target.molecule
+  if spec is None:
+    raise ValueError(f"target {target.name!r} is not a molecule")
+  x, log_q = _draw(target, sample_and_log_prob, key, n_samples, chunk)
+  energy = _in_chunks(spec.energy, x, chunk)
+  log_w = _in_chunks(target.log_prob, x, chunk) - log_q
+  if reference is None:
+    reference = load_reference_positions(target.name, reference_path)
+    source = reference_path or (None if reference is None else "load_reference")
+  else:
+    source = "given"
+  figures: dict[str, Any] = {"reference": source, "n_model_samples": int(len(x))}
+  top = spec.topology
+  if reference is None:
+    figures["chirality_error_rate"] = chirality_error_rate(x, spec.chiral_centres,
+                                                           spec.chirality)
+  else:
+    x_ref = np.asarray(reference, np.float32)
+    e_ref = _in_chunks(spec.energy, x_ref, chunk)
+    log_p_ref = _in_chunks(target.log_prob, x_ref, chunk)
+    log_q_ref = _in_chunks(log_prob_fn, x_ref, chunk)
+    figures.update(molecular_figures(x, log_w, energy, x_ref, log_p_ref, log_q_ref, e_ref, top,
+                                     reference_signs=spec.chirality))
+  w = np.asarray(normalized_weights(log_w))
+  angles = backbone_angles(x, top)
+  ref_angles = None if reference is None else backbone_angles(reference, top)
+  if target.name == "aldp" and angles.shape[1] == 1:
+    from cmtjax.targets.molecules.reference import aldp_basin_populations
+    figures["basins_model"] = aldp_basin_populations(angles[:, 0, 0], angles[:, 0, 1])
+    figures["basins_model_reweighted"] = aldp_basin_populations(angles[:, 0, 0],
+                                                                angles[:, 0, 1], w)
+    if ref_angles is not None:
+      figures["basins_reference"] = aldp_basin_populations(ref_angles[:, 0, 0],
+                                                           ref_angles[:, 0, 1])
+  if out_dir is not None:
+    from cmtjax.io.molecular_plots import plot_energy_histograms, plot_ramachandran
+    from cmtjax.io.trajectory import save_trajectory
+    if ref_angles is not None:
+      plot_ramachandran(os.path.join(out_dir, "ramachandran.png"), angles, ref_angles,
+                        model_weights=w, pairs="all", title=title)
+      plot_energy_histograms(os.path.join(out_dir, "energies.png"), energy,
+                             _in_chunks(spec.energy, np.asarray(reference, np.float32), chunk),
+                             model_weights=w, title=title)
+    else:  # no reference: the model against its own reweighting
+      plot_ramachandran(os.path.join(out_dir, "ramachandran.png"), angles, angles,
+                        model_weights=w, pairs="all",
+                        titles=("model", "model, reweighted", "model (no reference)"),
+                        title=title)
+    save_trajectory(os.path.join(out_dir, "samples"), x, spec.pdb_path, max_frames=2000)
+  return figures
