@@ -13,6 +13,13 @@ _MOLECULE_CPU = {
             "batch_size": 512, "learning_rate": 1e-3, "final_learning_rate": 1e-5},
     "eval": {"n_samples": 100_000, "n_repeats": 3, "every": 10, "n_samples_during": 10_000,
              "chunk": 20_000},
+    # Baselines on the same flow (CMT.md §6): reverse KL drops the 40 highest energies of each
+    # batch; FAB's HMC starts from a step size suited to stiff bonds (nm) and adapts it.
+    "reverse_kl": {"batch_size": 1024, "n_grad_steps": 20, "learning_rate": 5e-4,
+                   "drop_top": 40},
+    "fab": {"init_step_size": 1e-3},
+    "tabg": {"n_samples": 100_000, "buffer_size": 50_000, "n_fit_steps": 100,
+             "batch_size": 512},
 }
 
 PRESETS: dict[str, dict] = {

@@ -20,6 +20,8 @@ from cmtjax.targets.molecules.topology import (MolecularTopology, backbone_dihed
                                                chiral_centres, chirality_signs,
                                                dihedral_angles, load_topology,
                                                wrong_chirality)
+from cmtjax.targets.molecules.reference import (aldp_basin_populations, load_reference,
+                                                load_reference_set)
 from cmtjax.targets.molecules.zmatrix import ZMatrix, build_zmatrix
 
 __all__ = [
@@ -36,11 +38,14 @@ __all__ = [
   "MolecularTopology",
   "MoleculeSpec",
   "ZMatrix",
+  "aldp_basin_populations",
   "backbone_dihedral_pairs",
   "build_zmatrix",
   "chiral_centres",
   "chirality_signs",
   "dihedral_angles",
+  "load_reference",
+  "load_reference_set",
   "load_topology",
   "wrong_chirality",
   "ONE_4PI_EPS0",
