@@ -24,6 +24,7 @@ benchmarks/results/ablation*.{md,png} and docs/ablation.md:
   .venv/bin/python benchmarks/ablation.py --name ablation_d10_tuned --dims 10 --seeds 0 1 \\
       --budget 3e6 --set cmt.n_samples=50000 \\
       --set eval.n_samples=20000 --set eval.n_repeats=3 --set eval.every=0
+  # (docs/ablation.md lists the commands of the d = 5 CMT runs at N = 5e4 and of the control run)
 
 Options: ``--set KEY=VALUE`` overrides the config of every run, ``--set-variant
 VARIANT:KEY=VALUE`` of one variant only; ``--name`` is the stem of the result files
