@@ -146,9 +146,12 @@ def plot_energy_histograms(
   fig, ax = plt.subplots(figsize=(6.5, 4.5))
   edges = np.linspace(lo, hi, bins + 1)
   n_out = int(np.sum(~inside))
-  ax.hist(em[inside], bins=edges, density=True, histtype="step", lw=1.5,
-          label=f"model (n={e_model.size}; {n_out} beyond range, "
-                f"{int(np.sum(~finite))} non-finite)")
+  label = (f"model (n={e_model.size}; {n_out} beyond range, "
+           f"{int(np.sum(~finite))} non-finite)")
+  if np.any(inside):
+    ax.hist(em[inside], bins=edges, density=True, histtype="step", lw=1.5, label=label)
+  else:  # nothing to draw (e.g. an untrained flow): keep the legend entry
+    ax.plot([], [], lw=1.5, label=label)
   if w is not None:
     wm = w[finite]
     mass_out = float(np.sum(wm[~inside]))
