@@ -20,7 +20,8 @@ the same budget; without a ``cmt`` run, half the planned steps.
 
 Writes ``compare_<target>.json`` (every run's metrics and the summaries), ``compare_<target>.md``
 (mean ± standard error over seeds: target evaluations, gradient steps, wall time, reverse ESS,
-EUBO, |log Z error|, modes covered / mode TV or well-occupancy TV) and ``compare_<target>.png``
+EUBO, |log Z error|, modes covered / mode TV or well-occupancy TV, or for molecules the
+Ramachandran TV (plain and reweighted) and the wrong-chirality rate) and ``compare_<target>.png``
 (reverse ESS against target evaluations, mean ± s.e. over seeds) in ``--results-dir``, and
 each run's folder under ``--runs-dir/<target>/<method>/seed<k>``. ``--resume`` reuses runs
 whose ``metrics.json`` exists (a long table can be finished in several sittings).
@@ -59,6 +60,9 @@ COLUMNS = (
     ("mode_tv", "mode TV", ".2g"),
     ("well_occupancy_tv", "well TV", ".2g"),
     ("forward_ess", "forward ESS %", "pct"),
+    ("ramachandran_tv", "Ram TV", ".2g"),
+    ("ramachandran_tv_reweighted", "Ram TV reweighted", ".2g"),
+    ("chirality_error_rate", "wrong chirality", ".2g"),
 )
 SUMMARY_KEYS = tuple(c[0] for c in COLUMNS) + ("log_z_error", "compile_seconds", "n_steps")
 FIXED_SCHEDULES = ("linear_beta", "geometric_beta", "geometric_temperature")
