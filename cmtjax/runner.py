@@ -55,7 +55,8 @@ def prepare_out_dir(out_dir: str) -> str:
   """Creates ``out_dir`` and checks it is writable (a clear OSError otherwise)."""
   try:
     os.makedirs(out_dir, exist_ok=True)
-    probe = os.path.join(out_dir, ".write_test")
+    # One probe per process: processes of a multi-host run check the same folder at once.
+    probe = os.path.join(out_dir, f".write_test.{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
