@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmtjax.targets.molecules.topology import dihedral_from_points
 from cmtjax.targets.molecules.zmatrix import FREE, ZMatrix
 
 Array = jax.Array
@@ -97,7 +98,7 @@ class InternalCoordinates:
     R = x.reshape(x.shape[0], zm.n_atoms, 3)
     bonds = jnp.linalg.norm(R[:, zm.bond_atom] - R[:, zm.bond_ref], axis=-1)
     angles = _angles(R[:, zm.angle_atom], R[:, zm.angle_ref[:, 0]], R[:, zm.angle_ref[:, 1]])
-    torsions = _dihedrals(R[:, zm.torsion_atom], R[:, zm.torsion_ref[:, 0]],
+    torsions = dihedral_from_points(R[:, zm.torsion_atom], R[:, zm.torsion_ref[:, 0]],
                           R[:, zm.torsion_ref[:, 1]], R[:, zm.torsion_ref[:, 2]])
     q = jnp.concatenate([bonds, angles, torsions], axis=-1)
     c = jnp.asarray(self.centres, x.dtype)
@@ -167,13 +168,6 @@ def _angles(a: Array, b: Array, c: Array) -> Array:
   u, v = a - b, c - b
   cos = jnp.sum(u * v, -1) / (jnp.linalg.norm(u, axis=-1) * jnp.linalg.norm(v, axis=-1))
   return jnp.arccos(jnp.clip(cos, -1.0, 1.0))
-
-
-def _dihedrals(a: Array, b: Array, c: Array, d: Array) -> Array:
-  b0, b1, b2 = b - a, c - b, d - c
-  n1, n2 = jnp.cross(b0, b1), jnp.cross(b1, b2)
-  b1_hat = b1 / jnp.linalg.norm(b1, axis=-1, keepdims=True)
-  return jnp.arctan2(jnp.sum(jnp.cross(n1, n2) * b1_hat, -1), jnp.sum(n1 * n2, -1))
 
 
 def _unit(v: Array) -> Array:

@@ -127,7 +127,11 @@ def _positions(x: Array) -> Array:
 def dihedral_angles(x: Array, idx: np.ndarray) -> Array:
   """Dihedral angles a-b-c-d. x: [batch, 3 n_atoms]; idx: [m, 4] -> [batch, m] in (-pi, pi]."""
   R = _positions(x)
-  a, b, c, d = (R[:, idx[:, k]] for k in range(4))
+  return dihedral_from_points(*(R[:, idx[:, k]] for k in range(4)))
+
+
+def dihedral_from_points(a: Array, b: Array, c: Array, d: Array) -> Array:
+  """Dihedral a-b-c-d of points [..., 3] each -> [...] in (-pi, pi] (IUPAC sign, as mdtraj)."""
   b0, b1, b2 = b - a, c - b, d - c
   n1 = jnp.cross(b0, b1)
   n2 = jnp.cross(b1, b2)
