@@ -16,14 +16,20 @@ planned steps if it never did), so both follow their paths for the same number o
 the same budget; without a ``cmt`` run, half the planned steps.
 
   .venv/bin/python benchmarks/compare.py --target gmm40 --methods cmt reverse_kl fab tabg \
-      cmt:path=geometric cmt:schedule=linear_beta --seeds 0 1 2 --budget 2e6
+      cmt:path=geometric cmt:schedule=linear_beta --seeds 0 1 2 --budget 2e6 --jobs 2
+
+``--jobs J`` runs J runs at a time, each in its own process pinned to a share of the CPUs
+(a fixed schedule still waits for the plain cmt run of its seed). ``--eval-points P`` (default
+10) sets each method's ``eval.every`` so that every ESS curve gets about P points, whatever
+the method's cost per outer step; the curve ends with the run's final evaluation.
 
 Writes ``compare_<target>.json`` (every run's metrics and the summaries), ``compare_<target>.md``
 (mean ± standard error over seeds: target evaluations, gradient steps, wall time, reverse ESS,
-EUBO, |log Z error|, modes covered / mode TV or well-occupancy TV, or for molecules the
-Ramachandran TV (plain and reweighted) and the wrong-chirality rate) and ``compare_<target>.png``
-(reverse ESS against target evaluations, mean ± s.e. over seeds) in ``--results-dir``, and
-each run's folder under ``--runs-dir/<target>/<method>/seed<k>``. ``--resume`` reuses runs
+EUBO, |log Z error| and FAB's own AIS |log Z error|, modes covered / mode TV or well-occupancy
+TV, or for molecules the Ramachandran TV (plain and reweighted) and the wrong-chirality rate)
+and ``compare_<target>.png`` (reverse ESS against target evaluations, mean ± s.e. over seeds,
+on a linear and a log scale) in ``--results-dir``, and each run's folder under
+``--runs-dir/<target>/<method>/seed<k>``. ``--resume`` reuses runs
 whose ``metrics.json`` exists (a long table can be finished in several sittings).
 """
 
@@ -56,6 +62,7 @@ COLUMNS = (
     ("reverse_ess_clipped", "clipped ESS %", "pct"),
     ("eubo", "EUBO", ".4g"),
     ("abs_log_z_error", "abs log Z error", ".2g"),
+    ("abs_ais_log_z_error", "AIS abs log Z error", ".2g"),
     ("modes_covered", "modes covered", ".3g"),
     ("mode_tv", "mode TV", ".2g"),
     ("well_occupancy_tv", "well TV", ".2g"),
@@ -64,7 +71,10 @@ COLUMNS = (
     ("ramachandran_tv_reweighted", "Ram TV reweighted", ".2g"),
     ("chirality_error_rate", "wrong chirality", ".2g"),
 )
-SUMMARY_KEYS = tuple(c[0] for c in COLUMNS) + ("log_z_error", "compile_seconds", "n_steps")
+SUMMARY_KEYS = tuple(c[0] for c in COLUMNS) + ("log_z_error", "ais_log_z_error",
+                                                "compile_seconds", "n_steps")
+# Absolute-value columns and the signed metric each is taken from.
+ABS_OF = {"abs_log_z_error": "log_z_error", "abs_ais_log_z_error": "ais_log_z_error"}
 FIXED_SCHEDULES = ("linear_beta", "geometric_beta", "geometric_temperature")
 
 
@@ -113,8 +123,8 @@ def summarise(runs: list[dict]) -> dict:
     vals = []
     for r in ok:
       v = r.get(key)
-      if key == "abs_log_z_error" and r.get("log_z_error") is not None:
-        v = abs(r["log_z_error"])
+      if key in ABS_OF and r.get(ABS_OF[key]) is not None:
+        v = abs(r[ABS_OF[key]])
       vals.append(v)
     s = mean_se(vals)
     if s["n"]:
@@ -175,7 +185,7 @@ def plot_ess(path: str, curves: dict[str, list[list[dict]]], title: str) -> None
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(7, 4.8))
+  fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
   for label, per_seed in curves.items():
     per_seed = [c for c in per_seed if c]
     if not per_seed:
@@ -188,16 +198,23 @@ def plot_ess(path: str, curves: dict[str, list[list[dict]]], title: str) -> None
       warnings.simplefilter("ignore", RuntimeWarning)
       mean = np.nanmean(y, axis=0)
       se = np.nanstd(y, axis=0, ddof=1) / np.sqrt(len(per_seed)) if len(per_seed) > 1 else None
-    line, = ax.plot(x, mean, marker="o", ms=3, label=f"{label} ({len(per_seed)} seeds)")
-    if se is not None:
-      ax.fill_between(x, mean - se, mean + se, color=line.get_color(), alpha=0.2)
-  ax.set_xscale("log")
-  ax.set_ylim(0, 1.02)
-  ax.set_xlabel("target evaluations (training)")
-  ax.set_ylabel("reverse ESS")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  ax.set_title(title)
+    for ax in axes:
+      line, = ax.plot(x, mean, marker="o", ms=3, label=f"{label} ({len(per_seed)} seeds)")
+      if se is not None:
+        ax.fill_between(x, np.maximum(mean - se, 1e-12), mean + se, color=line.get_color(),
+                        alpha=0.2)
+  for ax, scale in zip(axes, ("linear", "log")):
+    ax.set_xscale("log")
+    ax.set_yscale(scale)
+    if scale == "linear":
+      ax.set_ylim(0, 1.02)
+    else:
+      ax.set_ylim(top=1.5)
+    ax.set_xlabel("target evaluations (training)")
+    ax.set_ylabel("reverse ESS" + (" (log scale)" if scale == "log" else ""))
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -216,9 +233,13 @@ def main(argv=None) -> int:
   ap.add_argument("--results-dir", default="benchmarks/results")
   ap.add_argument("--resume", action="store_true", help="reuse runs with a metrics.json")
   ap.add_argument("--no-progress", action="store_true")
+  ap.add_argument("--eval-points", type=int, default=10,
+                  help="in-training evaluations per run for the ESS curve (eval.every is set "
+                       "per method from its number of steps; 0: keep the config's eval.every)")
+  ap.add_argument("--jobs", type=int, default=1,
+                  help="runs in parallel, each in its own process pinned to a share of the "
+                       "CPUs (their wall times then compare with each other only)")
   args = ap.parse_args(argv)
-
-  from cmtjax.runner import run  # heavy import after argument parsing
 
   specs = list(dict.fromkeys(args.methods))
   parsed = {s: parse_spec(s) for s in specs}
@@ -243,55 +264,142 @@ def main(argv=None) -> int:
       "command": " ".join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:])),
       "methods": {s: {"spec": s, "overrides": parsed[s][1], "runs": []} for s in specs}}
   cmt_anneal_steps: dict[int, int] = {}
-  t_all = time.perf_counter()
-  for seed in args.seeds:
-    for spec in specs:
-      name, layer = parsed[spec]
-      layer = json.loads(json.dumps(layer))
-      note = {}
-      sched = layer.get("cmt", {}).get("schedule")
-      if name == "cmt" and sched in FIXED_SCHEDULES and "schedule_steps" not in layer["cmt"]:
-        steps = cmt_anneal_steps.get(seed)
-        if steps is None:
-          cfg0 = build_config([preset_for(args.target), *overrides,
-                               _merge(layer, {"cmt": {"schedule_steps": 1}}),
-                               {**base, "method": name, "seed": seed}])
-          steps = max(1, int(args.budget) // cfg0.cmt.n_samples // 2)
-          note["schedule_steps_from"] = "half the planned steps (no plain cmt run)"
-        else:
-          note["schedule_steps_from"] = "steps of the plain cmt run to reach the target"
-        layer["cmt"]["schedule_steps"] = int(steps)
-        note["schedule_steps"] = int(steps)
+  collected: dict[tuple[str, int], dict] = {}
+
+  def config_for(spec: str, seed: int):
+    """The run's config and notes (a fixed schedule takes its step count from plain cmt)."""
+    name, layer = parsed[spec]
+    layer = json.loads(json.dumps(layer))
+    note = {}
+    sched = layer.get("cmt", {}).get("schedule")
+    if name == "cmt" and sched in FIXED_SCHEDULES and "schedule_steps" not in layer["cmt"]:
+      steps = cmt_anneal_steps.get(seed)
+      if steps is None:
+        cfg0 = build_config([preset_for(args.target), *overrides,
+                             _merge(layer, {"cmt": {"schedule_steps": 1}}),
+                             {**base, "method": name, "seed": seed}])
+        steps = max(1, int(args.budget) // cfg0.cmt.n_samples // 2)
+        note["schedule_steps_from"] = "half the planned steps (no plain cmt run)"
+      else:
+        note["schedule_steps_from"] = "steps of the plain cmt run to reach the target"
+      layer["cmt"]["schedule_steps"] = int(steps)
+      note["schedule_steps"] = int(steps)
+    cfg = build_config([preset_for(args.target), *overrides, layer,
+                        {**base, "method": name, "seed": seed}])
+    if args.eval_points > 0:  # every method's ESS curve gets about the same number of points
+      n_steps = plan_steps(evals_per_step(name, getattr(cfg, name)), cfg.max_target_evals,
+                           cfg.max_steps)
+      every = max(1, n_steps // args.eval_points)
       cfg = build_config([preset_for(args.target), *overrides, layer,
-                          {**base, "method": name, "seed": seed}])
-      out = os.path.join(args.runs_dir, args.target, run_label(spec), f"seed{seed}")
-      metrics_path = os.path.join(out, "metrics.json")
+                          {**base, "method": name, "seed": seed, "eval": {"every": every}}])
+    out = os.path.join(args.runs_dir, args.target, run_label(spec), f"seed{seed}")
+    reuse = args.resume and os.path.isfile(os.path.join(out, "metrics.json"))
+    return cfg, out, note, reuse
+
+  def record(spec: str, seed: int, m: dict, note: dict, out: str, seconds: float) -> None:
+    m = {k: v for k, v in m.items() if not isinstance(v, list)}
+    m.update(note, folder=out, seconds=seconds)
+    if spec == "cmt" and "error" not in m:
+      reached = m.get("target_reached_at_step")
+      cmt_anneal_steps[seed] = (reached + 1) if reached is not None else m.get("n_steps")
+    collected[(spec, seed)] = m
+    for s_ in specs:  # the table keeps the order of methods and seeds however runs finish
+      results["methods"][s_]["runs"] = [collected[(s_, k)] for k in args.seeds
+                                        if (s_, k) in collected]
+    print(json.dumps({k: m.get(k) for k in ("method", "seed", "reverse_ess", "log_z_error",
+                                            "modes_covered", "mode_tv", "target_evals",
+                                            "wall_seconds", "error") if k in m}
+                     | {"spec": spec}), flush=True)
+    _write(results, stem, args)
+
+  # Plain cmt runs first; a fixed schedule waits for the plain cmt run of its seed.
+  tasks = [(spec, seed) for spec in specs for seed in args.seeds]
+  waits = {t: ("cmt", t[1]) for t in tasks
+           if t[0] != "cmt" and "cmt" in specs and _is_fixed_schedule(parsed[t[0]])}
+  t_all = time.perf_counter()
+  if args.jobs <= 1:
+    for spec, seed in sorted(tasks, key=lambda t: (t[1], t[0] != "cmt")):
+      cfg, out, note, reuse = config_for(spec, seed)
       t0 = time.perf_counter()
-      try:
-        if args.resume and os.path.isfile(metrics_path):
-          with open(metrics_path) as f:
-            m = json.load(f)
-          note["reused"] = True
-        else:
-          m = run(cfg, out, progress=not args.no_progress)
-      except Exception as e:  # one failed run must not lose the table
-        traceback.print_exc()
-        m = {"seed": seed, "error": f"{type(e).__name__}: {e}"}
-      m = {k: v for k, v in m.items() if not isinstance(v, list)}
-      m.update(note, folder=out, seconds=time.perf_counter() - t0)
-      if spec == "cmt" and "error" not in m:
-        reached = m.get("target_reached_at_step")
-        cmt_anneal_steps[seed] = (reached + 1) if reached is not None else m.get("n_steps")
-      results["methods"][spec]["runs"].append(m)
-      print(json.dumps({k: m.get(k) for k in ("method", "seed", "reverse_ess", "log_z_error",
-                                              "modes_covered", "mode_tv", "target_evals",
-                                              "wall_seconds", "error") if k in m}
-                       | {"spec": spec}), flush=True)
-      _write(results, stem, args)
+      m = _run_one(cfg, out, not args.no_progress, reuse)
+      record(spec, seed, m, note | ({"reused": True} if reuse else {}), out,
+             time.perf_counter() - t0)
+  else:
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # a fresh JAX in every worker
+    slot = ctx.Value("i", 0)
+    with cf.ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_init_worker,
+                                initargs=(slot, args.jobs)) as pool:
+      running: dict = {}
+      pending = list(tasks)
+
+      def submit_ready():
+        for t in list(pending):
+          if t in waits and waits[t] not in collected:
+            continue
+          pending.remove(t)
+          cfg, out, note, reuse = config_for(*t)
+          running[pool.submit(_run_one, cfg, out, False, reuse)] = (
+              t, out, note | ({"reused": True} if reuse else {}), time.perf_counter())
+
+      submit_ready()
+      while running:
+        done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+          (spec, seed), out, note, t0 = running.pop(fut)
+          try:
+            m = fut.result()
+          except Exception as e:  # the worker itself died
+            m = {"seed": seed, "error": f"{type(e).__name__}: {e}"}
+          record(spec, seed, m, note, out, time.perf_counter() - t0)
+        submit_ready()
   results["total_seconds"] = time.perf_counter() - t_all
   _write(results, stem, args, final=True)
   print(f"wrote {stem}.json, .md, .png")
   return 0
+
+
+def _is_fixed_schedule(parsed_spec: tuple[str, dict]) -> bool:
+  name, layer = parsed_spec
+  cmt = layer.get("cmt", {})
+  return (name == "cmt" and cmt.get("schedule") in FIXED_SCHEDULES
+          and "schedule_steps" not in cmt)
+
+
+def _init_worker(slot, n_jobs: int) -> None:
+  """Pins each worker process to its own share of the CPUs, so parallel runs do not contend."""
+  with slot.get_lock():
+    index = slot.value
+    slot.value += 1
+  cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+  if len(cpus) >= n_jobs:
+    share = [c for i, c in enumerate(cpus) if i % n_jobs == index % n_jobs]
+    os.sched_setaffinity(0, share)
+
+
+def _run_one(cfg, out: str, progress: bool, reuse: bool) -> dict:
+  """One run through the one loop (or its saved metrics); a failure becomes an error entry."""
+  metrics_path = os.path.join(out, "metrics.json")
+  try:
+    if reuse:
+      with open(metrics_path) as f:
+        return json.load(f)
+    from cmtjax.runner import run
+    return run(cfg, out, progress=progress)
+  except Exception as e:  # one failed run must not lose the table
+    traceback.print_exc()
+    return {"seed": cfg.seed, "error": f"{type(e).__name__}: {e}"}
+
+
+def _curve(run: dict) -> list[dict]:
+  """A run's in-training evaluations, ending with its final evaluation."""
+  curve = _load_jsonl(os.path.join(run["folder"], "evals.jsonl"))
+  last = curve[-1]["target_evals"] if curve else -1
+  if run.get("target_evals") is not None and run["target_evals"] > last:
+    curve.append({"target_evals": run["target_evals"], "reverse_ess": run.get("reverse_ess")})
+  return curve
 
 
 def _write(results: dict, stem: str, args, final: bool = False) -> None:
@@ -304,8 +412,8 @@ def _write(results: dict, stem: str, args, final: bool = False) -> None:
     f.write(markdown_table(results["target"], summaries, results["budget"], results["seeds"]))
     f.write(f"\nCommand: `{results['command']}`\n")
   if final:
-    curves = {s: [_load_jsonl(os.path.join(r["folder"], "evals.jsonl")) for r in e["runs"]
-                  if "error" not in r] for s, e in results["methods"].items()}
+    curves = {s: [_curve(r) for r in e["runs"] if "error" not in r]
+              for s, e in results["methods"].items()}
     plot_ess(stem + ".png", curves,
              f"{results['target']}: reverse ESS during training (budget {results['budget']:.3g})")
 

@@ -18,6 +18,7 @@ the training step is split over the devices along the sample axis; process 0 wri
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -181,6 +182,14 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
     metrics["dual_converged_fraction"] = float(np.mean(
         [bool(r["dual_converged"]) for r in result.records]))
     metrics["n_invalid_samples"] = int(sum(r["n_invalid"] for r in result.records))
+  if cfg.method == "fab" and result.records:
+    # FAB's own evidence estimate (AIS toward p̃²/q), the median over the last tenth of the
+    # steps (one AIS batch per step is noisy); compared with the true log Z where known.
+    tail = [r["log_z"] for r in result.records[-max(1, len(result.records) // 10):]
+            if r.get("log_z") is not None and math.isfinite(float(r["log_z"]))]
+    metrics["ais_log_z"] = float(np.median(tail)) if tail else None
+    if tail and target.log_Z is not None:
+      metrics["ais_log_z_error"] = metrics["ais_log_z"] - float(target.log_Z)
   metrics["n_devices"] = 1 if mesh is None else int(mesh.size)
   metrics["n_processes"] = jax.process_count()
   metrics["resumed_from"] = result.resumed_from

@@ -50,3 +50,35 @@ def test_ess_plot_of_several_seeds(tmp_path):
   compare.plot_ess(path, {"cmt": [curve([0.1, 0.5, 0.9]), curve([0.2, 0.6])],
                           "fab": [curve([0.05, None, 0.3])], "none": [[]]}, "t")
   assert os.path.getsize(path) > 1000
+
+
+def test_parallel_runs_keep_the_fixed_schedule_after_its_cmt_run(tmp_path):
+  """--jobs 2: runs in worker processes, a fixed schedule still takes cmt's step count."""
+  import json
+  import subprocess
+  import sys
+
+  res = tmp_path / "res"
+  cmd = [sys.executable, _PATH, "--target", "double_well2d", "--methods", "cmt",
+         "cmt:schedule=linear_beta", "--seeds", "0", "--budget", "2000", "--jobs", "2",
+         "--no-progress", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(res),
+         "--set", "cmt.n_samples=500", "--set", "cmt.n_fit_steps=3",
+         "--set", "cmt.batch_size=128", "--set", "eval.n_samples=500",
+         "--set", "eval.n_samples_during=200", "--set", "eval.every=2",
+         "--set", "eval.n_repeats=1"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(res / "compare_double_well2d.json") as f:
+    results = json.load(f)
+  (cmt_run,) = results["methods"]["cmt"]["runs"]
+  (fixed_run,) = results["methods"]["cmt:schedule=linear_beta"]["runs"]
+  assert "error" not in cmt_run and "error" not in fixed_run
+  reached = cmt_run["target_reached_at_step"]
+  expected = reached + 1 if reached is not None else cmt_run["n_steps"]
+  assert fixed_run["schedule_steps"] == expected
+  assert fixed_run["schedule_steps_from"].startswith("steps of the plain cmt run")
+  assert cmt_run["target_evals"] == fixed_run["target_evals"] == 2000
+  table = (res / "compare_double_well2d.md").read_text()
+  assert "| cmt | 1 |" in table and "| cmt:schedule=linear_beta | 1 |" in table
+  assert (res / "compare_double_well2d.png").stat().st_size > 1000
