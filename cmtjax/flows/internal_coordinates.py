@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmtjax.targets.molecules.topology import dihedral_from_points
+from cmtjax.targets.molecules.topology import dihedral_from_points, wrap_angle
 from cmtjax.targets.molecules.zmatrix import FREE, ZMatrix
 
 Array = jax.Array
@@ -41,11 +41,6 @@ Array = jax.Array
 _ANGLE_MARGIN = 0.05
 # Offset dihedrals at tetrahedral centres stay this far (rad) from 0 and pi.
 _OFFSET_MARGIN = 0.1
-
-
-def wrap_angle(t: Array) -> Array:
-  """Maps angles to (-pi, pi]."""
-  return jnp.pi - jnp.mod(jnp.pi - t, 2.0 * jnp.pi)
 
 
 @dataclasses.dataclass(frozen=True)

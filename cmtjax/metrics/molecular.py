@@ -42,12 +42,6 @@ class EnergyDistance(NamedTuple):
   w2: float
 
 
-def wrap_angle(theta: np.ndarray) -> np.ndarray:
-  """Maps angles (radians) onto (-π, π]."""
-  theta = np.asarray(theta, np.float64)
-  return np.pi - np.mod(np.pi - theta, _TWO_PI)
-
-
 def backbone_angles(x, top: MolecularTopology, chunk: int = 65536) -> np.ndarray:
   """The (φ, ψ) of every backbone pair of every configuration.
 
@@ -59,7 +53,8 @@ def backbone_angles(x, top: MolecularTopology, chunk: int = 65536) -> np.ndarray
   Returns:
     [n, n_pairs, 2] float64 angles in radians on (-π, π].
   """
-  from cmtjax.targets.molecules.topology import backbone_dihedral_pairs, dihedral_angles
+  from cmtjax.targets.molecules.topology import (backbone_dihedral_pairs, dihedral_angles,
+                                                 wrap_angle)
 
   x = np.asarray(x)
   if x.ndim != 2 or x.shape[1] != 3 * top.n_atoms:
@@ -104,6 +99,8 @@ def _weights(weights, n: int) -> np.ndarray:
 
 def _bin_index(theta: np.ndarray, bins: int) -> np.ndarray:
   """Bin k of (-π, π] is (-π + k h, -π + (k+1) h], h = 2π / bins."""
+  from cmtjax.targets.molecules.topology import wrap_angle
+
   k = np.ceil((wrap_angle(theta) + np.pi) / (_TWO_PI / bins)).astype(np.int64) - 1
   return np.clip(k, 0, bins - 1)
 

@@ -130,6 +130,15 @@ def dihedral_angles(x: Array, idx: np.ndarray) -> Array:
   return dihedral_from_points(*(R[:, idx[:, k]] for k in range(4)))
 
 
+def wrap_angle(theta):
+  """Maps angles (radians) onto (-π, π]: JAX arrays stay JAX (jit-safe), anything else becomes
+  a NumPy float64 array (histograms of angles need the float64 bin edges to agree)."""
+  if isinstance(theta, jax.Array):
+    return jnp.pi - jnp.mod(jnp.pi - theta, 2.0 * jnp.pi)
+  theta = np.asarray(theta, np.float64)
+  return np.pi - np.mod(np.pi - theta, 2.0 * np.pi)
+
+
 def dihedral_from_points(a: Array, b: Array, c: Array, d: Array) -> Array:
   """Dihedral a-b-c-d of points [..., 3] each -> [...] in (-pi, pi] (IUPAC sign, as mdtraj)."""
   b0, b1, b2 = b - a, c - b, d - c
