@@ -183,11 +183,7 @@ def plot_summary(path, rows, dims, variants, title):
     if key == "reverse_ess":
       ax.set_ylim(0, 1)
   axes[0].legend(fontsize=8)
-  fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return plots.save_figure(fig, path, title)
 
 
 def main():

@@ -43,7 +43,6 @@ import re
 import sys
 import time
 import traceback
-import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -177,47 +176,6 @@ def _load_jsonl(path: str) -> list[dict]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
-
-
-def plot_ess(path: str, curves: dict[str, list[list[dict]]], title: str) -> None:
-  """Reverse ESS against target evaluations: mean ± s.e. over seeds per method."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-  for label, per_seed in curves.items():
-    per_seed = [c for c in per_seed if c]
-    if not per_seed:
-      continue
-    n = min(len(c) for c in per_seed)
-    x = np.array([e["target_evals"] for e in per_seed[0][:n]], float)
-    y = np.array([[np.nan if e.get("reverse_ess") is None else e["reverse_ess"]
-                   for e in c[:n]] for c in per_seed], float)
-    with warnings.catch_warnings():  # a column of missing values is a gap in the curve
-      warnings.simplefilter("ignore", RuntimeWarning)
-      mean = np.nanmean(y, axis=0)
-      se = np.nanstd(y, axis=0, ddof=1) / np.sqrt(len(per_seed)) if len(per_seed) > 1 else None
-    for ax in axes:
-      line, = ax.plot(x, mean, marker="o", ms=3, label=f"{label} ({len(per_seed)} seeds)")
-      if se is not None:
-        ax.fill_between(x, np.maximum(mean - se, 1e-12), mean + se, color=line.get_color(),
-                        alpha=0.2)
-  for ax, scale in zip(axes, ("linear", "log")):
-    ax.set_xscale("log")
-    ax.set_yscale(scale)
-    if scale == "linear":
-      ax.set_ylim(0, 1.02)
-    else:
-      ax.set_ylim(top=1.5)
-    ax.set_xlabel("target evaluations (training)")
-    ax.set_ylabel("reverse ESS" + (" (log scale)" if scale == "log" else ""))
-    ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
-  fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -414,8 +372,9 @@ def _write(results: dict, stem: str, args, final: bool = False) -> None:
   if final:
     curves = {s: [_curve(r) for r in e["runs"] if "error" not in r]
               for s, e in results["methods"].items()}
-    plot_ess(stem + ".png", curves,
-             f"{results['target']}: reverse ESS during training (budget {results['budget']:.3g})")
+    from cmtjax.io.plots import plot_ess_vs_evals
+    plot_ess_vs_evals(stem + ".png", curves, f"{results['target']}: reverse ESS during "
+                      f"training (budget {results['budget']:.3g})")
 
 
 if __name__ == "__main__":

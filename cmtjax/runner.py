@@ -238,6 +238,6 @@ def _write_plots(cfg: RunConfig, target, out_dir: str, params, sample_fn, result
     plots.plot_training_curve(os.path.join(out_dir, "training.png"), records, keys,
                               title=f"{cfg.method} on {cfg.target}")
   if result.evals:
-    plots.plot_ess_vs_evals(os.path.join(out_dir, "ess.png"), {cfg.method: result.evals},
+    plots.plot_ess_vs_evals(os.path.join(out_dir, "ess.png"), {cfg.method: [result.evals]},
                             title=f"{cfg.target}: reverse ESS during training")
 

@@ -5,6 +5,7 @@ Host-side matplotlib (Agg backend); every function writes one file and returns i
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence
 
 import matplotlib
@@ -12,6 +13,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+
+def save_figure(fig, path: str, title: str = "", dpi: int = 100) -> str:
+  """Titles, lays out, writes and closes ``fig``; returns ``path``."""
+  if title:
+    fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+  return path
 
 
 def _column(records: Sequence[dict], key: str) -> np.ndarray:
@@ -63,11 +74,7 @@ def plot_samples(path: str, log_prob_2d, model_x: np.ndarray, bounds: tuple[floa
     ax.set_title(label)
     ax.set_xlabel("x[0]")
     ax.set_ylabel("x[1]")
-  fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, title, dpi=110)
 
 
 def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = None,
@@ -131,11 +138,7 @@ def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = 
     axes[1, 3].legend()
   for a in axes.ravel():
     a.set_xlabel("annealing step")
-  fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, title, dpi=100)
 
 
 def plot_training_curve(path: str, records: Sequence[dict], keys: Sequence[str],
@@ -147,31 +150,50 @@ def plot_training_curve(path: str, records: Sequence[dict], keys: Sequence[str],
     ax.plot(steps, _column(records, key))
     ax.set_title(key)
     ax.set_xlabel("outer step")
-  fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, title, dpi=100)
 
 
-def plot_ess_vs_evals(path: str, curves: dict[str, Sequence[dict]], title: str = "") -> str:
-  """Reverse ESS against target evaluations, one curve per run/method."""
-  fig, ax = plt.subplots(figsize=(6.5, 4.5))
-  for label, evals in curves.items():
-    x = _column(evals, "target_evals")
-    y = _column(evals, "reverse_ess")
-    ax.plot(x, y, marker="o", ms=3, label=label)
-  ax.set_xscale("log")
-  ax.set_ylim(0, 1.02)
-  ax.set_xlabel("target evaluations (training)")
-  ax.set_ylabel("reverse ESS")
-  ax.grid(alpha=0.3)
-  ax.legend()
-  ax.set_title(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+def plot_ess_vs_evals(path: str, curves: dict[str, Sequence[Sequence[dict]]],
+                      title: str = "") -> str:
+  """Reverse ESS against target evaluations, on a linear and a log scale.
+
+  Args:
+    path: PNG file to write.
+    curves: label -> the evaluation records (``target_evals``, ``reverse_ess``) of each of its
+      runs; several runs (seeds) of a label are drawn as their mean ± standard error, over the
+      evaluations all of them reached (x from the first run).
+    title: figure title.
+  """
+  fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+  for label, runs in curves.items():
+    runs = [r for r in runs if len(r)]
+    if not runs:
+      continue
+    n = min(len(r) for r in runs)
+    x = _column(runs[0][:n], "target_evals")
+    y = np.stack([_column(r[:n], "reverse_ess") for r in runs])
+    with warnings.catch_warnings():  # a column of missing values is a gap in the curve
+      warnings.simplefilter("ignore", RuntimeWarning)
+      mean = np.nanmean(y, axis=0)
+      se = np.nanstd(y, axis=0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else None
+    name = f"{label} ({len(runs)} seeds)" if len(runs) > 1 else label
+    for ax in axes:
+      line, = ax.plot(x, mean, marker="o", ms=3, label=name)
+      if se is not None:
+        ax.fill_between(x, np.maximum(mean - se, 1e-12), mean + se, color=line.get_color(),
+                        alpha=0.2)
+  for ax, scale in zip(axes, ("linear", "log")):
+    ax.set_xscale("log")
+    ax.set_yscale(scale)
+    if scale == "linear":
+      ax.set_ylim(0, 1.02)
+    else:
+      ax.set_ylim(top=1.5)
+    ax.set_xlabel("target evaluations (training)")
+    ax.set_ylabel("reverse ESS" + (" (log scale)" if scale == "log" else ""))
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  return save_figure(fig, path, title, dpi=110)
 
 
 def plot_ablation(path: str, curves: dict[str, Sequence[dict]], title: str = "") -> str:
@@ -206,8 +228,4 @@ def plot_ablation(path: str, curves: dict[str, Sequence[dict]], title: str = "")
       ax.set_xlabel("annealing step")
   axes[3].set_yscale("log")
   axes[0].legend(fontsize=8)
-  fig.suptitle(title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
-  return path
+  return save_figure(fig, path, title, dpi=100)

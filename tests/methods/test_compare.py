@@ -44,10 +44,12 @@ def test_mean_and_standard_error_over_seeds():
 
 
 def test_ess_plot_of_several_seeds(tmp_path):
+  from cmtjax.io.plots import plot_ess_vs_evals
+
   curve = lambda ess: [{"target_evals": 1000 * (i + 1), "reverse_ess": e}
                        for i, e in enumerate(ess)]
   path = str(tmp_path / "ess.png")
-  compare.plot_ess(path, {"cmt": [curve([0.1, 0.5, 0.9]), curve([0.2, 0.6])],
+  plot_ess_vs_evals(path, {"cmt": [curve([0.1, 0.5, 0.9]), curve([0.2, 0.6])],
                           "fab": [curve([0.05, None, 0.3])], "none": [[]]}, "t")
   assert os.path.getsize(path) > 1000
 
