@@ -9,6 +9,7 @@ import warnings
 from typing import Optional, Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -20,7 +21,7 @@ def save_figure(fig, path: str, title: str = "", dpi: int = 100) -> str:
   if title:
     fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=dpi)
+  fig.savefig(path, dpi=dpi, bbox_inches="tight")  # legends placed outside the axes included
   plt.close(fig)
   return path
 
@@ -164,7 +165,7 @@ def plot_ess_vs_evals(path: str, curves: dict[str, Sequence[Sequence[dict]]],
       evaluations all of them reached (x from the first run).
     title: figure title.
   """
-  fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
   for label, runs in curves.items():
     runs = [r for r in runs if len(r)]
     if not runs:
@@ -184,6 +185,7 @@ def plot_ess_vs_evals(path: str, curves: dict[str, Sequence[Sequence[dict]]],
                         alpha=0.2)
   for ax, scale in zip(axes, ("linear", "log")):
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: no clutter
     ax.set_yscale(scale)
     if scale == "linear":
       ax.set_ylim(0, 1.02)
@@ -192,7 +194,7 @@ def plot_ess_vs_evals(path: str, curves: dict[str, Sequence[Sequence[dict]]],
     ax.set_xlabel("target evaluations (training)")
     ax.set_ylabel("reverse ESS" + (" (log scale)" if scale == "log" else ""))
     ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
+  axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
   return save_figure(fig, path, title, dpi=110)
 
 
