@@ -256,6 +256,8 @@ def main(argv=None) -> int:
 
   def record(spec: str, seed: int, m: dict, note: dict, out: str, seconds: float) -> None:
     m = {k: v for k, v in m.items() if not isinstance(v, list)}
+    if note.get("reused"):  # the time the run took when it ran, not the time to read it back
+      seconds = m.get("total_seconds", seconds)
     m.update(note, folder=out, seconds=seconds)
     if spec == "cmt" and "error" not in m:
       reached = m.get("target_reached_at_step")
@@ -313,7 +315,9 @@ def main(argv=None) -> int:
             m = {"seed": seed, "error": f"{type(e).__name__}: {e}"}
           record(spec, seed, m, note, out, time.perf_counter() - t0)
         submit_ready()
-  results["total_seconds"] = time.perf_counter() - t_all
+  results["total_seconds"] = time.perf_counter() - t_all  # this invocation
+  results["run_seconds_sum"] = sum(  # every run, reused ones included
+      r.get("seconds") or 0.0 for e in results["methods"].values() for r in e["runs"])
   _write(results, stem, args, final=True)
   print(f"wrote {stem}.json, .md, .png")
   return 0
