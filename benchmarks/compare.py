@@ -30,7 +30,8 @@ TV, or for molecules the Ramachandran TV (plain and reweighted) and the wrong-ch
 and ``compare_<target>.png`` (reverse ESS against target evaluations, mean ± s.e. over seeds,
 on a linear and a log scale) in ``--results-dir``, and each run's folder under
 ``--runs-dir/<target>/<method>/seed<k>``. ``--resume`` reuses runs
-whose ``metrics.json`` exists (a long table can be finished in several sittings).
+whose ``metrics.json`` exists (a long table can be finished in several sittings);
+``--report-only`` runs nothing and writes the table and plot of the finished runs.
 """
 
 from __future__ import annotations
@@ -194,6 +195,9 @@ def main(argv=None) -> int:
   ap.add_argument("--eval-points", type=int, default=10,
                   help="in-training evaluations per run for the ESS curve (eval.every is set "
                        "per method from its number of steps; 0: keep the config's eval.every)")
+  ap.add_argument("--report-only", action="store_true",
+                  help="run nothing: write the table and plot from the runs in --runs-dir that "
+                       "have a metrics.json (e.g. while a long table is still running)")
   ap.add_argument("--jobs", type=int, default=1,
                   help="runs in parallel, each in its own process pinned to a share of the "
                        "CPUs (their wall times then compare with each other only)")
@@ -274,6 +278,11 @@ def main(argv=None) -> int:
 
   # Plain cmt runs first; a fixed schedule waits for the plain cmt run of its seed.
   tasks = [(spec, seed) for spec in specs for seed in args.seeds]
+  if args.report_only:  # reads metrics only: no workers, and nobody waits for a missing run
+    args.resume, args.jobs = True, 1
+    tasks = [t for t in tasks if os.path.isfile(os.path.join(
+        args.runs_dir, args.target, run_label(t[0]), f"seed{t[1]}", "metrics.json"))]
+    print(f"report only: {len(tasks)} finished runs", flush=True)
   waits = {t: ("cmt", t[1]) for t in tasks
            if t[0] != "cmt" and "cmt" in specs and _is_fixed_schedule(parsed[t[0]])}
   t_all = time.perf_counter()

@@ -84,3 +84,31 @@ def test_parallel_runs_keep_the_fixed_schedule_after_its_cmt_run(tmp_path):
   table = (res / "compare_double_well2d.md").read_text()
   assert "| cmt | 1 |" in table and "| cmt:schedule=linear_beta | 1 |" in table
   assert (res / "compare_double_well2d.png").stat().st_size > 1000
+
+
+def test_report_only_tables_the_finished_runs(tmp_path):
+  """--report-only runs nothing: finished runs make the table, missing ones are left out."""
+  import json
+
+  runs, res = tmp_path / "runs", tmp_path / "res"
+  for seed, ess in ((0, 0.9), (1, 0.8)):
+    folder = runs / "gmm40" / "cmt" / f"seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(
+        {"method": "cmt", "seed": seed, "reverse_ess": ess, "target_evals": 1000,
+         "total_seconds": 12.0, "modes_covered": 40, "n_modes": 40}))
+    (folder / "evals.jsonl").write_text(json.dumps({"target_evals": 500, "reverse_ess": 0.5})
+                                        + "\n")
+  assert compare.main(["--target", "gmm40", "--methods", "cmt", "reverse_kl", "--seeds", "0",
+                       "1", "2", "--budget", "1e6", "--runs-dir", str(runs), "--results-dir",
+                       str(res), "--report-only", "--jobs", "2"]) == 0
+  assert not (runs / "gmm40" / "reverse_kl").exists()  # nothing was run
+  results = json.loads((res / "compare_gmm40.json").read_text())
+  cmt = results["methods"]["cmt"]
+  assert [r["seed"] for r in cmt["runs"]] == [0, 1]
+  assert all(r["reused"] and r["seconds"] == 12.0 for r in cmt["runs"])
+  assert cmt["summary"]["reverse_ess"]["mean"] == pytest.approx(0.85)
+  assert results["methods"]["reverse_kl"]["runs"] == []
+  table = (res / "compare_gmm40.md").read_text()
+  assert "| cmt | 2 |" in table and "| reverse_kl |" not in table
+  assert (res / "compare_gmm40.png").stat().st_size > 1000
