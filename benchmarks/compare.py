@@ -233,8 +233,7 @@ def main(argv=None) -> int:
     name, layer = parsed[spec]
     layer = json.loads(json.dumps(layer))
     note = {}
-    sched = layer.get("cmt", {}).get("schedule")
-    if name == "cmt" and sched in FIXED_SCHEDULES and "schedule_steps" not in layer["cmt"]:
+    if _is_fixed_schedule(parsed[spec]):
       steps = cmt_anneal_steps.get(seed)
       if steps is None:
         cfg0 = build_config([preset_for(args.target), *overrides,
@@ -256,6 +255,8 @@ def main(argv=None) -> int:
                           {**base, "method": name, "seed": seed, "eval": {"every": every}}])
     out = os.path.join(args.runs_dir, args.target, run_label(spec), f"seed{seed}")
     reuse = args.resume and os.path.isfile(os.path.join(out, "metrics.json"))
+    if reuse:
+      note["reused"] = True
     return cfg, out, note, reuse
 
   def record(spec: str, seed: int, m: dict, note: dict, out: str, seconds: float) -> None:
@@ -291,7 +292,7 @@ def main(argv=None) -> int:
       cfg, out, note, reuse = config_for(spec, seed)
       t0 = time.perf_counter()
       m = _run_one(cfg, out, not args.no_progress, reuse)
-      record(spec, seed, m, note | ({"reused": True} if reuse else {}), out,
+      record(spec, seed, m, note, out,
              time.perf_counter() - t0)
   else:
     import concurrent.futures as cf
@@ -311,7 +312,7 @@ def main(argv=None) -> int:
           pending.remove(t)
           cfg, out, note, reuse = config_for(*t)
           running[pool.submit(_run_one, cfg, out, False, reuse)] = (
-              t, out, note | ({"reused": True} if reuse else {}), time.perf_counter())
+              t, out, note, time.perf_counter())
 
       submit_ready()
       while running:
