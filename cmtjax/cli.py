@@ -5,6 +5,7 @@
   cmtjax train --config runs/demo/config.json --out runs/demo-again     (repeat a run)
   cmtjax train --resume runs/demo                 (continue an interrupted run from its checkpoint)
   cmtjax train --target gmm40 --devices all --out runs/x            (split over all devices)
+  cmtjax train --target gmm40 --set cmt.eps_tr=0.2 --dry-run        (check, print the config)
 
 A multi-process run starts the same command in every process with ``--coordinator HOST:PORT
 --num-processes P --process-id I`` (or the ``CMTJAX_*`` environment variables).
@@ -47,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                  help="override a config value, e.g. --set cmt.eps_tr=0.2 (repeatable)")
   t.add_argument("--budget", type=float, help="max target evaluations (e.g. 2e6)")
   t.add_argument("--no-progress", action="store_true", help="no progress bar")
+  t.add_argument("--dry-run", action="store_true",
+                 help="check the input and print the resolved configuration; run nothing")
   return p
 
 
@@ -89,6 +92,8 @@ def _resume(args) -> int:
   if not os.path.isfile(cfg_path):
     raise ConfigError(f"--resume {args.resume}: no config.json there (not a run folder)")
   cfg = build_config([load_file(cfg_path), *overrides, _distributed_layer(args)])
+  if args.dry_run:
+    return _print_config(cfg)
   from cmtjax.runner import run  # heavy imports only once the input is known to be good
   metrics = run(cfg, args.resume, progress=not args.no_progress, resume=True)
   _print_summary(metrics, args.resume)
@@ -96,16 +101,38 @@ def _resume(args) -> int:
 
 
 def _print_summary(metrics: dict, out: str) -> None:
+  """The run's key figures: a JSON line for scripts, then a short summary for people."""
   keys = ("target", "method", "seed", "reverse_ess", "reverse_ess_clipped", "log_z",
-          "log_z_error", "modes_covered", "n_modes", "mode_tv", "target_evals", "wall_seconds")
+          "log_z_error", "log_z_se", "modes_covered", "n_modes", "mode_tv", "target_evals",
+          "wall_seconds", "warnings")
   print(json.dumps({k: metrics[k] for k in keys if k in metrics}))
-  print(f"results in {out}")
+  parts = []
+  if metrics.get("n_modes") is not None:
+    parts.append(f"{metrics['modes_covered']}/{metrics['n_modes']} modes")
+  parts.append(f"reverse ESS {metrics['reverse_ess']:.3f}")
+  if metrics.get("log_z_error") is not None:
+    parts.append(f"log Z error {metrics['log_z_error']:+.2e} "
+                 f"(standard error {metrics.get('log_z_se') or 0.0:.1e})")
+  parts.append(f"{metrics['target_evals']:.3g} target evaluations")
+  parts.append(f"{metrics.get('total_seconds', metrics['wall_seconds']):.0f} s")
+  print(f"{metrics['method']} on {metrics['target']} (seed {metrics['seed']}): "
+        + ", ".join(parts))
+  for w in metrics.get("warnings", []):
+    print(f"WARNING: {w}")
+  pngs = sorted(f for f in os.listdir(out) if f.endswith(".png")) if os.path.isdir(out) else []
+  print(f"results in {out}: metrics.json, steps.jsonl" + "".join(f", {f}" for f in pngs))
+
+
+def _print_config(cfg) -> int:
+  from cmtjax.io.config import to_dict
+  print(json.dumps(to_dict(cfg), indent=2))
+  return 0
 
 
 def _train(args) -> int:
   if args.resume is not None:
     return _resume(args)
-  if args.out is None:
+  if args.out is None and not args.dry_run:
     raise ConfigError("--out is required (or --resume DIR)")
   file_layer = load_file(args.config) if args.config else {}
   flag_layer: dict = _distributed_layer(args)
@@ -123,6 +150,8 @@ def _train(args) -> int:
     raise ConfigError(f"unknown target {target!r}; known targets: {', '.join(TARGET_NAMES)}")
   # A saved config.json is complete: the preset only fills what a partial file leaves out.
   cfg = build_config([preset_for(target), file_layer, *overrides, flag_layer])
+  if args.dry_run:
+    return _print_config(cfg)
   from cmtjax.runner import run  # heavy imports only once the input is known to be good
   metrics = run(cfg, args.out, progress=not args.no_progress)
   _print_summary(metrics, args.out)

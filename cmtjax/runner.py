@@ -34,7 +34,7 @@ from cmtjax.flows import flow_for_target
 from cmtjax.io import plots
 from cmtjax.io.config import RunConfig, save_config, to_dict
 from cmtjax.methods import evals_per_step, make_method
-from cmtjax.metrics import evaluate
+from cmtjax.metrics import evaluate, run_warnings
 from cmtjax.targets import make_target
 from cmtjax.train import (CheckpointOptions, fingerprint, initialize, is_primary, make_mesh,
                           plan_steps, train)
@@ -88,9 +88,11 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
   Returns:
     The metrics dict written to ``metrics.json``: ``target``, ``method``, ``seed``,
     ``reverse_ess``, ``reverse_ess_clipped``, ``log_z``, ``target_evals``, ``grad_steps``,
-    ``wall_seconds`` (training), ``compile_seconds``, ``n_steps``, and the figures of
-    :func:`cmtjax.metrics.evaluate` (``log_z_error``, ``modes_covered``, ``n_modes``,
-    ``mode_tv``, ``eubo``, ``forward_ess`` ... where the target allows them).
+    ``wall_seconds`` (training), ``compile_seconds``, ``n_steps`` (taken), the figures of
+    :func:`cmtjax.metrics.evaluate` (``log_z_error``, ``log_z_se``, ``modes_covered``,
+    ``n_modes``, ``mode_tv``, ``eubo``, ``forward_ess`` ... where the target allows them),
+    and ``warnings`` (:func:`cmtjax.metrics.run_warnings`: missing modes, a log Z error
+    beyond its statistical error, a path that did not reach the target; empty if none).
   """
   t_start = time.perf_counter()
   dist = cfg.distributed
@@ -119,7 +121,8 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
   method_cfg = getattr(cfg, cfg.method)
   n_steps = plan_steps(evals_per_step(cfg.method, method_cfg), cfg.max_target_evals,
                        cfg.max_steps)
-  method = make_method(cfg.method, method_cfg, flow, target, n_steps)
+  method = make_method(cfg.method, method_cfg, flow, target, n_steps,
+                       max_target_evals=cfg.max_target_evals)
 
   key = jax.random.PRNGKey(cfg.seed)
   k_init, k_train, k_eval = jax.random.split(key, 3)
@@ -172,7 +175,7 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
       "log_z": final["log_z"], "target_evals": result.target_evals,
       "grad_steps": result.grad_steps, "wall_seconds": result.wall_seconds,
       "compile_seconds": result.compile_seconds, "eval_seconds": eval_seconds,
-      "n_steps": method.n_steps, "cmtjax_version": __version__,
+      "n_steps": len(result.records), "cmtjax_version": __version__,
   }
   for k_, v in final.items():
     metrics.setdefault(k_, v)
@@ -204,6 +207,8 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
         reference_path=cfg.eval.reference or None, chunk=min(cfg.eval.chunk, 8192),
         title=f"{cfg.method} on {cfg.target}"))
     metrics["molecular_eval_seconds"] = time.perf_counter() - t_mol
+  final_beta = result.records[-1].get("beta") if result.records else None
+  metrics["warnings"] = run_warnings(metrics, final_beta)
   if out_dir is not None and primary:
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
       json.dump(metrics, f, indent=2, default=_json_default)

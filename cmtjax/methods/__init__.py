@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from cmtjax.methods.cmt import CMTConfig, CMTInfo, CMTState, make_cmt
 from cmtjax.methods.fab import FABConfig, FABInfo, FABState, make_fab
 from cmtjax.methods.forward_kl import ForwardKLConfig, ForwardKLInfo, make_forward_kl
@@ -19,10 +21,18 @@ METHODS = {
 }
 
 
-def make_method(name: str, config, flow, target, n_steps: int):
-  """Builds method ``name`` from its config dataclass."""
+def make_method(name: str, config, flow, target, n_steps: int,
+                max_target_evals: Optional[int] = None):
+  """Builds method ``name`` from its config dataclass.
+
+  ``n_steps`` is the planned number of outer steps; CMT also takes the budget
+  ``max_target_evals``, since with a larger annealing buffer its step count depends on when
+  it reaches the target.
+  """
   if name not in METHODS:
     raise ValueError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}")
+  if name == "cmt":
+    return make_cmt(config, flow, target, n_steps, max_target_evals=max_target_evals)
   return METHODS[name][1](config, flow, target, n_steps)
 
 

@@ -49,7 +49,14 @@ class CMTConfig:
       (trust region only), ``"tempered"`` (entropy only), ``"none"``.
     eps_tr: trust-region bound ε_tr on KL(q_{i+1} ‖ q_i) per step (nats).
     eps_ent: bound ε_ent on the entropy decrease per step (nats).
-    n_samples: buffer size N (= target evaluations per step).
+    n_samples: buffer size N (= target evaluations per step) once the path has reached the
+      target (the refinement phase), and while annealing unless ``n_samples_annealing`` is set.
+    n_samples_annealing: buffer size while annealing (before the target is reached; with a
+      fixed I or a fixed schedule, during the first I steps); None: ``n_samples``. The
+      annealing steps decide which modes the flow keeps: a broad early flow puts only a few
+      samples of N on a small remote mode, and a mode that a buffer misses gets no weight in
+      the next fit and is lost for good (docs/coverage.md). A larger annealing buffer costs
+      target evaluations and sampling time, not fit time.
     n_fit_steps: K, optimiser steps per annealing step.
     batch_size: minibatch size of the fit.
     fit_mode: ``"resample"`` or ``"weighted"`` (see :mod:`cmtjax.train.fit`).
@@ -77,6 +84,7 @@ class CMTConfig:
   eps_tr: float = 0.3
   eps_ent: float = 0.5
   n_samples: int = 10_000
+  n_samples_annealing: Optional[int] = None
   n_fit_steps: int = 100
   batch_size: int = 1024
   fit_mode: str = "resample"
@@ -114,6 +122,9 @@ class CMTConfig:
     for name in ("n_samples", "n_fit_steps", "batch_size"):
       if int(getattr(self, name)) < 1:
         raise ValueError(f"cmt.{name} must be >= 1, got {getattr(self, name)!r}")
+    if self.n_samples_annealing is not None and int(self.n_samples_annealing) < 1:
+      raise ValueError(f"cmt.n_samples_annealing must be >= 1 or null, got "
+                       f"{self.n_samples_annealing!r}")
     if self.anneal_steps is not None and self.anneal_steps < 0:
       raise ValueError(f"cmt.anneal_steps must be >= 0 or null, got {self.anneal_steps!r}")
     if self.diagnostics_samples < 0:
@@ -131,6 +142,7 @@ class CMTState(NamedTuple):
     path: (α, β) of the current model's place on the path.
     at_target: True once λ = η = 0 has been reached (or imposed).
     target_step: step at which the target was reached (−1 before).
+    n_annealing_steps: steps taken while annealing (with the annealing buffer size).
   """
 
   lam: Array
@@ -138,12 +150,14 @@ class CMTState(NamedTuple):
   path: PathState
   at_target: Array
   target_step: Array
+  n_annealing_steps: Array
 
 
 class CMTInfo(NamedTuple):
   """Diagnostics of one CMT step (all scalars).
 
   ``kl``, ``entropy_drop`` and ``step_ess`` are what the chosen q_{i+1} asks for on the buffer;
+  ``n_evals`` is the step's number of target evaluations (its buffer size).
   ``realised_*`` are what the fitted flow achieved (estimated on the same buffer by
   self-normalised importance sampling); ``fit_kl`` estimates KL(q_{i+1} ‖ q̂_{i+1}).
   For targets with known modes, ``modes_buffer`` counts the modes holding at least a quarter
@@ -172,6 +186,7 @@ class CMTInfo(NamedTuple):
   at_target: Array
   modes_buffer: Array
   modes_weighted: Array
+  n_evals: Array
 
 
 def _cosine(lr0, lr1, progress):
@@ -179,14 +194,19 @@ def _cosine(lr0, lr1, progress):
   return lr1 + 0.5 * (lr0 - lr1) * (1.0 + jnp.cos(jnp.pi * progress))
 
 
-def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
+def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
+             max_target_evals: Optional[int] = None) -> Method:
   """Builds the CMT method.
 
   Args:
     config: CMT hyperparameters.
     flow: a :class:`cmtjax.flows.Flow` (``sample_and_log_prob``, ``log_prob``).
     target: the target; its ``log_prob`` is evaluated N times per step.
-    n_steps: planned number of annealing steps (sets the cosine decay's horizon).
+    n_steps: the most outer steps the run may take (with ``n_samples_annealing`` unset, the
+      planned number; it sets the cosine decay's horizon).
+    max_target_evals: the run's budget of target evaluations. With a larger annealing
+      buffer the number of steps depends on when the target is reached; the loop stops at
+      the budget and the cosine decay ends there. None: ``n_steps`` steps.
 
   Returns:
     The :class:`Method`.
@@ -195,6 +215,12 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
   optimizer = make_optimizer(config.learning_rate, config.grad_clip)
   solver_cfg = SolverConfig(rtol=config.solver_rtol, n_grid=config.solver_n_grid)
   n = int(config.n_samples)
+  n_anneal = int(config.n_samples_annealing or n)
+  n_buf = max(n, n_anneal)  # buffer length: a smaller draw is padded with masked entries
+  budget = None if max_target_evals is None else int(max_target_evals)
+  if budget is not None and n_anneal > budget:
+    raise ValueError(f"budget too small: max_target_evals={budget} allows no annealing step "
+                     f"of cmt.n_samples_annealing={n_anneal} target evaluations")
   table = None
   if config.schedule != "adaptive":
     table = jnp.asarray(fixed_multipliers(
@@ -204,27 +230,59 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
   def init(key: Array, params) -> TrainState:
     del key
     ms = CMTState(lam=jnp.ones(()), eta=jnp.ones(()), path=init_path(),
-                  at_target=jnp.array(False), target_step=jnp.array(-1, jnp.int32))
+                  at_target=jnp.array(False), target_step=jnp.array(-1, jnp.int32),
+                  n_annealing_steps=jnp.zeros((), jnp.int32))
     return TrainState(params=params, opt_state=optimizer.init(params), method_state=ms,
                       step=jnp.zeros((), jnp.int32))
+
+  def imposed(state: TrainState) -> Array:
+    """True once a fixed I or a fixed schedule imposes λ = η = 0."""
+    done = jnp.array(False)
+    if config.anneal_steps is not None:
+      done = done | (state.step >= config.anneal_steps)
+    if table is not None:
+      done = done | (state.step >= table.shape[0])
+    return done
+
+  def annealing(state: TrainState) -> Array:
+    """True while the path is followed (the target not yet reached or imposed)."""
+    return ~(state.method_state.at_target | imposed(state))
+
+  def step_evals(state: TrainState) -> int:
+    """Target evaluations of the next step (read on the host)."""
+    return n_anneal if bool(annealing(state)) else n
+
+  def draw(params, key, m):
+    """m samples, their log q and log p̃, padded with non-finite (masked) rows to n_buf."""
+    x, log_q = flow.sample_and_log_prob(params, key, m)
+    log_p = target.log_prob(x)
+    if m == n_buf:
+      return x, log_q, log_p
+    pad = n_buf - m
+    return (jnp.concatenate([x, jnp.zeros((pad, x.shape[1]), x.dtype)]),
+            jnp.concatenate([log_q, jnp.full((pad,), jnp.nan, log_q.dtype)]),
+            jnp.concatenate([log_p, jnp.full((pad,), jnp.nan, log_p.dtype)]))
 
   def step(key: Array, state: TrainState) -> tuple[TrainState, CMTInfo]:
     ms: CMTState = state.method_state
     k_sample, k_fit = jax.random.split(key)
+    is_annealing = annealing(state)
+    if n_anneal == n:
+      x, log_q, log_p = draw(state.params, k_sample, n)
+    else:  # one branch runs: N_annealing samples while annealing, N afterwards
+      x, log_q, log_p = jax.lax.cond(
+          is_annealing, lambda p, k: draw(p, k, n_anneal), lambda p, k: draw(p, k, n),
+          state.params, k_sample)
+    n_drawn = jnp.where(is_annealing, n_anneal, n).astype(jnp.int32)
     # The buffer is split over the devices along the sample axis (identity on one device).
-    x, log_q = shard_batch(flow.sample_and_log_prob(state.params, k_sample, n))
-    log_p = shard_batch(target.log_prob(x))
-    buf = shard_batch(make_buffer(x, log_q, log_p))
+    buf = shard_batch(make_buffer(shard_batch(x), shard_batch(log_q), shard_batch(log_p)))
     # With no valid entry the dual and the weights are undefined: keep the multipliers and
     # path, and let the fit skip its steps (its loss is not finite); the loop's stopping rule
     # counts such steps.
     usable = buf.n_valid > 0
 
     forced = ms.at_target if config.stop_adapting_at_target else jnp.array(False)
-    if config.anneal_steps is not None:
-      forced = forced | (state.step >= config.anneal_steps)
-    if table is not None:
-      forced = forced | (state.step >= table.shape[0])
+    forced = forced | imposed(state)
 
     def solve(_):
       if table is not None:  # a fixed schedule: look the multipliers up
@@ -246,7 +304,13 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
     target_step = jnp.where(ms.at_target, ms.target_step,
                             jnp.where(reached, state.step, -1)).astype(jnp.int32)
 
-    horizon = jnp.maximum(n_steps - target_step, 1)
+    n_annealing_steps = ms.n_annealing_steps + is_annealing.astype(jnp.int32)
+    total = jnp.asarray(n_steps, jnp.float32)
+    if budget is not None and n_anneal != n:
+      # Steps the budget allows: those of N_annealing so far, then steps of N.
+      a = n_annealing_steps.astype(jnp.float32)
+      total = jnp.minimum(total, a + jnp.floor((budget - a * n_anneal) / n))
+    horizon = jnp.maximum(total - target_step, 1.0)
     lr = jnp.where(at_target,
                    _cosine(config.learning_rate, config.final_learning_rate,
                            (state.step - target_step) / horizon),
@@ -265,7 +329,9 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
 
     # What the fit realised, on (a uniform subsample of) the same buffer (no new target
     # evaluations).
-    m = n if not config.diagnostics_samples else min(n, config.diagnostics_samples)
+    m = min(n, n_anneal)  # always inside the drawn (valid) part of the buffer
+    if config.diagnostics_samples:
+      m = min(m, config.diagnostics_samples)
     valid_d, x_d, log_q_d = buf.valid[:m], buf.x[:m], buf.log_q[:m]
     log_q_new = jnp.where(valid_d, flow.log_prob(params, x_d), -jnp.inf)
     log_q_new = jnp.where(jnp.isfinite(log_q_new), log_q_new, -jnp.inf)
@@ -298,18 +364,22 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int) -> Method:
                                   update_path(ms.path, lam, eta), ms.path)
     keep = forced | ~usable
     new_ms = CMTState(lam=jnp.where(keep, ms.lam, lam), eta=jnp.where(keep, ms.eta, eta),
-                      path=path, at_target=at_target, target_step=target_step)
+                      path=path, at_target=at_target, target_step=target_step,
+                      n_annealing_steps=n_annealing_steps)
     info = CMTInfo(
         lam=lam, eta=eta, alpha=path.alpha, beta=path.beta, kl=st.kl,
         entropy_drop=st.entropy_drop, step_ess=st.ess, entropy=st.entropy, step_log_z=st.log_z,
-        dual_iterations=iters, dual_converged=converged, n_invalid=buf.n_invalid,
+        dual_iterations=iters, dual_converged=converged,
+        n_invalid=buf.n_invalid - (n_buf - n_drawn),
         realised_kl=realised_kl, realised_entropy_drop=st.entropy - realised_entropy,
         fit_kl=fit_kl, loss=fit_info.loss_last, n_skipped=fit_info.n_skipped,
         learning_rate=lr, at_target=at_target, modes_buffer=modes_buffer,
-        modes_weighted=modes_weighted)
+        modes_weighted=modes_weighted, n_evals=n_drawn)
     new_state = TrainState(params=params, opt_state=opt_state, method_state=new_ms,
                            step=state.step + 1)
     return new_state, info
 
   return Method(name="cmt", init=init, step=step, evals_per_step=n,
-                grad_steps_per_step=int(config.n_fit_steps), n_steps=int(n_steps))
+                grad_steps_per_step=int(config.n_fit_steps), n_steps=int(n_steps),
+                step_evals=None if n_anneal == n else step_evals,
+                max_target_evals=budget)

@@ -7,6 +7,7 @@ weights are dropped (and counted by :func:`count_nonfinite`).
 
 from __future__ import annotations
 
+from cmtjax.metrics.checks import run_warnings
 from cmtjax.metrics.ess import forward_ess, reverse_ess, reverse_ess_clipped
 from cmtjax.metrics.evaluate import evaluate
 from cmtjax.metrics.evidence import elbo, eubo, log_z_forward, log_z_reverse
@@ -54,6 +55,7 @@ __all__ = [
     "reverse_ess",
     "reverse_ess_clipped",
     "right_well_fraction",
+    "run_warnings",
     "torus_w2",
     "well_occupancy_tv",
 ]

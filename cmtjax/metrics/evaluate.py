@@ -52,6 +52,16 @@ def _batched_stats(
   return {name: np.concatenate(v)[:n] for name, v in out.items() if v}
 
 
+def _log_z_standard_error(log_w: Array) -> Array:
+  """Standard error of the reverse estimate log mean(w) (delta method, finite weights):
+  sqrt((1/ESS − 1) / n) with ESS the pooled fraction (Σw)² / (n Σw²)."""
+  ok = jnp.isfinite(log_w)
+  n = jnp.maximum(jnp.sum(ok), 1).astype(jnp.float32)
+  w = jnp.where(ok, jnp.exp(log_w - jnp.max(jnp.where(ok, log_w, -jnp.inf))), 0.0)
+  ratio = n * jnp.sum(w * w) / jnp.maximum(jnp.sum(w), 1e-30) ** 2  # = 1 / ESS fraction
+  return jnp.sqrt(jnp.maximum(ratio - 1.0, 0.0) / n)
+
+
 @functools.partial(jax.jit, static_argnames="clip_fraction")
 def _model_figures(log_w_rep: Array, clip_fraction: float) -> dict[str, Array]:
   """Reverse figures of ``log_w_rep: [n_repeats, n]`` in one compiled call."""
@@ -60,6 +70,7 @@ def _model_figures(log_w_rep: Array, clip_fraction: float) -> dict[str, Array]:
       "ess": jax.vmap(reverse_ess)(log_w_rep),
       "ess_clipped": jax.vmap(lambda lw: reverse_ess_clipped(lw, clip_fraction))(log_w_rep),
       "log_z": log_z_reverse(log_w),
+      "log_z_se": _log_z_standard_error(log_w),
       "elbo": elbo(log_w),
       "n_nonfinite": count_nonfinite(log_w),
       "finite": jnp.isfinite(log_w).astype(jnp.float32),
@@ -142,7 +153,8 @@ def evaluate(
     A dict of Python floats / ints / lists:
       * ``reverse_ess``, ``reverse_ess_clipped``: median over repeats (fractions in [0, 1]);
         ``reverse_ess_repeats``: the per-repeat values.
-      * ``log_z`` (reverse estimate, all repeats pooled), ``log_z_error`` = log_z - log_Z
+      * ``log_z`` (reverse estimate, all repeats pooled) and ``log_z_se``, its standard
+        error (delta method; blind to mass the model never samples), ``log_z_error`` = log_z - log_Z
         (signed; only when ``target.log_Z`` is known), ``elbo``, ``n_nonfinite`` (dropped
         model log weights), ``n_samples`` (total model samples).
       * with ``target.sample`` and ``log_prob_fn``: n_samples · n_repeats exact samples give
@@ -166,7 +178,7 @@ def evaluate(
       "reverse_ess": float(np.median(ess)),
       "reverse_ess_clipped": float(np.median(np.asarray(figs["ess_clipped"]))),
       "reverse_ess_repeats": ess,
-      **_to_python({k: figs[k] for k in ("log_z", "elbo", "n_nonfinite")}),
+      **_to_python({k: figs[k] for k in ("log_z", "log_z_se", "elbo", "n_nonfinite")}),
       "n_samples": n_samples * n_repeats,
   }
   if target.log_Z is not None:

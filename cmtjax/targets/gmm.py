@@ -7,17 +7,27 @@ drawn once, at construction, as
                                minval=-box, maxval=box)          # float32
 
 with jax's default PRNG (threefry2x32, ``jax_threefry_partitionable`` at its default, True
-since jax 0.5). The density is normalised, so ``log_Z = 0``.
+since jax 0.5), unless the means are given. The density is normalised, so ``log_Z = 0``.
+
+Two GMM-40s live side by side (both 40 equal-weight modes in [-40, 40]²):
+
+* ``gmm40``: cmtjax's own, means from the jax draw above, unit component std;
+* ``gmm40_fab``: the instance FAB, TA-BG and iDEM publish results on, means from
+  ``torch.manual_seed(0); (torch.rand(40, 2) - 0.5) * 2 * 40`` (shipped as data in
+  ``data/gmm40_fab_means.txt``, see :func:`fab_gmm40_means`) and per-dimension std
+  softplus(1) = 1.3132616. Published GMM numbers are comparable only on this one.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cmtjax.targets.base import Target
 
@@ -28,6 +38,18 @@ def gmm_means(n_modes: int, dim: int, box: float, seed: int) -> Array:
   """The component means of :func:`gmm`: ``[n_modes, dim]``, uniform in ``[-box, box]^dim``."""
   return jax.random.uniform(
       jax.random.PRNGKey(seed), (n_modes, dim), minval=-box, maxval=box)
+
+
+FAB_GMM40_SCALE = 1.3132616  # softplus(1) in float32: FAB's per-dimension std
+_FAB_MEANS_FILE = os.path.join(os.path.dirname(__file__), "data", "gmm40_fab_means.txt")
+
+
+def fab_gmm40_means() -> np.ndarray:
+  """The means of FAB's GMM-40, ``[40, 2]`` float32, read from the shipped data file."""
+  means = np.loadtxt(_FAB_MEANS_FILE, dtype=np.float32, comments="#")
+  if means.shape != (40, 2):
+    raise ValueError(f"{_FAB_MEANS_FILE}: expected 40 x 2 numbers, found shape {means.shape}")
+  return means
 
 
 def _nearest(x: Array, means: Array) -> Array:
@@ -43,6 +65,8 @@ def gmm(
     scale: float = 1.0,
     seed: int = 0,
     name: Optional[str] = None,
+    means: Optional[Array] = None,
+    means_recipe: Optional[str] = None,
 ) -> Target:
   """An equal-weight mixture of isotropic Gaussians N(m_k, scale² I).
 
@@ -53,6 +77,9 @@ def gmm(
     scale: standard deviation of every component.
     seed: seed of the ``jax.random.PRNGKey`` the means are drawn from.
     name: registry name; defaults to ``f"gmm{n_modes}_{dim}d"``.
+    means: explicit component means ``[n_modes, dim]`` (then ``box`` and ``seed`` only set
+      the plot bounds and the info); None draws them as the module docstring says.
+    means_recipe: how explicit ``means`` were made, for ``info`` (where they come from).
 
   Returns:
     A normalised :class:`Target` (``log_Z = 0``) with exact ``sample``, ``mode_centres``
@@ -62,7 +89,15 @@ def gmm(
     raise ValueError(f"gmm needs n_modes >= 1 and dim >= 1, got {n_modes=}, {dim=}")
   if not scale > 0 or not box > 0:
     raise ValueError(f"gmm needs scale > 0 and box > 0, got {scale=}, {box=}")
-  means = gmm_means(n_modes, dim, box, seed)
+  if means is None:
+    means = gmm_means(n_modes, dim, box, seed)
+    recipe = ("jax.random.uniform(jax.random.PRNGKey(seed), (n_modes, dim), "
+              "minval=-box, maxval=box)")
+  else:
+    means = jnp.asarray(means, jnp.float32)
+    if means.shape != (n_modes, dim):
+      raise ValueError(f"gmm: means must have shape ({n_modes}, {dim}), got {means.shape}")
+    recipe = means_recipe or "given"
   # Per-component log normaliser plus log(1/K): log p = logsumexp_k(-|x-m_k|²/2s²) + const.
   log_const = (-dim * math.log(scale) - 0.5 * dim * math.log(2.0 * math.pi)
                - math.log(n_modes))
@@ -104,7 +139,17 @@ def gmm(
           "box": float(box),
           "scale": float(scale),
           "seed": seed,
-          "means": ("jax.random.uniform(jax.random.PRNGKey(seed), (n_modes, dim), "
-                    "minval=-box, maxval=box)"),
+          "means": recipe,
       },
   )
+
+
+def gmm40_fab(name: str = "gmm40_fab") -> Target:
+  """FAB's GMM-40 (also used by TA-BG and iDEM): the published instance, log Z = 0.
+
+  40 equal-weight 2-D Gaussians, per-dimension std softplus(1), means from
+  ``torch.manual_seed(0); (torch.rand(40, 2) - 0.5) * 2 * 40`` (:func:`fab_gmm40_means`).
+  """
+  return gmm(n_modes=40, dim=2, box=40.0, scale=FAB_GMM40_SCALE, seed=0, name=name,
+             means=fab_gmm40_means(),
+             means_recipe="torch.manual_seed(0); (torch.rand(40, 2) - 0.5) * 2 * 40")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from cmtjax.targets.base import Target
 from cmtjax.targets.double_well import double_well
-from cmtjax.targets.gmm import gmm
+from cmtjax.targets.gmm import gmm, gmm40_fab
 from cmtjax.targets.many_well import many_well
 
 
@@ -31,6 +31,8 @@ _SYNTHETIC: dict[str, _Entry] = {
     # The standard GMM-40 benchmark: 40 modes in [-40, 40]², unit component std.
     "gmm40": _Entry(gmm, dict(n_modes=40, dim=2, box=40.0),
                     dict(scale=1.0, seed=0)),
+    # The published GMM-40 of FAB / TA-BG / iDEM (fixed means, std softplus(1)).
+    "gmm40_fab": _Entry(gmm40_fab, {}, {}),
     # Same construction in 50-D.
     "gmm40_50d": _Entry(gmm, dict(n_modes=40, dim=50, box=40.0),
                         dict(scale=1.0, seed=0)),

@@ -82,8 +82,9 @@ def stall_reason(method: Method, info: dict) -> Optional[str]:
   """Why a step made no progress, or None (read from its info's ``n_invalid``/``n_skipped``)."""
   reasons = []
   n_invalid = info.get("n_invalid")
-  if n_invalid is not None and n_invalid >= method.evals_per_step:
-    reasons.append(f"all {method.evals_per_step} target evaluations were non-finite")
+  n_evals = info.get("n_evals") or method.evals_per_step
+  if n_invalid is not None and n_invalid >= n_evals:
+    reasons.append(f"all {n_evals} target evaluations were non-finite")
   n_skipped = info.get("n_skipped")
   if n_skipped is not None and n_skipped >= method.grad_steps_per_step > 0:
     reasons.append(f"all {method.grad_steps_per_step} gradient steps were skipped "
@@ -190,8 +191,21 @@ def train(method: Method, key: jax.Array, params: Any, *,
     step_fn = jax.jit(method.step, donate_argnums=(1,))
   step_times = []
   compile_base = host["compile_seconds"]
-  bar = tqdm(total=method.n_steps, initial=start, desc=desc or method.name,
-             disable=not progress, dynamic_ncols=True, leave=True)
+  def next_cost(st) -> int:
+    return int(method.step_evals(st)) if method.step_evals is not None else method.evals_per_step
+
+  def fits(used: int, cost: int) -> bool:
+    return method.max_target_evals is None or used + cost <= method.max_target_evals
+
+  # A method whose steps differ in cost shows its progress in target evaluations.
+  by_evals = method.step_evals is not None and method.max_target_evals is not None
+  if by_evals:
+    bar = tqdm(total=method.max_target_evals, initial=host["target_evals"],
+               desc=desc or method.name, disable=not progress, dynamic_ncols=True, leave=True,
+               unit="evals", unit_scale=True)
+  else:
+    bar = tqdm(total=method.n_steps, initial=start, desc=desc or method.name,
+               disable=not progress, dynamic_ncols=True, leave=True)
   stall_reason_first = None
 
   def evaluate(step_idx):
@@ -205,7 +219,9 @@ def train(method: Method, key: jax.Array, params: Any, *,
     return ckpt.save(n_done, state, run_key, dict(host), records, evals)
 
   try:
-    for i in range(start, method.n_steps):
+    i = start
+    cost = next_cost(state)
+    while i < method.n_steps and fits(host["target_evals"], cost):
       k = jax.random.fold_in(key, i)
       t0 = time.perf_counter()
       if mesh is not None:
@@ -217,7 +233,7 @@ def train(method: Method, key: jax.Array, params: Any, *,
       dt = time.perf_counter() - t0
       step_times.append(dt)
       host["wall_seconds"] += dt
-      host["target_evals"] += method.evals_per_step
+      host["target_evals"] += cost
       host["grad_steps"] += method.grad_steps_per_step
       record = {"step": i, "target_evals": host["target_evals"],
                 "grad_steps": host["grad_steps"], "wall_seconds": host["wall_seconds"],
@@ -227,8 +243,9 @@ def train(method: Method, key: jax.Array, params: Any, *,
       if on_record is not None:
         on_record(record)
       bar.set_postfix_str(_bar_text(record, host["target_evals"]), refresh=False)
-      bar.update(1)
-      last = i == method.n_steps - 1
+      bar.update(cost if by_evals else 1)
+      cost = next_cost(state)
+      last = i == method.n_steps - 1 or not fits(host["target_evals"], cost)
       if eval_fn is not None and (last or (eval_every and (i + 1) % eval_every == 0)):
         evaluate(i)
       host["compile_seconds"] = compile_base + _compile_estimate(step_times)
@@ -244,6 +261,7 @@ def train(method: Method, key: jax.Array, params: Any, *,
       if stop:
         raise TrainingStalled(i, stall_reason_first, host["stalled"],
                               ckpt.last_path if ckpt is not None else None)
+      i += 1
   finally:
     bar.close()
     if ckpt is not None:

@@ -9,12 +9,14 @@ the target and the method's hyperparameters.
 
 ``info`` is a NamedTuple of scalars (the method's diagnostics for the step); the loop writes
 it to ``steps.jsonl``. Every outer iteration of a method costs a fixed, static number of
-target evaluations and gradient steps, so budgets are planned and accounted on the host.
+target evaluations and gradient steps, so budgets are planned and accounted on the host;
+a method whose cost changes between steps (CMT with a larger buffer while annealing) says
+what its next step will cost (``step_evals``), and the loop stops at ``max_target_evals``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 
@@ -47,7 +49,12 @@ class Method(NamedTuple):
     step: ``(key, TrainState) -> (TrainState, info)``, pure and jittable.
     evals_per_step: target evaluations of one step (static).
     grad_steps_per_step: optimiser steps of one step (static).
-    n_steps: outer iterations the method plans for (from the budget).
+    n_steps: outer iterations the method plans for (from the budget); with ``step_evals``,
+      the most it may take.
+    step_evals: ``TrainState -> int``, read on the host before each step: the target
+      evaluations the next step will make (None: always ``evals_per_step``).
+    max_target_evals: the loop stops before a step that would exceed this many target
+      evaluations in all (None: no limit beyond ``n_steps``).
   """
 
   name: str
@@ -56,3 +63,5 @@ class Method(NamedTuple):
   evals_per_step: int
   grad_steps_per_step: int
   n_steps: int
+  step_evals: Optional[Callable[[TrainState], int]] = None
+  max_target_evals: Optional[int] = None

@@ -22,10 +22,18 @@ def test_train_writes_every_output_and_repeats_from_its_config(tmp_path, capsys)
   for name in ("config.json", "metrics.json", "steps.jsonl", "evals.jsonl", "params.msgpack",
                "samples.png", "schedule.png", "ess.png"):
     assert (out / name).is_file(), name
+  printed = capsys.readouterr().out.splitlines()
+  summary = [line for line in printed if line.startswith("cmt on double_well2d (seed 1): ")]
+  assert summary and "modes, reverse ESS " in summary[0] and "log Z error " in summary[0]
+  assert printed[-1].startswith(f"results in {out}: metrics.json, steps.jsonl")
+  assert "samples.png" in printed[-1] and "schedule.png" in printed[-1]
   metrics = json.loads((out / "metrics.json").read_text())
+  assert isinstance(metrics["warnings"], list)
+  assert [f"WARNING: {w}" for w in metrics["warnings"]] == [
+      line for line in printed if line.startswith("WARNING: ")]
   for key in ("target", "method", "seed", "reverse_ess", "reverse_ess_clipped", "log_z",
-              "target_evals", "grad_steps", "wall_seconds", "modes_covered", "n_modes",
-              "mode_tv"):
+              "log_z_se", "target_evals", "grad_steps", "wall_seconds", "modes_covered",
+              "n_modes", "mode_tv"):
     assert key in metrics, key
   assert metrics["target_evals"] == 4000 and metrics["grad_steps"] == 40
   steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]

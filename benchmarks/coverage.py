@@ -1,0 +1,170 @@
+"""Mode coverage of one configuration over several target instances and training seeds.
+
+A run counts as covering when it ends with every mode of the target and |log Z error| at most
+``--tol`` (reverse ESS cannot see a missing mode; log Z can). Each target is given as a spec
+``name[:key=v1/v2/...,key=...]``; a key with several values (``/``) expands to every
+combination, so one spec can name a family of instances:
+
+  .venv/bin/python benchmarks/coverage.py --targets gmm40:seed=0/1/2 gmm40_fab \
+      --seeds 0 1 2 3 4 --jobs 2 --name gmm40
+  .venv/bin/python benchmarks/coverage.py --targets gmm16:dim=5/8/10,seed=0/1/2 \
+      --seeds 0 1 --jobs 2 --name gmm16
+
+Every run uses the target's preset (``cmtjax/io/presets.py``) plus ``--set`` overrides and
+``--budget``, goes through :func:`cmtjax.runner.run` in its own folder
+(``--runs-dir/<name>/<instance>/seed<k>``) and reports modes covered, reverse ESS, log Z
+error, mode-occupancy TV, target evaluations, steps to reach the target, wall and CPU seconds.
+Writes ``coverage_<name>.json`` and ``coverage_<name>.md`` (one row per run, and how many
+runs covered) to ``--results-dir``. ``--resume`` reuses finished runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import itertools
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import _init_worker, _run_one  # noqa: E402  (one worker setup for both)
+
+from cmtjax.io.config import build_config, parse_override  # noqa: E402
+from cmtjax.io.presets import preset_for  # noqa: E402
+
+
+def expand_target(spec: str) -> list[tuple[str, str, dict]]:
+  """``"gmm16:dim=5/8,seed=0"`` -> [(label, name, kwargs), ...], one per combination."""
+  name, _, rest = spec.partition(":")
+  if not name:
+    raise ValueError(f"empty target name in spec {spec!r}")
+  keys, choices = [], []
+  for item in filter(None, (s.strip() for s in rest.split(","))):
+    if "=" not in item:
+      raise ValueError(f"target spec {spec!r}: {item!r} must look like key=value")
+    key, values = item.split("=", 1)
+    keys.append(key)
+    choices.append([json.loads(v) if _is_json(v) else v for v in values.split("/")])
+  out = []
+  for combo in itertools.product(*choices):
+    kwargs = dict(zip(keys, combo))
+    label = name + "".join(f"_{k}{v}" for k, v in kwargs.items())
+    out.append((label, name, kwargs))
+  return out
+
+
+def _is_json(text: str) -> bool:
+  try:
+    json.loads(text)
+    return True
+  except ValueError:
+    return False
+
+
+def _timed_run(cfg, out: str, reuse: bool) -> dict:
+  """One run in a worker, with the CPU seconds of the worker process during it."""
+  c0, t0 = time.process_time(), time.perf_counter()
+  m = _run_one(cfg, out, False, reuse)
+  if not reuse:
+    m["cpu_seconds_run"] = time.process_time() - c0
+    m["wall_seconds_run"] = time.perf_counter() - t0
+  return m
+
+
+def covered(m: dict, tol: float) -> bool:
+  """All modes found and |log Z error| <= tol."""
+  return ("error" not in m and m.get("modes_covered") == m.get("n_modes")
+          and m.get("log_z_error") is not None and abs(m["log_z_error"]) <= tol)
+
+
+def markdown(results: dict) -> str:
+  rows = results["runs"]
+  lines = [f"# Mode coverage: {results['name']}", "",
+           f"Passed (all modes, |log Z error| <= {results['tol']}): "
+           f"**{sum(r['covered'] for r in rows)} / {len(rows)}** runs", "",
+           "| instance | seed | modes | reverse ESS % | log Z error | mode TV | target evals "
+           "| target reached at step | wall s | CPU s | warnings |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    m = r["metrics"]
+    if "error" in m:
+      lines.append(f"| {r['instance']} | {r['seed']} | error: {m['error']} |" + " |" * 9)
+      continue
+    lines.append(
+        f"| {r['instance']} | {r['seed']} | {m.get('modes_covered')}/{m.get('n_modes')} "
+        f"| {100 * m['reverse_ess']:.1f} | {m['log_z_error']:+.4f} | {m.get('mode_tv', 0):.3f} "
+        f"| {m['target_evals']:.3g} | {m.get('target_reached_at_step')} "
+        f"| {m.get('wall_seconds_run', m.get('total_seconds', 0)):.0f} "
+        f"| {m.get('cpu_seconds_run', float('nan')):.0f} | {'; '.join(m.get('warnings', []))} |")
+  lines += ["", f"Command: `{results['command']}`", ""]
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--targets", nargs="+", required=True, help="target specs (see above)")
+  p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds")
+  p.add_argument("--name", required=True, help="name of the table (file stem)")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="config override for every run (repeatable)")
+  p.add_argument("--budget", type=float, help="max target evaluations (default: the preset's)")
+  p.add_argument("--tol", type=float, default=0.02, help="largest |log Z error| that passes")
+  p.add_argument("--jobs", type=int, default=1, help="runs at a time (one process each)")
+  p.add_argument("--runs-dir", default="runs/coverage")
+  p.add_argument("--results-dir", default="benchmarks/results")
+  p.add_argument("--resume", action="store_true", help="reuse runs with a metrics.json")
+  args = p.parse_args(argv)
+
+  overrides = [parse_override(s) for s in args.set]
+  tasks = []
+  for spec in args.targets:
+    for label, name, kwargs in expand_target(spec):
+      for seed in args.seeds:
+        layer = {"target": name, "target_kwargs": kwargs, "method": "cmt", "seed": seed}
+        if args.budget is not None:
+          layer["max_target_evals"] = int(args.budget)
+        cfg = build_config([preset_for(name), *overrides, layer])  # checked before any run
+        out = os.path.join(args.runs_dir, args.name, label, f"seed{seed}")
+        reuse = args.resume and os.path.isfile(os.path.join(out, "metrics.json"))
+        tasks.append((label, seed, cfg, out, reuse))
+
+  os.makedirs(args.results_dir, exist_ok=True)
+  stem = os.path.join(args.results_dir, f"coverage_{args.name}")
+  results = {"name": args.name, "tol": args.tol, "runs": [],
+             "command": "python benchmarks/coverage.py " + " ".join(argv or sys.argv[1:])}
+  order = {(t[0], t[1]): i for i, t in enumerate(tasks)}
+
+  def record(label, seed, m):
+    results["runs"].append({"instance": label, "seed": seed, "covered": covered(m, args.tol),
+                            "metrics": m})
+    results["runs"].sort(key=lambda r: order[(r["instance"], r["seed"])])
+    print(f"{label} seed {seed}: modes {m.get('modes_covered')}/{m.get('n_modes')}, "
+          f"log Z error {m.get('log_z_error')}, ESS {m.get('reverse_ess')}", flush=True)
+    with open(stem + ".json", "w") as f:
+      json.dump(results, f, indent=2)
+    with open(stem + ".md", "w") as f:
+      f.write(markdown(results))
+
+  ctx = mp.get_context("spawn")  # a fresh JAX in every worker
+  slot = ctx.Value("i", 0)
+  with cf.ProcessPoolExecutor(max(args.jobs, 1), mp_context=ctx, initializer=_init_worker,
+                              initargs=(slot, max(args.jobs, 1))) as pool:
+    futures = {pool.submit(_timed_run, cfg, out, reuse): (label, seed)
+               for label, seed, cfg, out, reuse in tasks}
+    for fut in cf.as_completed(futures):
+      label, seed = futures[fut]
+      try:
+        m = fut.result()
+      except Exception as e:  # the worker itself died
+        m = {"error": f"{type(e).__name__}: {e}"}
+      record(label, seed, m)
+  n_ok = sum(r["covered"] for r in results["runs"])
+  print(f"covered: {n_ok} / {len(results['runs'])}; wrote {stem}.json, .md")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

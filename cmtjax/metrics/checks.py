@@ -1,0 +1,47 @@
+"""Checks of a finished run that a high ESS can hide: missing modes, a log Z off by more than
+its statistical error, a path that never reached the target, wrong-handed molecules.
+
+Reverse ESS is measured on the model's own samples, so it cannot see a mode the model never
+visits; where log Z is known, a missing mode shows as a log Z error of about log(1 − its
+weight), far beyond the estimate's standard error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+# |log Z error| beyond this many standard errors is reported (and never below the floor,
+# which float32 sums over ~1e5 weights can reach).
+LOG_Z_SIGMAS = 3.0
+LOG_Z_FLOOR = 1e-3
+
+
+def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None) -> list[str]:
+  """The warnings of a run's final metrics, one sentence each (empty when all is well).
+
+  Args:
+    metrics: the run's metrics (``modes_covered``/``n_modes``, ``log_z_error``/``log_z_se``,
+      ``target_reached_at_step`` for CMT, ``chirality_error_rate`` for molecules; each
+      check runs only when its figures are there).
+    final_beta: CMT's β after the last step (for the message when the target was not reached).
+  """
+  out = []
+  k, n = metrics.get("modes_covered"), metrics.get("n_modes")
+  if k is not None and n is not None and k < n:
+    out.append(f"only {k} of {n} modes covered: the flow misses mass that reverse ESS "
+               f"cannot see")
+  err, se = metrics.get("log_z_error"), metrics.get("log_z_se")
+  if err is not None:
+    limit = max(LOG_Z_SIGMAS * (se or 0.0), LOG_Z_FLOOR)
+    if not abs(err) <= limit:
+      out.append(f"log Z error {err:+.3g} exceeds {LOG_Z_SIGMAS:g} standard errors "
+                 f"({limit:.2g}): mass is missing or misplaced")
+  if metrics.get("method") == "cmt" and "target_reached_at_step" in metrics \
+      and metrics["target_reached_at_step"] is None:
+    beta = f" (final β = {final_beta:.3g})" if final_beta is not None else ""
+    out.append(f"CMT did not reach the target within the budget{beta}: the flow fits an "
+               f"intermediate distribution; raise max_target_evals")
+  rate = metrics.get("chirality_error_rate")
+  if rate:
+    out.append(f"{rate:.2%} of the samples have a wrong-handed stereocentre")
+  return out
