@@ -162,7 +162,8 @@ class CMTInfo(NamedTuple):
   self-normalised importance sampling); ``fit_kl`` estimates KL(q_{i+1} ‖ q̂_{i+1}).
   For targets with known modes, ``modes_buffer`` counts the modes holding at least a quarter
   of their true share among the buffer's samples (q̂_i) and ``modes_weighted`` under the
-  weights w̄ (q_{i+1}); both are −1 for other targets.
+  weights w̄ (q_{i+1}), and ``sparsest_mode_samples`` the buffer samples nearest to the
+  least-sampled mode (a mode at 0 gets no weight in the fit); all −1 for other targets.
   """
 
   lam: Array
@@ -186,6 +187,7 @@ class CMTInfo(NamedTuple):
   at_target: Array
   modes_buffer: Array
   modes_weighted: Array
+  sparsest_mode_samples: Array
   n_evals: Array
 
 
@@ -325,7 +327,8 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
 
     params, opt_state, fit_info = fit_weighted(
         fit_log_prob, optimizer, state.params, opt_state, k_fit, buf.x, log_wbar,
-        n_steps=config.n_fit_steps, batch_size=config.batch_size, mode=config.fit_mode)
+        n_steps=config.n_fit_steps, batch_size=config.batch_size, mode=config.fit_mode,
+        n_active=None if n_anneal == n else n_drawn)
 
     # What the fit realised, on (a uniform subsample of) the same buffer (no new target
     # evaluations).
@@ -354,11 +357,12 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
       n_modes = int(target.mode_weights.shape[0])
       idx = jnp.where(buf.valid, target.assign_modes(buf.x), -1)
       true_w = jnp.asarray(target.mode_weights, wbar.dtype)
-      modes_buffer = modes_covered(mode_occupancy(idx, n_modes, buf.valid.astype(wbar.dtype)),
-                                   true_w)
+      occ_buffer = mode_occupancy(idx, n_modes, buf.valid.astype(wbar.dtype))
+      modes_buffer = modes_covered(occ_buffer, true_w)
+      sparsest = jnp.round(jnp.min(occ_buffer) * buf.n_valid).astype(jnp.int32)
       modes_weighted = modes_covered(mode_occupancy(idx, n_modes, wbar), true_w)
     else:
-      modes_buffer = modes_weighted = jnp.array(-1, jnp.int32)
+      modes_buffer = modes_weighted = sparsest = jnp.array(-1, jnp.int32)
 
     path = jax.tree_util.tree_map(lambda a, b: jnp.where(usable, a, b),
                                   update_path(ms.path, lam, eta), ms.path)
@@ -374,7 +378,7 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
         realised_kl=realised_kl, realised_entropy_drop=st.entropy - realised_entropy,
         fit_kl=fit_kl, loss=fit_info.loss_last, n_skipped=fit_info.n_skipped,
         learning_rate=lr, at_target=at_target, modes_buffer=modes_buffer,
-        modes_weighted=modes_weighted, n_evals=n_drawn)
+        modes_weighted=modes_weighted, sparsest_mode_samples=sparsest, n_evals=n_drawn)
     new_state = TrainState(params=params, opt_state=opt_state, method_state=new_ms,
                            step=state.step + 1)
     return new_state, info

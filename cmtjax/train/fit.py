@@ -15,7 +15,7 @@ and counted.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -87,7 +87,8 @@ def guarded_update(optimizer: optax.GradientTransformation, grads, loss: Array, 
 def fit_weighted(log_prob_fn: Callable[[Params, Array], Array],
                  optimizer: optax.GradientTransformation, params: Params, opt_state: Any,
                  key: Array, x: Array, log_wbar: Array, *, n_steps: int, batch_size: int,
-                 mode: str = "resample") -> tuple[Params, Any, FitInfo]:
+                 mode: str = "resample",
+                 n_active: Optional[Array] = None) -> tuple[Params, Any, FitInfo]:
   """Fits q_θ to the distribution represented by a weighted buffer.
 
   Args:
@@ -101,6 +102,8 @@ def fit_weighted(log_prob_fn: Callable[[Params, Array], Array],
     n_steps: K, the number of optimiser steps (static).
     batch_size: minibatch size B (static).
     mode: ``"resample"`` or ``"weighted"`` (static).
+    n_active: only the first ``n_active`` rows hold samples (the rest is padding with
+      weight 0); ``"weighted"`` draws among them and scales by ``n_active``. None: all N.
 
   Returns:
     ``(params, opt_state, FitInfo)``.
@@ -116,8 +119,9 @@ def fit_weighted(log_prob_fn: Callable[[Params, Array], Array],
       u = jax.random.uniform(k, (batch_size,), dtype=cdf.dtype) * cdf[-1]
       idx = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, n - 1)
       return -jnp.mean(log_prob_fn(p, x[idx]))
-    idx = jax.random.randint(k, (batch_size,), 0, n)
-    w = n * wbar[idx]
+    m = n if n_active is None else n_active
+    idx = jax.random.randint(k, (batch_size,), 0, m)
+    w = m * wbar[idx]
     lq = log_prob_fn(p, x[idx])
     return -jnp.mean(jnp.where(w > 0, w * lq, 0.0))
 

@@ -57,3 +57,23 @@ def test_unknown_fit_mode():
   with pytest.raises(ValueError, match="unknown fit mode"):
     fit_weighted(None, None, None, None, None, jnp.zeros((2, 2)), jnp.zeros(2), n_steps=1,
                  batch_size=1, mode="bogus")
+
+
+def test_weighted_mode_draws_only_the_active_rows_of_a_padded_buffer():
+  """A buffer of 4 samples padded to 400 rows fits exactly as the 4 samples alone (same
+  key): the draws and the weight scale depend on n_active, not on the padding."""
+  flow = make_flow(FlowConfig(dim=2, coupling="affine", n_layers=2, hidden=(8,)))
+  params = flow.init(jax.random.PRNGKey(0))
+  x = jnp.array([[0.0, 0.0], [1.0, 1.0], [-1.0, 0.5], [0.5, -2.0]])
+  log_wbar = jnp.log(jnp.array([0.1, 0.2, 0.3, 0.4]))
+  x_pad = jnp.concatenate([x, jnp.zeros((396, 2))])
+  log_wbar_pad = jnp.concatenate([log_wbar, jnp.full((396,), -jnp.inf)])
+  opt = optax.adam(1e-2)
+  a, _, ia = fit_weighted(flow.log_prob, opt, params, opt.init(params), jax.random.PRNGKey(1),
+                          x, log_wbar, n_steps=10, batch_size=8, mode="weighted")
+  b, _, ib = fit_weighted(flow.log_prob, opt, params, opt.init(params), jax.random.PRNGKey(1),
+                          x_pad, log_wbar_pad, n_steps=10, batch_size=8, mode="weighted",
+                          n_active=jnp.array(4))
+  assert float(ia.loss_last) == pytest.approx(float(ib.loss_last), rel=1e-6)
+  for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-6, atol=1e-7)
