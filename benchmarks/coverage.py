@@ -16,6 +16,11 @@ Every run uses the target's preset (``cmtjax/io/presets.py``) plus ``--set`` ove
 error, mode-occupancy TV, target evaluations, steps to reach the target, wall and CPU seconds.
 Writes ``coverage_<name>.json`` and ``coverage_<name>.md`` (one row per run, and how many
 runs covered) to ``--results-dir``. ``--resume`` reuses finished runs.
+
+``--trace DIR [DIR ...]`` runs nothing: it plots, per annealing step of the given CMT run
+folders, the buffer samples nearest to the least-sampled mode and β (``coverage_<name>.png``):
+
+  .venv/bin/python benchmarks/coverage.py --name trace --trace runs/mechanism_A runs/mechanism_B
 """
 
 from __future__ import annotations
@@ -103,9 +108,33 @@ def markdown(results: dict) -> str:
   return "\n".join(lines)
 
 
+def plot_trace(path: str, run_dirs: list[str]) -> str:
+  """Sparsest-mode buffer samples and β per step of CMT runs (their steps.jsonl)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from cmtjax.io.plots import save_figure
+  fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
+  for d in run_dirs:
+    with open(os.path.join(d, "steps.jsonl")) as f:
+      rec = [json.loads(line) for line in f]
+    with open(os.path.join(d, "config.json")) as f:
+      cmt = json.load(f)["cmt"]
+    label = (f"{os.path.basename(os.path.normpath(d))}: N = {cmt['n_samples_annealing'] or cmt['n_samples']:.0e} "
+             f"while annealing")
+    steps = [r["step"] for r in rec]
+    ax0.plot(steps, [max(r["sparsest_mode_samples"], 0.5) for r in rec], "o-", label=label)
+    ax1.plot(steps, [r["beta"] for r in rec], "o-", label=label)
+  ax0.set(yscale="log", xlabel="annealing step", ylabel="buffer samples nearest to the sparsest mode")
+  ax1.set(xlabel="annealing step", ylabel="β")
+  ax0.legend(fontsize=8)
+  return save_figure(fig, path, "Coverage: how thinly the buffer samples its sparsest mode")
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--targets", nargs="+", required=True, help="target specs (see above)")
+  p.add_argument("--targets", nargs="+", help="target specs (see above)")
+  p.add_argument("--trace", nargs="+", metavar="DIR", help="plot these CMT runs' steps; run nothing")
   p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds")
   p.add_argument("--name", required=True, help="name of the table (file stem)")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -117,6 +146,12 @@ def main(argv=None) -> int:
   p.add_argument("--results-dir", default="benchmarks/results")
   p.add_argument("--resume", action="store_true", help="reuse runs with a metrics.json")
   args = p.parse_args(argv)
+  if args.trace:
+    os.makedirs(args.results_dir, exist_ok=True)
+    print(plot_trace(os.path.join(args.results_dir, f"coverage_{args.name}.png"), args.trace))
+    return 0
+  if not args.targets:
+    p.error("--targets is required (or --trace)")
 
   overrides = [parse_override(s) for s in args.set]
   tasks = []
