@@ -112,9 +112,26 @@ def log_weights(buffer: Buffer, lam: Array, eta: Array) -> Array:
   return jnp.where(buffer.valid, lw, -jnp.inf)
 
 
+def _centred_log_weights(buffer: Buffer, lam: Array, eta: Array) -> tuple[Array, Array]:
+  """:func:`log_weights` less a constant, and the constant.
+
+  log p̃ and log q are centred by their valid means before they are combined, so that the
+  weights keep float32's digits when log p̃ carries a large constant (≈ −1000 for
+  molecules): normalised weights, KL and entropy drop do not depend on it.
+  """
+  dtype = buffer.log_q.dtype
+  n = jnp.maximum(buffer.n_valid, 1).astype(dtype)
+  c_p = jnp.sum(jnp.where(buffer.valid, buffer.log_p, 0.0)) / n
+  c_q = jnp.sum(jnp.where(buffer.valid, buffer.log_q, 0.0)) / n
+  s = 1.0 + lam + eta
+  lw = ((buffer.log_p - c_p) - (1.0 + eta) * (buffer.log_q - c_q)) / s
+  lw = jnp.where(buffer.valid, lw, -jnp.inf)
+  return lw, (c_p - (1.0 + eta) * c_q) / s
+
+
 def normalized_log_weights(buffer: Buffer, lam: Array, eta: Array) -> Array:
   """log w̄ (``[N]``, −inf at invalid entries): log-softmax of :func:`log_weights`."""
-  lw = log_weights(buffer, lam, eta)
+  lw, _ = _centred_log_weights(buffer, lam, eta)
   return lw - jax.scipy.special.logsumexp(lw)
 
 
@@ -142,12 +159,12 @@ def dual_stats(buffer: Buffer, lam: Array, eta: Array, eps_tr: Array,
   valid = buffer.valid
   n = jnp.maximum(buffer.n_valid, 1).astype(dtype)
   s = 1.0 + lam + eta
-  lw = log_weights(buffer, lam, eta)
+  lw, const = _centred_log_weights(buffer, lam, eta)
   lse = jax.scipy.special.logsumexp(lw)
   log_wbar = lw - lse
   wbar = jnp.where(valid, jnp.exp(log_wbar), 0.0)
   r = jnp.where(valid, log_wbar + jnp.log(n), 0.0)  # log(N w̄)
-  log_z = lse - jnp.log(n)
+  log_z = lse + const - jnp.log(n)
   entropy = entropy_estimate(buffer)
 
   # Centre lq by its valid mean before forming lq + r, so float32 keeps its digits.

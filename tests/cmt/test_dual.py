@@ -88,3 +88,33 @@ def test_masked_entries_are_ignored():
   for u, v in zip(a, b):
     np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-5, atol=1e-6)
   assert np.all(np.isfinite(np.asarray(b.hess)))
+
+
+@pytest.mark.parametrize("offset", [1000.0, -1000.0])
+def test_a_constant_in_log_p_leaves_the_float32_dual_unchanged(offset):
+  """Molecules have log p̃ ≈ −1000: weights, KL, entropy drop and the solver's verdict must
+  not move when a constant is added (beyond the rounding of the shifted input itself)."""
+  from cmtjax.cmt import solve_dual
+  buf = _gauss_buffer(20_000, dtype=np.float32)
+  shifted = buf._replace(log_p=buf.log_p + jnp.float32(offset))
+  # The shifted input is itself rounded to float32 (ulp(1000) = 6e-5): compare with the
+  # float64 figures of the same rounded numbers.
+  for lam, eta in [(1.0, 0.5), (5.0, 0.1), (0.0, 0.0)]:
+    a = dual_stats(buf, jnp.float32(lam), jnp.float32(eta), 0.3, 0.02)
+    b = dual_stats(shifted, jnp.float32(lam), jnp.float32(eta), 0.3, 0.02)
+    with enable_x64(True):
+      b64 = dual_stats(jax.tree.map(lambda v: jnp.asarray(v, v.dtype if v.dtype == bool
+                                                           else jnp.float64), shifted),
+                       jnp.float64(lam), jnp.float64(eta), 0.3, 0.02)
+    for name in ("kl", "entropy_drop", "ess"):
+      assert float(getattr(b, name)) == pytest.approx(float(getattr(b64, name)), abs=2e-6), name
+      assert float(getattr(b, name)) == pytest.approx(float(getattr(a, name)), abs=5e-5), name
+    assert float(b.log_z) == pytest.approx(float(a.log_z) + offset / (1 + lam + eta), abs=1e-3)
+    np.testing.assert_allclose(np.exp(np.asarray(normalized_log_weights(shifted, lam, eta))),
+                               np.exp(np.asarray(normalized_log_weights(buf, lam, eta))),
+                               atol=1e-8, rtol=2e-4)
+  sa = solve_dual(buf, 0.3, 0.02, jnp.float32(1.0), jnp.float32(1.0))
+  sb = solve_dual(shifted, 0.3, 0.02, jnp.float32(1.0), jnp.float32(1.0))
+  assert bool(sa.converged) and bool(sb.converged)
+  assert float(sb.lam) == pytest.approx(float(sa.lam), rel=2e-3)
+  assert float(sb.eta) == pytest.approx(float(sa.eta), rel=2e-3, abs=1e-4)
