@@ -53,7 +53,8 @@ def test_well_occupancy_tv():
 
 
 EXPECTED_KEYS = {
-    "reverse_ess", "reverse_ess_clipped", "reverse_ess_repeats", "log_z", "log_z_error",
+    "reverse_ess", "reverse_ess_clipped", "reverse_ess_repeats", "log_z", "log_z_se",
+    "log_z_error",
     "elbo", "n_nonfinite", "n_samples", "eubo", "forward_ess", "log_z_forward", "nll",
     "n_nonfinite_ref", "modes_covered", "n_modes", "mode_tv", "mode_tv_reweighted",
 }
@@ -68,7 +69,7 @@ def test_evaluate_exact_model_on_gmm():
   assert r["n_samples"] == 9000 and len(r["reverse_ess_repeats"]) == 3
   assert r["reverse_ess"] == pytest.approx(1.0, abs=1e-5)
   assert r["forward_ess"] == pytest.approx(1.0, abs=1e-5)
-  for k in ("log_z", "log_z_error", "elbo", "eubo", "log_z_forward"):
+  for k in ("log_z", "log_z_error", "elbo", "eubo", "log_z_forward", "log_z_se"):
     assert r[k] == pytest.approx(0.0, abs=1e-4), k
   assert r["modes_covered"] == 40 and r["n_modes"] == 40 and r["n_nonfinite"] == 0
   # Multinomial noise of 9000 draws over 40 modes: E[TV] ≈ 0.03.

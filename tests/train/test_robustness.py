@@ -69,13 +69,16 @@ def test_cmt_with_a_wholly_invalid_buffer_changes_nothing(bad):
   state = method.init(jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)))
   new_state, info = jax.jit(method.step)(jax.random.PRNGKey(2), state)
   assert int(info.n_invalid) == N and int(info.n_skipped) == K
-  # Parameters, optimiser moments, multipliers and path are untouched; only the step advances.
+  # Parameters, optimiser moments, multipliers and path are untouched; only the step (and
+  # the count of steps drawn with the annealing buffer, which spent its evaluations) advance.
   for a, b in zip(jax.tree_util.tree_leaves(new_state.params),
                   jax.tree_util.tree_leaves(state.params)):
     np.testing.assert_array_equal(a, b)
-  for a, b in zip(jax.tree_util.tree_leaves(new_state.method_state),
+  kept = new_state.method_state._replace(n_annealing_steps=state.method_state.n_annealing_steps)
+  for a, b in zip(jax.tree_util.tree_leaves(kept),
                   jax.tree_util.tree_leaves(state.method_state)):
     np.testing.assert_array_equal(a, b)
+  assert int(new_state.method_state.n_annealing_steps) == 1
   assert int(new_state.step) == 1 and not bool(info.at_target)
   reason = stall_reason(method, {"n_invalid": int(info.n_invalid),
                                  "n_skipped": int(info.n_skipped)})
