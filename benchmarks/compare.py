@@ -50,14 +50,13 @@ import numpy as np
 
 from cmtjax.io.config import build_config, parse_override
 from cmtjax.io.presets import preset_for
-from cmtjax.methods import evals_per_step
 from cmtjax.train import plan_steps
 
 # (metric key, column title, format); columns absent from every run are left out.
 COLUMNS = (
     ("target_evals", "target evals", ".3g"),
     ("grad_steps", "grad steps", ".3g"),
-    ("wall_seconds", "wall s", ".3g"),
+    ("training_seconds", "training s", ".3g"),
     ("reverse_ess", "reverse ESS %", "pct"),
     ("reverse_ess_clipped", "clipped ESS %", "pct"),
     ("eubo", "EUBO", ".4g"),
@@ -216,7 +215,7 @@ def main(argv=None) -> int:
     cfg = build_config([preset_for(args.target), *overrides, layer,
                         {**base, "method": name, "seed": args.seeds[0]}])
     try:
-      plan_steps(evals_per_step(name, getattr(cfg, name)), cfg.max_target_evals, cfg.max_steps)
+      plan_steps(cfg.method_config.evals_per_step, cfg.max_target_evals, cfg.max_steps)
     except ValueError as e:
       raise SystemExit(f"compare.py: method {spec!r}: {e}") from None
   os.makedirs(args.results_dir, exist_ok=True)
@@ -239,7 +238,7 @@ def main(argv=None) -> int:
         cfg0 = build_config([preset_for(args.target), *overrides,
                              _merge(layer, {"cmt": {"schedule_steps": 1}}),
                              {**base, "method": name, "seed": seed}])
-        steps = max(1, int(args.budget) // cfg0.cmt.n_samples // 2)
+        steps = max(1, int(args.budget) // cfg0.method_config.n_samples // 2)
         note["schedule_steps_from"] = "half the planned steps (no plain cmt run)"
       else:
         note["schedule_steps_from"] = "steps of the plain cmt run to reach the target"
@@ -248,7 +247,7 @@ def main(argv=None) -> int:
     cfg = build_config([preset_for(args.target), *overrides, layer,
                         {**base, "method": name, "seed": seed}])
     if args.eval_points > 0:  # every method's ESS curve gets about the same number of points
-      n_steps = plan_steps(evals_per_step(name, getattr(cfg, name)), cfg.max_target_evals,
+      n_steps = plan_steps(cfg.method_config.evals_per_step, cfg.max_target_evals,
                            cfg.max_steps)
       every = max(1, n_steps // args.eval_points)
       cfg = build_config([preset_for(args.target), *overrides, layer,
@@ -260,7 +259,8 @@ def main(argv=None) -> int:
     return cfg, out, note, reuse
 
   def record(spec: str, seed: int, m: dict, note: dict, out: str, seconds: float) -> None:
-    m = {k: v for k, v in m.items() if not isinstance(v, list)}
+    m = {**m.get("timing", {}), **m}  # wall-clock figures next to the results in the table
+    m = {k: v for k, v in m.items() if not isinstance(v, (list, dict))}
     if note.get("reused"):  # the time the run took when it ran, not the time to read it back
       seconds = m.get("total_seconds", seconds)
     m.update(note, folder=out, seconds=seconds)
@@ -273,7 +273,7 @@ def main(argv=None) -> int:
                                         if (s_, k) in collected]
     print(json.dumps({k: m.get(k) for k in ("method", "seed", "reverse_ess", "log_z_error",
                                             "modes_covered", "mode_tv", "target_evals",
-                                            "wall_seconds", "error") if k in m}
+                                            "training_seconds", "error") if k in m}
                      | {"spec": spec}), flush=True)
     _write(results, stem, args)
 

@@ -31,7 +31,7 @@ RUNS = {
     "many_well32_cmt": ("many_well32", "cmt", {}),
 }
 
-COLUMNS = ("target", "method", "seed", "target_evals", "grad_steps", "wall_seconds",
+COLUMNS = ("target", "method", "seed", "target_evals", "grad_steps", "training_seconds",
            "reverse_ess", "reverse_ess_clipped", "log_z_error", "modes_covered", "n_modes",
            "mode_tv", "well_occupancy_tv", "eubo", "forward_ess")
 
@@ -69,6 +69,7 @@ def main():
         t0 = time.perf_counter()
         m = run(cfg, folder, progress=True)
         m["total_seconds"] = time.perf_counter() - t0
+      m.update(m.get("timing", {}))
       m["run"] = name
       rows.append(m)
       print(json.dumps({k: m.get(k) for k in ("run", *COLUMNS)}))

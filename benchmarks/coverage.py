@@ -102,7 +102,7 @@ def markdown(results: dict) -> str:
         f"| {r['instance']} | {r['seed']} | {m.get('modes_covered')}/{m.get('n_modes')} "
         f"| {100 * m['reverse_ess']:.1f} | {m['log_z_error']:+.4f} | {m.get('mode_tv', 0):.3f} "
         f"| {m['target_evals']:.3g} | {m.get('target_reached_at_step')} "
-        f"| {m.get('wall_seconds_run', m.get('total_seconds', 0)):.0f} "
+        f"| {m.get('wall_seconds_run', m.get('timing', {}).get('total_seconds', 0)):.0f} "
         f"| {m.get('cpu_seconds_run', float('nan')):.0f} | {'; '.join(m.get('warnings', []))} |")
   lines += ["", f"Command: `{results['command']}`", ""]
   return "\n".join(lines)

@@ -52,7 +52,7 @@ def breakdown(target_name: str, n_samples: int, warmup_steps: int = 3,
                       {"cmt": {"n_samples": n_samples}}])
   target = make_target(target_name)
   flow = flow_for_target(cfg.flow, target)
-  c = cfg.cmt
+  c = cfg.method_config
   method = make_cmt(c, flow, target, n_steps=100)
   state = method.init(jax.random.PRNGKey(0), flow.init(jax.random.PRNGKey(1)))
   step = jax.jit(method.step)

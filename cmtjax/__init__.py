@@ -12,12 +12,16 @@ Layout (one folder per concern):
 
 __version__ = "0.1.0"
 
-from cmtjax.cmt import DualSolution, SolverConfig, make_buffer, solve_dual  # noqa: E402
-from cmtjax.flows import Flow, FlowConfig, make_flow  # noqa: E402
-from cmtjax.methods import CMTConfig, ReverseKLConfig, make_method  # noqa: E402
-from cmtjax.targets import Target, make_target  # noqa: E402
-from cmtjax.train import Method, TrainState, train  # noqa: E402
+from cmtjax._lazy import lazy_exports  # noqa: E402
 
-__all__ = ["CMTConfig", "DualSolution", "Flow", "FlowConfig", "Method", "ReverseKLConfig",
-           "SolverConfig", "Target", "TrainState", "__version__", "make_buffer", "make_flow",
-           "make_method", "make_target", "solve_dual", "train"]
+# Exported lazily (PEP 562): `import cmtjax` and `cmtjax --help` import no jax.
+_EXPORTS = {
+    "DualSolution": "cmt", "SolverConfig": "cmt", "make_buffer": "cmt", "solve_dual": "cmt",
+    "Flow": "flows", "FlowConfig": "flows", "make_flow": "flows",
+    "CMTConfig": "methods", "ReverseKLConfig": "methods", "make_method": "methods",
+    "Target": "targets", "make_target": "targets",
+    "Method": "train", "TrainState": "train", "train": "train",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = ["__version__", *_EXPORTS]

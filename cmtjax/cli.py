@@ -22,10 +22,10 @@ import json
 import os
 import sys
 
-from cmtjax.io.config import (METHOD_NAMES, ConfigError, build_config, load_file,
-                               parse_override)
+from cmtjax.io.config import ConfigError, build_config, load_file, parse_override
 from cmtjax.io.presets import preset_for
-from cmtjax.targets import TARGET_NAMES
+from cmtjax.methods.registry import method_names
+from cmtjax.targets.registry import TARGET_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
   sub = p.add_subparsers(dest="command", required=True)
   t = sub.add_parser("train", help="train a flow on a target and evaluate it")
   t.add_argument("--target", help=f"target name ({', '.join(TARGET_NAMES)}); default gmm40")
-  t.add_argument("--method", help=f"training method ({', '.join(METHOD_NAMES)}); default cmt")
+  t.add_argument("--method", help=f"training method ({', '.join(method_names())}); default cmt")
   t.add_argument("--seed", type=int, help="PRNG seed (default 0)")
   t.add_argument("--out", help="output folder (required unless --resume)")
   t.add_argument("--resume", metavar="DIR",
@@ -104,7 +104,7 @@ def _print_summary(metrics: dict, out: str) -> None:
   """The run's key figures: a JSON line for scripts, then a short summary for people."""
   keys = ("target", "method", "seed", "reverse_ess", "reverse_ess_clipped", "log_z",
           "log_z_error", "log_z_se", "modes_covered", "n_modes", "mode_tv", "target_evals",
-          "wall_seconds", "warnings")
+          "warnings", "timing")
   print(json.dumps({k: metrics[k] for k in keys if k in metrics}))
   parts = []
   if metrics.get("n_modes") is not None:
@@ -114,7 +114,7 @@ def _print_summary(metrics: dict, out: str) -> None:
     parts.append(f"log Z error {metrics['log_z_error']:+.2e} "
                  f"(standard error {metrics.get('log_z_se') or 0.0:.1e})")
   parts.append(f"{metrics['target_evals']:.3g} target evaluations")
-  parts.append(f"{metrics.get('total_seconds', metrics['wall_seconds']):.0f} s")
+  parts.append(f"{metrics['timing']['total_seconds']:.0f} s")
   print(f"{metrics['method']} on {metrics['target']} (seed {metrics['seed']}): "
         + ", ".join(parts))
   for w in metrics.get("warnings", []):

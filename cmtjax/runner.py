@@ -18,7 +18,6 @@ the training step is split over the devices along the sample axis; process 0 wri
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -33,7 +32,7 @@ from cmtjax import __version__
 from cmtjax.flows import flow_for_target
 from cmtjax.io import plots
 from cmtjax.io.config import RunConfig, save_config, to_dict
-from cmtjax.methods import evals_per_step, make_method
+from cmtjax.methods import get_method, make_method
 from cmtjax.metrics import evaluate, run_warnings
 from cmtjax.targets import make_target
 from cmtjax.train import (CheckpointOptions, fingerprint, initialize, is_primary, make_mesh,
@@ -47,9 +46,16 @@ _NOT_FINGERPRINTED = ("checkpoint", "distributed")
 CHECKPOINT_DIR = "checkpoints"
 
 
+def fingerprinted_config(cfg: RunConfig) -> dict:
+  """The part of ``cfg`` that decides what a run computes (checkpoint/distributed left out),
+  as plain JSON types."""
+  return json.loads(json.dumps({k: v for k, v in to_dict(cfg).items()
+                                if k not in _NOT_FINGERPRINTED}))
+
+
 def run_fingerprint(cfg: RunConfig) -> str:
-  """The hash of ``cfg`` stored in checkpoints (checkpoint/distributed settings left out)."""
-  return fingerprint({k: v for k, v in to_dict(cfg).items() if k not in _NOT_FINGERPRINTED})
+  """The hash of :func:`fingerprinted_config` stored in checkpoints."""
+  return fingerprint(fingerprinted_config(cfg))
 
 
 def prepare_out_dir(out_dir: str) -> str:
@@ -88,11 +94,15 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
   Returns:
     The metrics dict written to ``metrics.json``: ``target``, ``method``, ``seed``,
     ``reverse_ess``, ``reverse_ess_clipped``, ``log_z``, ``target_evals``, ``grad_steps``,
-    ``wall_seconds`` (training), ``compile_seconds``, ``n_steps`` (taken), the figures of
-    :func:`cmtjax.metrics.evaluate` (``log_z_error``, ``log_z_se``, ``modes_covered``,
-    ``n_modes``, ``mode_tv``, ``eubo``, ``forward_ess`` ... where the target allows them),
-    and ``warnings`` (:func:`cmtjax.metrics.run_warnings`: missing modes, a log Z error
-    beyond its statistical error, a path that did not reach the target; empty if none).
+    ``n_steps`` (taken), the figures of :func:`cmtjax.metrics.evaluate` (``log_z_error``,
+    ``log_z_se``, ``modes_covered``, ``n_modes``, ``mode_tv``, ``eubo``, ``forward_ess`` ...
+    where the target allows them), the method's own figures (its registered ``summary``:
+    e.g. CMT's ``target_reached_at_step``), ``warnings``
+    (:func:`cmtjax.metrics.run_warnings`: missing modes, a log Z error beyond its statistical
+    error, a path that did not reach the target; empty if none), and ``timing``
+    (``training_seconds``, ``compile_seconds``, ``eval_seconds``, ``total_seconds`` ...).
+    Every key outside ``timing`` depends only on the configuration, the seed and the
+    machine's arithmetic; ``timing`` holds all wall-clock figures.
   """
   t_start = time.perf_counter()
   dist = cfg.distributed
@@ -114,13 +124,14 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
       multihost_utils.sync_global_devices("cmtjax: output folder ready")
     if cfg.checkpoint.enabled or resume:
       ckpt_opts = CheckpointOptions(directory=ckpt_dir, every=cfg.checkpoint.every,
-                                    keep=cfg.checkpoint.keep, fingerprint=run_fingerprint(cfg))
+                                    keep=cfg.checkpoint.keep, fingerprint=run_fingerprint(cfg),
+                                    config=fingerprinted_config(cfg))
   mesh = make_mesh("all" if jax.process_count() > 1 else dist.devices)
   target = make_target(cfg.target, **cfg.target_kwargs)
   flow = flow_for_target(cfg.flow, target)
-  method_cfg = getattr(cfg, cfg.method)
-  n_steps = plan_steps(evals_per_step(cfg.method, method_cfg), cfg.max_target_evals,
-                       cfg.max_steps)
+  spec = get_method(cfg.method)
+  method_cfg = cfg.method_config
+  n_steps = plan_steps(method_cfg.evals_per_step, cfg.max_target_evals, cfg.max_steps)
   method = make_method(cfg.method, method_cfg, flow, target, n_steps,
                        max_target_evals=cfg.max_target_evals)
 
@@ -168,35 +179,23 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
   t_eval = time.perf_counter()
   final = eval_with(params, k_eval, cfg.eval.n_samples, cfg.eval.n_repeats, True)
   eval_seconds = time.perf_counter() - t_eval
+  timing = {"training_seconds": result.wall_seconds,
+            "compile_seconds": result.compile_seconds, "eval_seconds": eval_seconds}
   metrics: dict[str, Any] = {
       "target": cfg.target, "method": cfg.method, "seed": cfg.seed,
-      "path": cfg.cmt.path if cfg.method == "cmt" else None,
       "reverse_ess": final["reverse_ess"], "reverse_ess_clipped": final["reverse_ess_clipped"],
       "log_z": final["log_z"], "target_evals": result.target_evals,
-      "grad_steps": result.grad_steps, "wall_seconds": result.wall_seconds,
-      "compile_seconds": result.compile_seconds, "eval_seconds": eval_seconds,
-      "n_steps": len(result.records), "cmtjax_version": __version__,
+      "grad_steps": result.grad_steps, "n_steps": len(result.records),
+      "cmtjax_version": __version__,
   }
   for k_, v in final.items():
     metrics.setdefault(k_, v)
-  if cfg.method == "cmt" and result.records:
-    reached = [r["step"] for r in result.records if r.get("at_target")]
-    metrics["target_reached_at_step"] = reached[0] if reached else None
-    metrics["dual_converged_fraction"] = float(np.mean(
-        [bool(r["dual_converged"]) for r in result.records]))
-    metrics["n_invalid_samples"] = int(sum(r["n_invalid"] for r in result.records))
-  if cfg.method == "fab" and result.records:
-    # FAB's own evidence estimate (AIS toward p̃²/q), the median over the last tenth of the
-    # steps (one AIS batch per step is noisy); compared with the true log Z where known.
-    tail = [r["log_z"] for r in result.records[-max(1, len(result.records) // 10):]
-            if r.get("log_z") is not None and math.isfinite(float(r["log_z"]))]
-    metrics["ais_log_z"] = float(np.median(tail)) if tail else None
-    if tail and target.log_Z is not None:
-      metrics["ais_log_z_error"] = metrics["ais_log_z"] - float(target.log_Z)
+  if spec.summary is not None and result.records:
+    metrics.update(spec.summary(result.records, method_cfg, target))
   metrics["n_devices"] = 1 if mesh is None else int(mesh.size)
   metrics["n_processes"] = jax.process_count()
   metrics["resumed_from"] = result.resumed_from
-  metrics["total_seconds"] = time.perf_counter() - t_start
+  metrics["timing"] = timing
 
   if target.molecule is not None and primary:
     from cmtjax.io.molecular_report import molecular_report
@@ -206,19 +205,21 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
         jax.random.fold_in(k_eval, 1), cfg.eval.n_samples, out_dir,
         reference_path=cfg.eval.reference or None, chunk=min(cfg.eval.chunk, 8192),
         title=f"{cfg.method} on {cfg.target}"))
-    metrics["molecular_eval_seconds"] = time.perf_counter() - t_mol
+    timing["molecular_eval_seconds"] = time.perf_counter() - t_mol
   final_beta = result.records[-1].get("beta") if result.records else None
   metrics["warnings"] = run_warnings(metrics, final_beta)
+  timing["total_seconds"] = time.perf_counter() - t_start
   if out_dir is not None and primary:
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
       json.dump(metrics, f, indent=2, default=_json_default)
     with open(os.path.join(out_dir, "params.msgpack"), "wb") as f:
       f.write(serialization.to_bytes(params))
-    _write_plots(cfg, target, out_dir, params, sample_fn, result)
+    _write_plots(cfg, spec, target, out_dir, params, sample_fn, result)
   return metrics
 
 
-def _write_plots(cfg: RunConfig, target, out_dir: str, params, sample_fn, result) -> None:
+def _write_plots(cfg: RunConfig, spec, target, out_dir: str, params, sample_fn,
+                 result) -> None:
   records = [{_RENAME.get(k, k): v for k, v in r.items()} for r in result.records]
   x, _ = sample_fn(params, jax.random.PRNGKey(cfg.seed + 1), 5000)
   x = np.asarray(x)
@@ -234,10 +235,8 @@ def _write_plots(cfg: RunConfig, target, out_dir: str, params, sample_fn, result
   plots.plot_samples(os.path.join(out_dir, "samples.png"), log_prob_2d, x, bounds,
                      title=f"{cfg.method} on {cfg.target} (first two coordinates)",
                      ref_x=ref, mode_centres=centres)
-  if cfg.method == "cmt":
-    plots.plot_schedule(os.path.join(out_dir, "schedule.png"), records,
-                        eps_tr=cfg.cmt.eps_tr, eps_ent=cfg.cmt.eps_ent,
-                        title=f"CMT ({cfg.cmt.path}) on {cfg.target}: learned schedule")
+  if spec.plot is not None:
+    spec.plot(out_dir, records, cfg.method_config, f"{cfg.method} on {cfg.target}")
   else:
     keys = [k for k in ("loss", "batch_ess") if records and k in records[0]]
     plots.plot_training_curve(os.path.join(out_dir, "training.png"), records, keys,

@@ -18,13 +18,7 @@ import types
 import typing
 from typing import Any, Optional
 
-from cmtjax.flows import FlowConfig
-from cmtjax.methods import METHODS
-from cmtjax.methods.cmt import CMTConfig
-from cmtjax.methods.fab import FABConfig
-from cmtjax.methods.forward_kl import ForwardKLConfig
-from cmtjax.methods.reverse_kl import ReverseKLConfig
-from cmtjax.methods.tabg import TABGConfig
+from cmtjax.methods.registry import get_method, method_names
 
 CONFIG_VERSION = 1
 
@@ -111,17 +105,16 @@ class RunConfig:
     version: config schema version.
     target: target name (see ``cmtjax.targets.TARGET_NAMES``).
     target_kwargs: keyword arguments of the target factory.
-    method: ``"cmt"`` or ``"reverse_kl"``.
+    method: a registered method (:func:`cmtjax.methods.method_names`: ``"cmt"``,
+      ``"reverse_kl"``, ``"fab"``, ``"tabg"``, ``"forward_kl"``).
     seed: PRNG seed.
     max_target_evals: training budget in target evaluations.
     max_steps: optional cap on outer steps.
     flow: flow architecture: keyword arguments of :class:`cmtjax.flows.FlowConfig` except
       ``dim``, which comes from the target.
-    cmt: CMT hyperparameters (used when method is ``"cmt"``).
-    reverse_kl: reverse-KL hyperparameters (used when method is ``"reverse_kl"``).
-    fab: FAB hyperparameters (used when method is ``"fab"``).
-    tabg: TA-BG hyperparameters (used when method is ``"tabg"``).
-    forward_kl: forward-KL hyperparameters (used when method is ``"forward_kl"``).
+    method_config: the chosen method's hyperparameters (its registered config class; None:
+      its defaults). In files and dicts it is the section named after the method
+      (``[cmt]``, ``[fab]`` ...); a saved config carries only that section.
     eval: evaluation settings.
     checkpoint: checkpoints and the stopping rule (not part of the run's fingerprint).
     distributed: devices and processes (not part of the run's fingerprint).
@@ -135,17 +128,18 @@ class RunConfig:
   max_target_evals: int = 2_000_000
   max_steps: Optional[int] = None
   flow: dict = dataclasses.field(default_factory=dict)
-  cmt: CMTConfig = CMTConfig()
-  reverse_kl: ReverseKLConfig = ReverseKLConfig()
-  fab: FABConfig = FABConfig()
-  tabg: TABGConfig = TABGConfig()
-  forward_kl: ForwardKLConfig = ForwardKLConfig()
+  method_config: Any = None
   eval: EvalSettings = EvalSettings()
   checkpoint: CheckpointSettings = CheckpointSettings()
   distributed: DistributedSettings = DistributedSettings()
 
-
-METHOD_NAMES = tuple(METHODS)
+  def __post_init__(self):
+    cls = get_method(self.method).config
+    if self.method_config is None:
+      object.__setattr__(self, "method_config", cls())
+    elif not isinstance(self.method_config, cls):
+      raise ValueError(f"method {self.method!r} takes a {cls.__name__}, got "
+                       f"{type(self.method_config).__name__}")
 
 
 def _type_name(tp) -> str:
@@ -222,15 +216,17 @@ def _from_dict(cls, data: dict, where: str = ""):
 
 
 def to_dict(cfg) -> dict:
-  """A JSON-serialisable dict of a (nested) config dataclass."""
+  """A JSON-serialisable dict of a (nested) config dataclass (a RunConfig's
+  ``method_config`` under the method's name)."""
   out = {}
   for f in dataclasses.fields(cfg):
     v = getattr(cfg, f.name)
+    name = cfg.method if isinstance(cfg, RunConfig) and f.name == "method_config" else f.name
     if dataclasses.is_dataclass(v):
       v = to_dict(v)
     elif isinstance(v, tuple):
       v = list(v)
-    out[f.name] = v
+    out[name] = v
   return out
 
 
@@ -285,9 +281,21 @@ def build_config(layers: list[dict]) -> RunConfig:
   if version != CONFIG_VERSION:
     raise ConfigError(f"config version {version!r} is not supported by this cmtjax "
                       f"(expects {CONFIG_VERSION})")
+  names = method_names()
+  method = merged.get("method", RunConfig.method)
+  if method not in names:
+    raise ConfigError(f"unknown method {method!r}; known methods: {', '.join(names)}")
+  valid = [f.name for f in dataclasses.fields(RunConfig) if f.name != "method_config"]
+  for key in merged:
+    if key not in valid and key not in names:
+      raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid)} and a "
+                        f"method section ({', '.join(names)})")
+  # Every method section given is checked (a typo in [fab] is an error even when running
+  # CMT); the chosen method's becomes method_config, the others are dropped.
+  sections = {n: _coerce(merged.pop(n), get_method(n).config, n) for n in names if n in merged}
+  merged["method_config"] = sections.get(method)
   cfg = _from_dict(RunConfig, merged)
-  if cfg.method not in METHOD_NAMES:
-    raise ConfigError(f"unknown method {cfg.method!r}; known methods: {', '.join(METHOD_NAMES)}")
+  from cmtjax.flows.config import FlowConfig  # noqa: PLC0415 - jax only once a run is built
   flow_keys = [f.name for f in dataclasses.fields(FlowConfig) if f.name != "dim"]
   for key in cfg.flow:
     if key not in flow_keys:

@@ -21,14 +21,17 @@ Once at the target, the learning rate follows a cosine decay from ``learning_rat
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cmtjax.cmt.dual import dual_stats, make_buffer, normalized_log_weights
 from cmtjax.cmt.paths import PATHS, PathState, init_path, path_constraints, update_path
 from cmtjax.cmt.solver import SolverConfig, solve_dual
+from cmtjax.methods.registry import MethodSpec
 from cmtjax.metrics import mode_occupancy, modes_covered
 from cmtjax.targets.base import Target
 from cmtjax.methods.schedules import SCHEDULES, fixed_multipliers
@@ -131,6 +134,12 @@ class CMTConfig:
       raise ValueError(f"cmt.diagnostics_samples must be >= 0, got {self.diagnostics_samples!r}")
     if self.grad_clip < 0 or self.solver_n_grid < 0:
       raise ValueError("cmt.grad_clip and cmt.solver_n_grid must be >= 0")
+
+  @property
+  def evals_per_step(self) -> int:
+    """Target evaluations of a step at the target: N (while annealing, the loop asks the
+    method's ``step_evals``)."""
+    return int(self.n_samples)
 
 
 class CMTState(NamedTuple):
@@ -387,3 +396,28 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
                 grad_steps_per_step=int(config.n_fit_steps), n_steps=int(n_steps),
                 step_evals=None if n_anneal == n else step_evals,
                 max_target_evals=budget)
+
+
+def cmt_summary(records: list, config: CMTConfig, target: Target) -> dict:
+  """CMT's figures for metrics.json: the path, the step at which it reached the target,
+  the fraction of steps whose dual converged, and the non-finite samples of all buffers."""
+  del target
+  reached = [r["step"] for r in records if r.get("at_target")]
+  return {
+      "path": config.path,
+      "target_reached_at_step": reached[0] if reached else None,
+      "dual_converged_fraction": (float(np.mean([bool(r["dual_converged"]) for r in records]))
+                                  if records else None),
+      "n_invalid_samples": int(sum(r["n_invalid"] for r in records)),
+  }
+
+
+def cmt_plot(out_dir: str, records: list, config: CMTConfig, title: str) -> None:
+  """``schedule.png``: the learned schedule (λ, η, α, β, ESS, KL, entropy drop per step)."""
+  from cmtjax.io import plots
+  plots.plot_schedule(os.path.join(out_dir, "schedule.png"), records, eps_tr=config.eps_tr,
+                      eps_ent=config.eps_ent, title=f"CMT ({config.path}), {title}: learned schedule")
+
+
+SPEC = MethodSpec(name="cmt", config=CMTConfig, make=make_cmt, summary=cmt_summary,
+                  plot=cmt_plot)

@@ -14,11 +14,12 @@ step therefore costs ``B · K · cost_per_sample`` target evaluations and K opti
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
+from cmtjax.methods.registry import MethodSpec
 from cmtjax.targets.base import Target
 from cmtjax.train.fit import clipped_adam, guarded_update
 from cmtjax.train.state import Method, TrainState
@@ -67,7 +68,8 @@ class ForwardKLInfo(NamedTuple):
   n_skipped: Array
 
 
-def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int) -> Method:
+def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int,
+                    max_target_evals: Optional[int] = None) -> Method:
   """Builds forward-KL training on ``target.sample``.
 
   Raises:
@@ -106,4 +108,8 @@ def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int)
             ForwardKLInfo(loss=jnp.mean(losses[-tail:]), n_skipped=skipped))
 
   return Method(name="forward_kl", init=init, step=step, evals_per_step=config.evals_per_step,
-                grad_steps_per_step=k_steps, n_steps=int(n_steps))
+                grad_steps_per_step=k_steps, n_steps=int(n_steps),
+                max_target_evals=max_target_evals)
+
+
+SPEC = MethodSpec(name="forward_kl", config=ForwardKLConfig, make=make_forward_kl)

@@ -10,11 +10,12 @@ gradient is clipped. Mode-seeking: expect it to lose modes.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
+from cmtjax.methods.registry import MethodSpec
 from cmtjax.metrics import reverse_ess
 from cmtjax.targets.base import Target
 from cmtjax.train.sharding import shard_batch
@@ -50,6 +51,11 @@ class ReverseKLConfig:
     if not self.learning_rate > 0:
       raise ValueError(f"reverse_kl.learning_rate must be > 0, got {self.learning_rate}")
 
+  @property
+  def evals_per_step(self) -> int:
+    """Target evaluations of one outer step: ``B · K``."""
+    return int(self.batch_size) * int(self.n_grad_steps)
+
 
 class ReverseKLInfo(NamedTuple):
   """Diagnostics of one outer iteration.
@@ -67,7 +73,8 @@ class ReverseKLInfo(NamedTuple):
   n_invalid: Array
 
 
-def make_reverse_kl(config: ReverseKLConfig, flow, target: Target, n_steps: int) -> Method:
+def make_reverse_kl(config: ReverseKLConfig, flow, target: Target, n_steps: int,
+                    max_target_evals: Optional[int] = None) -> Method:
   """Builds the reverse-KL method (see module docstring)."""
   optimizer = clipped_adam(config.learning_rate, config.grad_clip)
   b = int(config.batch_size)
@@ -108,6 +115,9 @@ def make_reverse_kl(config: ReverseKLConfig, flow, target: Target, n_steps: int)
     return TrainState(params=params, opt_state=opt_state, method_state=(),
                       step=state.step + 1), info
 
-  return Method(name="reverse_kl", init=init, step=step,
-                evals_per_step=b * int(config.n_grad_steps),
-                grad_steps_per_step=int(config.n_grad_steps), n_steps=int(n_steps))
+  return Method(name="reverse_kl", init=init, step=step, evals_per_step=config.evals_per_step,
+                grad_steps_per_step=int(config.n_grad_steps), n_steps=int(n_steps),
+                max_target_evals=max_target_evals)
+
+
+SPEC = MethodSpec(name="reverse_kl", config=ReverseKLConfig, make=make_reverse_kl)

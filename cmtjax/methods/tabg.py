@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmtjax.methods.registry import MethodSpec
 from cmtjax.metrics import reverse_ess
 from cmtjax.targets.base import Target
 from cmtjax.train.fit import (fit_weighted, guarded_update, make_optimizer,
@@ -161,6 +162,11 @@ class TABGConfig:
     else:
       temperature_ladder(self.t_max, self.t_target, self.n_temperatures)
 
+  @property
+  def evals_per_step(self) -> int:
+    """Target evaluations of one outer step: N (both phases)."""
+    return int(self.n_samples)
+
   def ladder(self) -> np.ndarray:
     """The temperatures T_0 > … > T_R (K): ``[R + 1]``."""
     if self.temperatures:
@@ -214,7 +220,8 @@ class TABGInfo(NamedTuple):
   learning_rate: Array
 
 
-def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int) -> Method:
+def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int,
+              max_target_evals: Optional[int] = None) -> Method:
   """Builds TA-BG (see module docstring).
 
   Args:
@@ -300,5 +307,9 @@ def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int) -> Method:
     return TrainState(params=params, opt_state=opt_state, method_state=(),
                       step=state.step + 1), info
 
-  return Method(name="tabg", init=init, step=step, evals_per_step=n,
-                grad_steps_per_step=k_steps, n_steps=int(n_steps))
+  return Method(name="tabg", init=init, step=step, evals_per_step=config.evals_per_step,
+                grad_steps_per_step=k_steps, n_steps=int(n_steps),
+                max_target_evals=max_target_evals)
+
+
+SPEC = MethodSpec(name="tabg", config=TABGConfig, make=make_tabg)

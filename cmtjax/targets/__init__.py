@@ -1,11 +1,12 @@
-"""Targets: unnormalised densities cmtjax learns to sample (synthetic and molecular)."""
+"""Targets: unnormalised densities cmtjax learns to sample (synthetic and molecular).
+
+Names are exported lazily: the registry (names, ``make_target``) imports no jax until a
+target is built.
+"""
 
 from __future__ import annotations
 
-from cmtjax.targets.base import Target
-from cmtjax.targets.double_well import double_well
-from cmtjax.targets.gmm import gmm
-from cmtjax.targets.many_well import many_well
+from cmtjax._lazy import lazy_exports
 from cmtjax.targets.registry import (
     MOLECULAR_TARGET_NAMES,
     SYNTHETIC_TARGET_NAMES,
@@ -13,13 +14,9 @@ from cmtjax.targets.registry import (
     make_target,
 )
 
-__all__ = [
-    "MOLECULAR_TARGET_NAMES",
-    "SYNTHETIC_TARGET_NAMES",
-    "TARGET_NAMES",
-    "Target",
-    "double_well",
-    "gmm",
-    "make_target",
-    "many_well",
-]
+_EXPORTS = {"Target": "base", "double_well": "double_well", "gmm": "gmm",
+            "many_well": "many_well"}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = ["MOLECULAR_TARGET_NAMES", "SYNTHETIC_TARGET_NAMES", "TARGET_NAMES", "make_target",
+           *_EXPORTS]

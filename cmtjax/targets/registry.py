@@ -10,37 +10,38 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any, Callable
+from typing import Any
 
-from cmtjax.targets.base import Target
-from cmtjax.targets.double_well import double_well
-from cmtjax.targets.gmm import gmm, gmm40_fab
-from cmtjax.targets.many_well import many_well
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+  from cmtjax.targets.base import Target
 
 
 @dataclasses.dataclass(frozen=True)
 class _Entry:
-  """A registered synthetic target: a factory, fixed arguments, overridable defaults."""
+  """A registered synthetic target: a factory (``"module:function"`` in cmtjax.targets,
+  imported when the target is built), fixed arguments, overridable defaults."""
 
-  factory: Callable[..., Target]
+  factory: str
   fixed: dict[str, Any]
   defaults: dict[str, Any]
 
 
 _SYNTHETIC: dict[str, _Entry] = {
     # The standard GMM-40 benchmark: 40 modes in [-40, 40]², unit component std.
-    "gmm40": _Entry(gmm, dict(n_modes=40, dim=2, box=40.0),
+    "gmm40": _Entry("gmm:gmm", dict(n_modes=40, dim=2, box=40.0),
                     dict(scale=1.0, seed=0)),
     # The published GMM-40 of FAB / TA-BG / iDEM (fixed means, std softplus(1)).
-    "gmm40_fab": _Entry(gmm40_fab, {}, {}),
+    "gmm40_fab": _Entry("gmm:gmm40_fab", {}, {}),
     # Same construction in 50-D.
-    "gmm40_50d": _Entry(gmm, dict(n_modes=40, dim=50, box=40.0),
+    "gmm40_50d": _Entry("gmm:gmm", dict(n_modes=40, dim=50, box=40.0),
                         dict(scale=1.0, seed=0)),
     # 16 modes in [-20, 20]^dim.
-    "gmm16": _Entry(gmm, dict(n_modes=16, box=20.0),
+    "gmm16": _Entry("gmm:gmm", dict(n_modes=16, box=20.0),
                     dict(dim=10, scale=1.0, seed=0)),
-    "many_well32": _Entry(many_well, dict(dim=32), {}),
-    "double_well2d": _Entry(double_well, {}, {}),
+    "many_well32": _Entry("many_well:many_well", dict(dim=32), {}),
+    "double_well2d": _Entry("double_well:double_well", {}, {}),
 }
 
 MOLECULAR_TARGET_NAMES: tuple[str, ...] = ("aldp", "ala4", "ala6", "elil")
@@ -50,7 +51,7 @@ TARGET_NAMES: tuple[str, ...] = SYNTHETIC_TARGET_NAMES + MOLECULAR_TARGET_NAMES
 _MOLECULES_MODULE = "cmtjax.targets.molecules"
 
 
-def _make_molecular(name: str, **kwargs: Any) -> Target:
+def _make_molecular(name: str, **kwargs: Any) -> "Target":
   try:
     module = importlib.import_module(_MOLECULES_MODULE)
     make = module.make_molecular_target
@@ -63,7 +64,7 @@ def _make_molecular(name: str, **kwargs: Any) -> Target:
   return make(name, **kwargs)
 
 
-def make_target(name: str, **kwargs: Any) -> Target:
+def make_target(name: str, **kwargs: Any) -> "Target":
   """Builds a registered target.
 
   Args:
@@ -90,4 +91,6 @@ def make_target(name: str, **kwargs: Any) -> Target:
     raise ValueError(
         f"target {name!r} got unknown keyword argument(s) {', '.join(map(repr, unknown))}; "
         f"accepted: {accepted}")
-  return entry.factory(**entry.fixed, **{**entry.defaults, **kwargs}, name=name)
+  module, function = entry.factory.split(":")
+  factory = getattr(importlib.import_module(f"cmtjax.targets.{module}"), function)
+  return factory(**entry.fixed, **{**entry.defaults, **kwargs}, name=name)

@@ -6,11 +6,16 @@ A checkpoint after ``n`` completed outer steps is the folder ``DIR/n/`` with two
           (params, optimiser state, method state: e.g. CMT's multipliers and path) and the
           run's PRNG key. The key of step i is ``fold_in(key, i)``, so with the key and the
           step index the run continues exactly where it stopped.
-  meta    JSON: format version, the run's fingerprint (a hash of its configuration),
-          cmtjax version, ``n`` and the loop's host counters (target evaluations, gradient
-          steps, wall time, consecutive stalled steps), the signature of the state (path,
-          shape and dtype of every leaf) and the step records and evaluations so far (so that
-          ``steps.jsonl`` and ``evals.jsonl`` are rebuilt without duplicates on resume).
+  meta    JSON: format version, the run's fingerprint (a hash of its configuration) and the
+          configuration itself, cmtjax version, ``n`` and the loop's host counters (target
+          evaluations, gradient steps, wall time, consecutive stalled steps), the signature
+          of the state (path, shape and dtype of every leaf), and how many step records and
+          evaluations the run had made.
+
+The step records and evaluations themselves are appended to ``DIR/history.jsonl`` (one line
+each, written before the checkpoint that counts them), so a checkpoint's size does not grow
+with the run's length; on resume the first counted lines rebuild ``steps.jsonl`` and
+``evals.jsonl`` without duplicates and the file is cut back to them.
 
 orbax writes each checkpoint into a temporary folder and renames it once complete, so a run
 killed while saving leaves the previous checkpoints intact; only the newest ``keep`` are kept.
@@ -36,7 +41,8 @@ import orbax.checkpoint as ocp
 
 from cmtjax.train.state import TrainState
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+HISTORY_FILE = "history.jsonl"
 
 
 class CheckpointError(RuntimeError):
@@ -57,12 +63,15 @@ class CheckpointOptions:
     keep: number of newest checkpoints kept.
     fingerprint: identifies the run's configuration (see :func:`fingerprint`); a resume
       from a checkpoint with another fingerprint is refused.
+    config: the configuration the fingerprint hashes (stored in each checkpoint, so that a
+      refused resume names the keys that differ); None: not stored.
   """
 
   directory: str
   every: int = 1
   keep: int = 3
   fingerprint: str = ""
+  config: Optional[dict] = None
 
   def __post_init__(self):
     if self.every < 1 or self.keep < 1:
@@ -116,6 +125,8 @@ class Checkpointer:
     self.directory = os.path.abspath(options.directory)
     self._manager = self._open()
     self.last_path: Optional[str] = None
+    self.history_path = os.path.join(self.directory, HISTORY_FILE)
+    self._n_written = {"step": 0, "eval": 0}  # lines of each kind in history.jsonl
 
   def _open(self) -> ocp.CheckpointManager:
     opts = ocp.CheckpointManagerOptions(max_to_keep=self.options.keep, create=True,
@@ -133,9 +144,11 @@ class Checkpointer:
            evals: list) -> str:
     """Writes the checkpoint after ``n_done`` steps and returns its folder."""
     tree = {"state": state, "key": _host_key(key)}
+    self._append_history(records, evals)
     meta = {"format": FORMAT_VERSION, "fingerprint": self.options.fingerprint,
-            "cmtjax_version": _version(), "n_done": int(n_done), "host": host,
-            "signature": signature(tree), "records": records, "evals": evals}
+            "config": self.options.config, "cmtjax_version": _version(),
+            "n_done": int(n_done), "host": host, "signature": signature(tree),
+            "n_records": len(records), "n_evals": len(evals)}
     meta = json.loads(json.dumps(meta, default=_json_default))
     self._manager.save(int(n_done), args=ocp.args.Composite(
         state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
@@ -175,7 +188,7 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - any read failure means "unreadable"
         problems.append(self._set_aside(n, path, e))
         continue
-      _check_compatible(meta, self.options.fingerprint, expected, path)
+      _check_compatible(meta, self.options, expected, path)
       try:
         tree = self._manager.restore(n, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(like))).state
@@ -183,11 +196,59 @@ class Checkpointer:
         problems.append(self._set_aside(n, path, e))
         continue
       self.last_path = path
+      records, evals = self._restore_history(int(meta["n_records"]), int(meta["n_evals"]))
       return Restored(n_done=int(meta["n_done"]), state=tree["state"],
-                      key=jax.numpy.asarray(tree["key"]),
-                      host=dict(meta["host"]), records=list(meta["records"]),
-                      evals=list(meta["evals"]), path=path)
+                      key=jax.numpy.asarray(tree["key"]), host=dict(meta["host"]),
+                      records=records, evals=evals, path=path)
     raise CheckpointError(f"no readable checkpoint in {self.directory}: " + "; ".join(problems))
+
+  def clear_history(self) -> None:
+    """Starts history.jsonl afresh (a new run in this folder)."""
+    if jax.process_index() == 0 and os.path.exists(self.history_path):
+      os.remove(self.history_path)
+    self._n_written = {"step": 0, "eval": 0}
+
+  def _append_history(self, records: list, evals: list) -> None:
+    """Appends the records and evaluations not yet in history.jsonl (process 0 only)."""
+    new = [{"kind": "step", **r} for r in records[self._n_written["step"]:]]
+    new += [{"kind": "eval", **e} for e in evals[self._n_written["eval"]:]]
+    if new and jax.process_index() == 0:
+      with open(self.history_path, "a") as f:
+        for item in new:
+          f.write(json.dumps(item, default=_json_default) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    self._n_written = {"step": len(records), "eval": len(evals)}
+
+  def _restore_history(self, n_records: int, n_evals: int) -> tuple[list, list]:
+    """The first ``n_records`` step records and ``n_evals`` evaluations of history.jsonl;
+    the file is cut back to them (lines of steps after the checkpoint are dropped)."""
+    got = {"step": [], "eval": []}
+    want = {"step": n_records, "eval": n_evals}
+    if os.path.isfile(self.history_path):
+      with open(self.history_path) as f:
+        for line in f:
+          try:
+            item = json.loads(line)
+          except json.JSONDecodeError:
+            break  # a line cut short by a kill: nothing after it was counted
+          kind = item.pop("kind", None)
+          if kind in got and len(got[kind]) < want[kind]:
+            got[kind].append(item)
+    if len(got["step"]) < n_records or len(got["eval"]) < n_evals:
+      warnings.warn(f"{self.history_path} holds {len(got['step'])} of {n_records} step records "
+                    f"and {len(got['eval'])} of {n_evals} evaluations; steps.jsonl and "
+                    f"evals.jsonl continue without the missing ones", RuntimeWarning,
+                    stacklevel=3)
+    if jax.process_index() == 0:
+      tmp = f"{self.history_path}.tmp"
+      with open(tmp, "w") as f:
+        for kind in ("step", "eval"):
+          for item in got[kind]:
+            f.write(json.dumps({"kind": kind, **item}, default=_json_default) + "\n")
+      os.replace(tmp, self.history_path)
+    self._n_written = {"step": len(got["step"]), "eval": len(got["eval"])}
+    return got["step"], got["eval"]
 
   def _set_aside(self, n: int, path: str, error: Exception) -> str:
     msg = f"checkpoint {path} is unreadable ({type(error).__name__}: {_short(error)})"
@@ -212,16 +273,20 @@ def _host_key(key: jax.Array) -> np.ndarray:
   return np.asarray(key)
 
 
-def _check_compatible(meta: dict, fp: str, expected: list, path: str) -> None:
+def _check_compatible(meta: dict, options: CheckpointOptions, expected: list,
+                      path: str) -> None:
   if meta.get("format") != FORMAT_VERSION:
     raise IncompatibleCheckpointError(
-        f"checkpoint {path} has format {meta.get('format')!r}; this cmtjax reads format "
-        f"{FORMAT_VERSION}")
-  if meta.get("fingerprint") != fp:
+        f"checkpoint {path} has format {meta.get('format')!r} (cmtjax "
+        f"{meta.get('cmtjax_version', '?')}); this cmtjax ({_version()}) reads format "
+        f"{FORMAT_VERSION}: start a new output folder, or resume with that cmtjax version")
+  if meta.get("fingerprint") != options.fingerprint:
+    differing = config_differences(meta.get("config"), options.config)
+    what = (f"these settings differ (checkpoint vs this run): {differing}" if differing else
+            f"fingerprint {meta.get('fingerprint')!r}, this run {options.fingerprint!r}")
     raise IncompatibleCheckpointError(
-        f"checkpoint {path} was written by a run with another configuration (fingerprint "
-        f"{meta.get('fingerprint')!r}, this run {fp!r}); resume with the run's own "
-        f"config.json or start a new output folder")
+        f"checkpoint {path} was written by a run with another configuration; {what}; resume "
+        f"with the run's own config.json or start a new output folder")
   got = meta.get("signature")
   if got != expected:
     diff = next(((g, e) for g, e in zip(got or [], expected) if g != e), None)
@@ -229,6 +294,30 @@ def _check_compatible(meta: dict, fp: str, expected: list, path: str) -> None:
               f"{len(got or [])} arrays in the checkpoint vs {len(expected)} in the run")
     raise IncompatibleCheckpointError(
         f"checkpoint {path} does not match this run's state layout ({detail})")
+
+
+def config_differences(old: Optional[dict], new: Optional[dict], limit: int = 5) -> str:
+  """``"cmt.eps_tr: 0.3 vs 0.2, seed: 0 vs 1"``: the dotted keys where two nested config
+  dicts differ (at most ``limit``, then a count); empty when either is unknown."""
+  if not isinstance(old, dict) or not isinstance(new, dict):
+    return ""
+  flat_old, flat_new = _flatten(old), _flatten(new)
+  keys = sorted(set(flat_old) | set(flat_new))
+  missing = object()
+  diffs = [f"{k}: {flat_old.get(k, '(unset)')!r} vs {flat_new.get(k, '(unset)')!r}"
+           for k in keys if flat_old.get(k, missing) != flat_new.get(k, missing)]
+  more = f", and {len(diffs) - limit} more" if len(diffs) > limit else ""
+  return ", ".join(diffs[:limit]) + more
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v:
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
 
 
 def _short(error: Exception, n: int = 200) -> str:

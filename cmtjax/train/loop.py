@@ -39,8 +39,10 @@ class TrainResult(NamedTuple):
 
   Attributes:
     state: the final :class:`TrainState`.
-    records: one dict per step: ``step``, ``target_evals``, ``grad_steps``, ``wall_seconds``,
-      ``step_seconds`` and the method's info fields (Python scalars).
+    records: one dict per step: ``step``, ``target_evals``, ``grad_steps``, the method's
+      info fields (Python scalars), and ``timing`` (``wall_seconds`` of training so far,
+      ``step_seconds``): everything outside ``timing`` is a function of the configuration
+      and seed, everything inside it is wall-clock time.
     evals: one dict per evaluation: ``step``, ``target_evals`` and the evaluation's figures.
     target_evals: target evaluations used by training (evaluations for metrics excluded).
     grad_steps: optimiser steps taken.
@@ -170,6 +172,8 @@ def train(method: Method, key: jax.Array, params: Any, *,
   start = 0
   ckpt = Checkpointer(checkpoint) if checkpoint is not None else None
   resumed_from = None
+  if ckpt is not None and not resume:
+    ckpt.clear_history()
   if resume:
     restored = ckpt.restore(state, run_key)
     run_key, state, records, evals = (restored.key, replicate(restored.state, mesh),
@@ -236,9 +240,9 @@ def train(method: Method, key: jax.Array, params: Any, *,
       host["target_evals"] += cost
       host["grad_steps"] += method.grad_steps_per_step
       record = {"step": i, "target_evals": host["target_evals"],
-                "grad_steps": host["grad_steps"], "wall_seconds": host["wall_seconds"],
-                "step_seconds": dt}
+                "grad_steps": host["grad_steps"]}
       record.update({k_: _scalar(v) for k_, v in info._asdict().items()})
+      record["timing"] = {"wall_seconds": host["wall_seconds"], "step_seconds": dt}
       records.append(record)
       if on_record is not None:
         on_record(record)

@@ -32,7 +32,7 @@ def test_train_writes_every_output_and_repeats_from_its_config(tmp_path, capsys)
   assert [f"WARNING: {w}" for w in metrics["warnings"]] == [
       line for line in printed if line.startswith("WARNING: ")]
   for key in ("target", "method", "seed", "reverse_ess", "reverse_ess_clipped", "log_z",
-              "log_z_se", "target_evals", "grad_steps", "wall_seconds", "modes_covered",
+              "log_z_se", "target_evals", "grad_steps", "timing", "modes_covered",
               "n_modes", "mode_tv"):
     assert key in metrics, key
   assert metrics["target_evals"] == 4000 and metrics["grad_steps"] == 40

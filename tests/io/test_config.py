@@ -13,8 +13,8 @@ def test_defaults_and_layers():
   cfg = build_config([preset_for("gmm40"), {"cmt": {"eps_tr": 0.2}},
                       parse_override("cmt.n_samples=5000"), {"seed": 3}])
   assert isinstance(cfg, RunConfig)
-  assert cfg.cmt.eps_tr == 0.2 and cfg.cmt.n_samples == 5000 and cfg.seed == 3
-  assert cfg.cmt.eps_ent == PRESETS["gmm40"]["cmt"]["eps_ent"]
+  assert cfg.method_config.eps_tr == 0.2 and cfg.method_config.n_samples == 5000 and cfg.seed == 3
+  assert cfg.method_config.eps_ent == PRESETS["gmm40"]["cmt"]["eps_ent"]
   assert cfg.flow["base_scale"] == 20.0
 
 
@@ -49,7 +49,7 @@ def test_toml_and_missing_files(tmp_path):
   p = tmp_path / "c.toml"
   p.write_text('target = "double_well2d"\n[cmt]\neps_ent = 0.7\n')
   cfg = build_config([load_file(str(p))])
-  assert cfg.target == "double_well2d" and cfg.cmt.eps_ent == 0.7
+  assert cfg.target == "double_well2d" and cfg.method_config.eps_ent == 0.7
   with pytest.raises(ConfigError, match="config file not found"):
     load_file(str(tmp_path / "nope.json"))
   bad = tmp_path / "bad.json"

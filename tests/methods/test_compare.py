@@ -96,7 +96,7 @@ def test_report_only_tables_the_finished_runs(tmp_path):
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps(
         {"method": "cmt", "seed": seed, "reverse_ess": ess, "target_evals": 1000,
-         "total_seconds": 12.0, "modes_covered": 40, "n_modes": 40}))
+         "timing": {"total_seconds": 12.0}, "modes_covered": 40, "n_modes": 40}))
     (folder / "evals.jsonl").write_text(json.dumps({"target_evals": 500, "reverse_ess": 0.5})
                                         + "\n")
   assert compare.main(["--target", "gmm40", "--methods", "cmt", "reverse_kl", "--seeds", "0",

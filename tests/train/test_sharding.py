@@ -42,7 +42,7 @@ for name, devices in (("one", 1), ("four", "all")):
   leaves = jax.tree_util.tree_leaves(res.state.params)
   out[name] = {
       "params": np.concatenate([np.ravel(np.asarray(l)) for l in leaves]).tolist(),
-      "records": [{k: v for k, v in r.items() if k not in ("wall_seconds", "step_seconds")}
+      "records": [{k: v for k, v in r.items() if k != "timing"}
                   for r in res.records],
       "param_sharding": str(leaves[0].sharding),
       "n_devices": 1 if mesh is None else mesh.size,
