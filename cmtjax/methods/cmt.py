@@ -243,8 +243,7 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     ms = CMTState(lam=jnp.ones(()), eta=jnp.ones(()), path=init_path(),
                   at_target=jnp.array(False), target_step=jnp.array(-1, jnp.int32),
                   n_annealing_steps=jnp.zeros((), jnp.int32))
-    return TrainState(params=params, opt_state=optimizer.init(params), method_state=ms,
-                      step=jnp.zeros((), jnp.int32))
+    return TrainState.initial(params, optimizer, ms)
 
   def imposed(state: TrainState) -> Array:
     """True once a fixed I or a fixed schedule imposes λ = η = 0."""
@@ -388,9 +387,7 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
         fit_kl=fit_kl, loss=fit_info.loss_last, n_skipped=fit_info.n_skipped,
         learning_rate=lr, at_target=at_target, modes_buffer=modes_buffer,
         modes_weighted=modes_weighted, sparsest_mode_samples=sparsest, n_evals=n_drawn)
-    new_state = TrainState(params=params, opt_state=opt_state, method_state=new_ms,
-                           step=state.step + 1)
-    return new_state, info
+    return state.next(params, opt_state, new_ms), info
 
   return Method(name="cmt", init=init, step=step, evals_per_step=n,
                 grad_steps_per_step=int(config.n_fit_steps), n_steps=int(n_steps),

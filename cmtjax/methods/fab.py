@@ -40,7 +40,7 @@ from cmtjax.sampling import (SPACINGS, ReplayBuffer, adapt_step_sizes, ais, ais_
                              ais_target_evals, buffer_add, buffer_adjust, buffer_init,
                              buffer_sample, log_z_of_p)
 from cmtjax.targets.base import Target
-from cmtjax.train.fit import clipped_adam, guarded_update
+from cmtjax.train.fit import clipped_adam, optimizer_steps
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
@@ -172,8 +172,7 @@ def make_fab(config: FABConfig, flow, target: Target, n_steps: int,
     del key
     ms = FABState(buffer=buffer_init(config.buffer_capacity, target.dim),
                   step_sizes=jnp.full((m,), config.init_step_size, jnp.float32))
-    return TrainState(params=params, opt_state=optimizer.init(params), method_state=ms,
-                      step=jnp.zeros((), jnp.int32))
+    return TrainState.initial(params, optimizer, ms)
 
   def step(key: Array, state: TrainState) -> tuple[TrainState, FABInfo]:
     ms: FABState = state.method_state
@@ -186,23 +185,22 @@ def make_fab(config: FABConfig, flow, target: Target, n_steps: int,
               n_hmc_steps=config.n_hmc_steps, n_leapfrog=config.n_leapfrog)
     buf = buffer_add(ms.buffer, res.x, res.log_w, res.log_q)
 
-    def loss_fn(p, x, ok):
-      lq = flow.log_prob(p, x)
-      good = ok & jnp.isfinite(lq)
-      return -jnp.sum(jnp.where(good, lq, 0.0)) / jnp.maximum(jnp.sum(good), 1)
-
-    def body(carry, k):
-      p, s, bf, skipped = carry
+    def loss_fn(p, k, bf):
       idx, ok = buffer_sample(bf, k, b)
       x = bf.x[idx]
-      loss, grads = jax.value_and_grad(loss_fn)(p, x, ok)
-      p, s, good = guarded_update(optimizer, grads, loss, s, p)
-      bf = buffer_adjust(bf, idx, jnp.where(ok, flow.log_prob(p, x), -jnp.inf))
-      return (p, s, bf, skipped + (~good).astype(jnp.int32)), loss
+      lq = flow.log_prob(p, x)
+      good = ok & jnp.isfinite(lq)
+      loss = -jnp.sum(jnp.where(good, lq, 0.0)) / jnp.maximum(jnp.sum(good), 1)
+      return loss, (idx, ok, x)
 
-    keys = jax.random.split(k_fit, config.n_grad_steps)
-    (params, opt_state, buf, skipped), losses = jax.lax.scan(
-        body, (state.params, state.opt_state, buf, jnp.zeros((), jnp.int32)), keys)
+    def adjust(bf, p, aux):  # the drawn points' log q under the updated flow
+      idx, ok, x = aux
+      return buffer_adjust(bf, idx, jnp.where(ok, flow.log_prob(p, x), -jnp.inf))
+
+    fit = optimizer_steps(optimizer, loss_fn, state.params, state.opt_state, k_fit,
+                          config.n_grad_steps, extra=buf, update_extra=adjust)
+    params, opt_state, buf, skipped, losses = (fit.params, fit.opt_state, fit.extra,
+                                               fit.n_skipped, fit.losses)
     step_sizes = adapt_step_sizes(ms.step_sizes, res.acceptance, config.target_acceptance,
                                   config.adapt_rate)
     info = FABInfo(
@@ -212,10 +210,7 @@ def make_fab(config: FABConfig, flow, target: Target, n_steps: int,
         step_size=jnp.exp(jnp.mean(jnp.log(ms.step_sizes))),
         n_invalid=(jnp.sum(~jnp.isfinite(res.log_w)) * per_chain).astype(jnp.int32),
         buffer_size=buf.size, n_skipped=skipped)
-    new_state = TrainState(params=params, opt_state=opt_state,
-                           method_state=FABState(buffer=buf, step_sizes=step_sizes),
-                           step=state.step + 1)
-    return new_state, info
+    return state.next(params, opt_state, FABState(buffer=buf, step_sizes=step_sizes)), info
 
   return Method(name="fab", init=init, step=step, evals_per_step=config.evals_per_step,
                 grad_steps_per_step=int(config.n_grad_steps), n_steps=int(n_steps),

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from cmtjax.methods.registry import MethodSpec
 from cmtjax.targets.base import Target
-from cmtjax.train.fit import clipped_adam, guarded_update
+from cmtjax.train.fit import clipped_adam, optimizer_steps
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
@@ -83,8 +83,7 @@ def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int,
 
   def init(key: Array, params) -> TrainState:
     del key
-    return TrainState(params=params, opt_state=optimizer.init(params), method_state=(),
-                      step=jnp.zeros((), jnp.int32))
+    return TrainState.initial(params, optimizer)
 
   def step(key: Array, state: TrainState) -> tuple[TrainState, ForwardKLInfo]:
     def loss_fn(p, x):
@@ -92,20 +91,13 @@ def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int,
       ok = jnp.isfinite(lq)
       return -jnp.sum(jnp.where(ok, lq, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
 
-    def body(carry, k):
-      p, s, skipped = carry
-      x = jax.lax.stop_gradient(target.sample(k, b))
-      loss, grads = jax.value_and_grad(loss_fn)(p, x)
-      p, s, ok = guarded_update(optimizer, grads, loss, s, p)
-      return (p, s, skipped + (~ok).astype(jnp.int32)), loss
+    def batch_loss(p, k):
+      return loss_fn(p, jax.lax.stop_gradient(target.sample(k, b))), ()
 
-    (params, opt_state, skipped), losses = jax.lax.scan(
-        body, (state.params, state.opt_state, jnp.zeros((), jnp.int32)),
-        jax.random.split(key, k_steps))
+    res = optimizer_steps(optimizer, batch_loss, state.params, state.opt_state, key, k_steps)
     tail = max(1, k_steps // 10)
-    return (TrainState(params=params, opt_state=opt_state, method_state=(),
-                       step=state.step + 1),
-            ForwardKLInfo(loss=jnp.mean(losses[-tail:]), n_skipped=skipped))
+    return (state.next(res.params, res.opt_state),
+            ForwardKLInfo(loss=jnp.mean(res.losses[-tail:]), n_skipped=res.n_skipped))
 
   return Method(name="forward_kl", init=init, step=step, evals_per_step=config.evals_per_step,
                 grad_steps_per_step=k_steps, n_steps=int(n_steps),

@@ -19,7 +19,7 @@ from cmtjax.methods.registry import MethodSpec
 from cmtjax.metrics import reverse_ess
 from cmtjax.targets.base import Target
 from cmtjax.train.sharding import shard_batch
-from cmtjax.train.fit import clipped_adam, guarded_update
+from cmtjax.train.fit import clipped_adam, optimizer_steps
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
@@ -97,23 +97,15 @@ def make_reverse_kl(config: ReverseKLConfig, flow, target: Target, n_steps: int,
 
   def init(key: Array, params) -> TrainState:
     del key
-    return TrainState(params=params, opt_state=optimizer.init(params), method_state=(),
-                      step=jnp.zeros((), jnp.int32))
+    return TrainState.initial(params, optimizer)
 
   def step(key: Array, state: TrainState):
-    def body(carry, k):
-      p, s, skipped = carry
-      (loss, (log_w, n_bad)), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, k)
-      p, s, ok = guarded_update(optimizer, grads, loss, s, p)
-      return (p, s, skipped + (~ok).astype(jnp.int32)), (loss, log_w, n_bad)
-
-    keys = jax.random.split(key, config.n_grad_steps)
-    (params, opt_state, skipped), (losses, log_ws, n_bad) = jax.lax.scan(
-        body, (state.params, state.opt_state, jnp.zeros((), jnp.int32)), keys)
-    info = ReverseKLInfo(loss=losses[-1], batch_ess=reverse_ess(log_ws[-1]), n_skipped=skipped,
-                         n_invalid=jnp.sum(n_bad))
-    return TrainState(params=params, opt_state=opt_state, method_state=(),
-                      step=state.step + 1), info
+    res = optimizer_steps(optimizer, loss_fn, state.params, state.opt_state, key,
+                          config.n_grad_steps)
+    log_ws, n_bad = res.aux
+    info = ReverseKLInfo(loss=res.losses[-1], batch_ess=reverse_ess(log_ws[-1]),
+                         n_skipped=res.n_skipped, n_invalid=jnp.sum(n_bad))
+    return state.next(res.params, res.opt_state), info
 
   return Method(name="reverse_kl", init=init, step=step, evals_per_step=config.evals_per_step,
                 grad_steps_per_step=int(config.n_grad_steps), n_steps=int(n_steps),

@@ -38,7 +38,7 @@ import numpy as np
 from cmtjax.methods.registry import MethodSpec
 from cmtjax.metrics import reverse_ess
 from cmtjax.targets.base import Target
-from cmtjax.train.fit import (fit_weighted, guarded_update, make_optimizer,
+from cmtjax.train.fit import (fit_weighted, make_optimizer, optimizer_steps,
                               with_learning_rate)
 from cmtjax.train.state import Method, TrainState
 
@@ -242,8 +242,7 @@ def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int,
 
   def init(key: Array, params) -> TrainState:
     del key
-    return TrainState(params=params, opt_state=optimizer.init(params), method_state=(),
-                      step=jnp.zeros((), jnp.int32))
+    return TrainState.initial(params, optimizer)
 
   def reverse_kl_phase(key, params, opt_state, temp):
     factor = config.t_target / temp
@@ -255,15 +254,10 @@ def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int,
       loss = jnp.sum(jnp.where(ok, lq - factor * lp, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
       return loss, jax.lax.stop_gradient(lp - lq)
 
-    def body(carry, k):
-      p, s, skipped = carry
-      (loss, log_w), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, k)
-      p, s, ok = guarded_update(optimizer, grads, loss, s, p)
-      return (p, s, skipped + (~ok).astype(jnp.int32)), (loss, log_w)
-
     opt_state = with_learning_rate(opt_state, config.reverse_kl_learning_rate)
-    (params, opt_state, skipped), (losses, log_ws) = jax.lax.scan(
-        body, (params, opt_state, jnp.zeros((), jnp.int32)), jax.random.split(key, k_steps))
+    res = optimizer_steps(optimizer, loss_fn, params, opt_state, key, k_steps)
+    params, opt_state, skipped, losses, log_ws = (res.params, res.opt_state, res.n_skipped,
+                                                  res.losses, res.aux)
     n_invalid = jnp.sum(~jnp.isfinite(log_ws)).astype(jnp.int32)
     return params, opt_state, (losses[-1], reverse_ess(log_ws[-1]), jnp.ones(()),
                                jnp.zeros((), jnp.int32), n_invalid, skipped)
@@ -304,8 +298,7 @@ def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int,
         batch_ess=batch_ess, step_ess=step_ess, n_clipped=n_clipped, n_invalid=n_invalid,
         n_skipped=skipped,
         learning_rate=jnp.where(phase1, config.reverse_kl_learning_rate, config.learning_rate))
-    return TrainState(params=params, opt_state=opt_state, method_state=(),
-                      step=state.step + 1), info
+    return state.next(params, opt_state), info
 
   return Method(name="tabg", init=init, step=step, evals_per_step=config.evals_per_step,
                 grad_steps_per_step=k_steps, n_steps=int(n_steps),

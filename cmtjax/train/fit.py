@@ -84,6 +84,66 @@ def guarded_update(optimizer: optax.GradientTransformation, grads, loss: Array, 
           jax.tree_util.tree_map(keep, new_state, opt_state), ok)
 
 
+class OptimizerSteps(NamedTuple):
+  """What :func:`optimizer_steps` returns.
+
+  Attributes:
+    params, opt_state: after the last step.
+    n_skipped: steps skipped for a non-finite loss or gradient (int32 scalar).
+    losses: ``[K]`` loss of every step.
+    aux: the loss function's auxiliary output of every step (stacked along a leading K axis).
+    extra: the carried ``extra`` after the last step (None if none was given).
+  """
+
+  params: Params
+  opt_state: Any
+  n_skipped: Array
+  losses: Array
+  aux: Any
+  extra: Any
+
+
+def optimizer_steps(optimizer: optax.GradientTransformation, loss_fn: Callable,
+                    params: Params, opt_state: Any, key: Array, n_steps: int, *,
+                    extra: Any = None,
+                    update_extra: Optional[Callable[[Any, Params, Any], Any]] = None
+                    ) -> OptimizerSteps:
+  """K guarded optimiser steps (:func:`guarded_update`) in one ``lax.scan``.
+
+  Every method's inner loop is this: step k differentiates ``loss_fn`` at the current
+  parameters with key ``split(key, K)[k]``, and a non-finite loss or gradient skips the step.
+
+  Args:
+    optimizer: the optax transformation.
+    loss_fn: ``(params, key) -> (loss, aux)``, or ``(params, key, extra) -> (loss, aux)``
+      when ``extra`` is given; ``aux`` may be ``()``.
+    params, opt_state: the starting point.
+    key: PRNG key of the K steps.
+    n_steps: K.
+    extra: state carried through the steps beside the parameters (e.g. FAB's replay
+      buffer); None: none.
+    update_extra: ``(extra, new_params, aux) -> extra`` after each step.
+
+  Returns:
+    An :class:`OptimizerSteps`.
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def body(carry, k):
+    p, s, ex, skipped = carry
+    (loss, aux), grads = grad_fn(p, k) if extra is None else grad_fn(p, k, ex)
+    p, s, ok = guarded_update(optimizer, grads, loss, s, p)
+    if update_extra is not None:
+      ex = update_extra(ex, p, aux)
+    return (p, s, ex, skipped + (~ok).astype(jnp.int32)), (loss, aux)
+
+  (params, opt_state, extra, skipped), (losses, aux) = jax.lax.scan(
+      body, (params, opt_state, extra, jnp.zeros((), jnp.int32)),
+      jax.random.split(key, n_steps))
+  return OptimizerSteps(params=params, opt_state=opt_state, n_skipped=skipped, losses=losses,
+                        aux=aux, extra=extra)
+
+
 def fit_weighted(log_prob_fn: Callable[[Params, Array], Array],
                  optimizer: optax.GradientTransformation, params: Params, opt_state: Any,
                  key: Array, x: Array, log_wbar: Array, *, n_steps: int, batch_size: int,
@@ -125,15 +185,9 @@ def fit_weighted(log_prob_fn: Callable[[Params, Array], Array],
     lq = log_prob_fn(p, x[idx])
     return -jnp.mean(jnp.where(w > 0, w * lq, 0.0))
 
-  def body(carry, k):
-    p, s, skipped = carry
-    loss, grads = jax.value_and_grad(batch_loss)(p, k)
-    p, s, ok = guarded_update(optimizer, grads, loss, s, p)
-    return (p, s, skipped + (~ok).astype(jnp.int32)), loss
-
-  keys = jax.random.split(key, n_steps)
-  (params, opt_state, skipped), losses = jax.lax.scan(
-      body, (params, opt_state, jnp.zeros((), jnp.int32)), keys)
+  res = optimizer_steps(optimizer, lambda p, k: (batch_loss(p, k), ()), params, opt_state,
+                        key, n_steps)
   tail = max(1, n_steps // 10)
-  info = FitInfo(loss_first=losses[0], loss_last=jnp.mean(losses[-tail:]), n_skipped=skipped)
-  return params, opt_state, info
+  info = FitInfo(loss_first=res.losses[0], loss_last=jnp.mean(res.losses[-tail:]),
+                 n_skipped=res.n_skipped)
+  return res.params, res.opt_state, info

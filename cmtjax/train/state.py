@@ -39,6 +39,18 @@ class TrainState(NamedTuple):
   method_state: Any
   step: Array
 
+  @classmethod
+  def initial(cls, params: Params, optimizer, method_state: Any = ()) -> "TrainState":
+    """The state before the first step: ``optimizer.init(params)``, step 0."""
+    return cls(params=params, opt_state=optimizer.init(params), method_state=method_state,
+               step=jax.numpy.zeros((), jax.numpy.int32))
+
+  def next(self, params: Params, opt_state: Any, method_state: Any = None) -> "TrainState":
+    """The state after one more step (``method_state`` None: unchanged)."""
+    return TrainState(params=params, opt_state=opt_state,
+                      method_state=self.method_state if method_state is None else method_state,
+                      step=self.step + 1)
+
 
 class Method(NamedTuple):
   """A training method, as the loop sees it.
