@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from cmtjax._json import json_default
 from cmtjax import __version__
 from cmtjax.flows import flow_for_target
 from cmtjax.io import plots
@@ -71,13 +72,6 @@ def prepare_out_dir(out_dir: str) -> str:
     raise OSError(f"output folder {out_dir!r} is not writable: {e.strerror or e}") from None
   return out_dir
 
-
-def _json_default(o):
-  if isinstance(o, (np.floating, np.integer)):
-    return o.item()
-  if isinstance(o, np.ndarray):
-    return o.tolist()
-  raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
@@ -161,7 +155,7 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
     def write(record):
       if name in files:
         rec = {_RENAME.get(k, k): v for k, v in record.items()}
-        files[name].write(json.dumps(rec, default=_json_default) + "\n")
+        files[name].write(json.dumps(rec, default=json_default) + "\n")
         files[name].flush()
     return write
 
@@ -211,7 +205,7 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
   timing["total_seconds"] = time.perf_counter() - t_start
   if out_dir is not None and primary:
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-      json.dump(metrics, f, indent=2, default=_json_default)
+      json.dump(metrics, f, indent=2, default=json_default)
     with open(os.path.join(out_dir, "params.msgpack"), "wb") as f:
       f.write(serialization.to_bytes(params))
     _write_plots(cfg, spec, target, out_dir, params, sample_fn, result)

@@ -39,6 +39,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from cmtjax._json import json_default
 from cmtjax.train.state import TrainState
 
 FORMAT_VERSION = 2
@@ -149,7 +150,7 @@ class Checkpointer:
             "config": self.options.config, "cmtjax_version": _version(),
             "n_done": int(n_done), "host": host, "signature": signature(tree),
             "n_records": len(records), "n_evals": len(evals)}
-    meta = json.loads(json.dumps(meta, default=_json_default))
+    meta = json.loads(json.dumps(meta, default=json_default))
     self._manager.save(int(n_done), args=ocp.args.Composite(
         state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
@@ -215,7 +216,7 @@ class Checkpointer:
     if new and jax.process_index() == 0:
       with open(self.history_path, "a") as f:
         for item in new:
-          f.write(json.dumps(item, default=_json_default) + "\n")
+          f.write(json.dumps(item, default=json_default) + "\n")
         f.flush()
         os.fsync(f.fileno())
     self._n_written = {"step": len(records), "eval": len(evals)}
@@ -245,7 +246,7 @@ class Checkpointer:
       with open(tmp, "w") as f:
         for kind in ("step", "eval"):
           for item in got[kind]:
-            f.write(json.dumps({"kind": kind, **item}, default=_json_default) + "\n")
+            f.write(json.dumps({"kind": kind, **item}, default=json_default) + "\n")
       os.replace(tmp, self.history_path)
     self._n_written = {"step": len(got["step"]), "eval": len(got["eval"])}
     return got["step"], got["eval"]
@@ -330,10 +331,3 @@ def _version() -> str:
   from cmtjax import __version__
   return __version__
 
-
-def _json_default(o):
-  if isinstance(o, (np.floating, np.integer, np.bool_)):
-    return o.item()
-  if isinstance(o, np.ndarray):
-    return o.tolist()
-  raise TypeError(f"not JSON serialisable: {type(o).__name__}")
