@@ -148,7 +148,8 @@ def test_checkpoint_size_does_not_grow_with_the_run(small, tmp_path):
   opts = CheckpointOptions(str(tmp_path / "c"), keep=10, fingerprint="abc")
   train(method, jax.random.PRNGKey(0), params, progress=False, checkpoint=opts)
   sizes = [(tmp_path / "c" / str(n) / "meta" / "metadata").stat().st_size for n in range(1, 7)]
-  assert max(sizes) - min(sizes) < 16, sizes  # only the counters' digits change
+  # Only the digits of the counters and timings change (a step record alone is ~500 bytes).
+  assert max(sizes) - min(sizes) < 64, sizes
   lines = (tmp_path / "c" / "history.jsonl").read_text().splitlines()
   assert [json.loads(line)["step"] for line in lines if '"kind": "step"' in line] == list(
       range(6))
