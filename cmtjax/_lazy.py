@@ -52,5 +52,4 @@ def _keep_exports(package: str, names: set[str]) -> type:
 
 
 def globals_of(package: str) -> dict:
-  import sys
   return vars(sys.modules[package])

@@ -73,8 +73,8 @@ def get_method(name: str) -> MethodSpec:
 
 def register(spec: MethodSpec) -> None:
   """Adds a method at run time (its name must be new and not a config section name)."""
-  reserved = ("version", "target", "target_kwargs", "method", "seed", "max_target_evals",
-              "max_steps", "flow", "eval", "checkpoint", "distributed")
+  from cmtjax.io.config import RunConfig  # noqa: PLC0415 - io.config imports this module
+  reserved = {f.name for f in dataclasses.fields(RunConfig)}
   if spec.name in METHOD_MODULES or spec.name in _REGISTERED or spec.name in reserved:
     raise ValueError(f"method name {spec.name!r} is taken")
   if not dataclasses.is_dataclass(spec.config) or not hasattr(spec.config, "evals_per_step"):
