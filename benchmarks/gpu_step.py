@@ -108,7 +108,7 @@ def main(argv=None) -> dict:
       flow.log_prob, optimizer, p_, s_, k_, x_, w_, n_steps=k, batch_size=b)[2].loss_last)
   t_fit, c_fit = _best(fit, params, opt_state, key, x, log_wbar, repeats=args.repeats)
 
-  method = make_cmt(CMTConfig(n_samples=n, n_fit_steps=k, batch_size=b), flow, target,
+  method = make_cmt(CMTConfig(n_samples=n, n_grad_steps=k, batch_size=b), flow, target,
                     n_steps=200)
   state = method.init(key, params)
   step = jax.jit(method.step)  # no donation: the same state is timed repeatedly

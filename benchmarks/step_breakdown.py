@@ -73,7 +73,7 @@ def breakdown(target_name: str, n_samples: int, warmup_steps: int = 3,
   opt = make_optimizer(c.learning_rate, c.grad_clip)
   log_wbar = normalized_log_weights(buf, sol.lam, sol.eta)
   fit = jax.jit(lambda p, s, k: fit_weighted(flow.log_prob, opt, p, s, k, buf.x, log_wbar,
-                                             n_steps=c.n_fit_steps, batch_size=c.batch_size,
+                                             n_steps=c.n_grad_steps, batch_size=c.batch_size,
                                              mode=c.fit_mode))
   t = {
       "sample_and_target": _time(sample, jax.random.PRNGKey(4), state.params),
@@ -85,7 +85,7 @@ def breakdown(target_name: str, n_samples: int, warmup_steps: int = 3,
       "whole_step": _time(lambda k: step(k, state), jax.random.PRNGKey(6), repeats=3),
   }
   parts = t["sample_and_target"] + t["dual_warm"] + t["fit"]
-  return {"target": target_name, "n_samples": n_samples, "n_fit_steps": c.n_fit_steps,
+  return {"target": target_name, "n_samples": n_samples, "n_grad_steps": c.n_grad_steps,
           "batch_size": c.batch_size, "lambda": float(sol.lam), "eta": float(sol.eta),
           "dual_iterations": int(sol.iterations), "seconds": t,
           "dual_share_of_step": t["dual_warm"] / t["whole_step"],
@@ -98,7 +98,7 @@ def main():
   ap.add_argument("--target", default="gmm40")
   ap.add_argument("--n-samples", nargs="*", type=int, default=[10_000, 100_000])
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                  help="config override (as for cmtjax train), e.g. cmt.n_fit_steps=200")
+                  help="config override (as for cmtjax train), e.g. cmt.n_grad_steps=200")
   ap.add_argument("--out", default="benchmarks/results")
   args = ap.parse_args()
   overrides = tuple(parse_override(s) for s in args.set)
@@ -112,7 +112,7 @@ def main():
            "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     s = r["seconds"]
-    lines.append(f"| {r['target']} | {r['n_samples']} | {r['n_fit_steps']}×{r['batch_size']} | "
+    lines.append(f"| {r['target']} | {r['n_samples']} | {r['n_grad_steps']}×{r['batch_size']} | "
                  f"{s['flow_sample']:.4f} | {s['target']:.4f} | "
                  f"{s['sample_and_target']:.4f} | {s['dual_warm']:.5f} | {s['dual_cold']:.5f} | "
                  f"{s['fit']:.3f} | {s['whole_step']:.3f} | {100 * r['dual_share_of_step']:.3f} % |")

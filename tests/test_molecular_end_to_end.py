@@ -17,7 +17,7 @@ def test_tiny_cmt_run_on_alanine_dipeptide(tmp_path):
   cfg = build_config([{
       "target": "aldp", "method": "cmt", "seed": 0, "max_target_evals": 2_000,
       "flow": {"n_layers": 2, "hidden": [16], "n_bins": 4},
-      "cmt": {"n_samples": 500, "n_fit_steps": 3, "batch_size": 128},
+      "cmt": {"n_samples": 500, "n_grad_steps": 3, "batch_size": 128},
       "eval": {"n_samples": 1_000, "n_repeats": 1, "every": 0, "chunk": 1_000}}])
   out = str(tmp_path / "run")
   m = run(cfg, out, progress=False)

@@ -16,6 +16,7 @@ import os
 import tomllib
 import types
 import typing
+import warnings
 from typing import Any, Optional
 
 from cmtjax.methods.registry import get_method, method_names
@@ -199,12 +200,25 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
   return value
 
 
+# Keys that were renamed (old -> new): a config that uses the old name still loads, with a
+# warning naming the new one.
+RENAMED_KEYS = {"n_fit_steps": "n_grad_steps"}
+
+
 def _from_dict(cls, data: dict, where: str = ""):
   fields = {f.name: f for f in dataclasses.fields(cls)}
   hints = typing.get_type_hints(cls)
   kwargs = {}
   for key, value in data.items():
     name = f"{where}.{key}" if where else key
+    if key not in fields and RENAMED_KEYS.get(key) in fields:
+      new = RENAMED_KEYS[key]
+      if new in data:
+        raise ConfigError(f"config key {name!r} is the old name of "
+                          f"{(where + '.' if where else '') + new!r}; give only one of them")
+      warnings.warn(f"config key {name!r} is now called {new!r}; please rename it",
+                    FutureWarning, stacklevel=2)
+      key, name = new, f"{where}.{new}" if where else new
     if key not in fields:
       raise ConfigError(f"unknown config key {name!r}; valid keys"
                         f"{' of ' + where if where else ''}: {', '.join(fields)}")

@@ -30,7 +30,7 @@ def _column(records: Sequence[dict], key: str) -> np.ndarray:
   return np.array([np.nan if r.get(key) is None else float(r[key]) for r in records])
 
 
-def realised_entropy_drop(records: Sequence[dict]) -> np.ndarray:
+def entropy_drop_between_buffers(records: Sequence[dict]) -> np.ndarray:
   """H(q̂_i) − H(q̂_{i+1}) from consecutive buffers (plain Monte Carlo, no importance weights);
   NaN for the last step. More reliable than the importance-sampled estimate logged as
   ``realised_entropy_drop``, which is biased when the fit moves the flow far."""
@@ -118,8 +118,8 @@ def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = 
   ax.legend()
   ax = axes[1, 1]
   ax.plot(steps, _column(records, "entropy_drop"), label="requested entropy drop")
-  ax.plot(steps, realised_entropy_drop(records), "--",
-          label="realised: H(q̂_i) − H(q̂_{i+1})")
+  ax.plot(steps, entropy_drop_between_buffers(records), "--",
+          label="between buffers: H(q̂_i) − H(q̂_{i+1})")
   if eps_ent is not None:
     ax.axhline(eps_ent, ls=":", c="k", label="ε_ent")
   ax.set_title("entropy drop per step")
@@ -223,7 +223,7 @@ def plot_ablation(path: str, curves: dict[str, Sequence[dict]], title: str = "")
     for ax, (key, label, second) in zip(axes, panels):
       ax.plot(steps, _column(records, key), color=c, label=name)
       if second == "entropy_from_buffers":
-        ax.plot(steps, realised_entropy_drop(records), "--", color=c, alpha=0.7)
+        ax.plot(steps, entropy_drop_between_buffers(records), "--", color=c, alpha=0.7)
       elif second is not None:
         ax.plot(steps, _column(records, second), "--", color=c, alpha=0.7)
       ax.set_title(label, fontsize=9)

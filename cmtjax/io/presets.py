@@ -10,7 +10,7 @@ from __future__ import annotations
 
 _MOLECULE_CPU = {
     "flow": {"coordinates": "internal", "n_layers": 8, "n_bins": 8, "hidden": [128, 128]},
-    "cmt": {"eps_tr": 0.3, "eps_ent": 1.0, "n_samples": 100_000, "n_fit_steps": 100,
+    "cmt": {"eps_tr": 0.3, "eps_ent": 1.0, "n_samples": 100_000, "n_grad_steps": 100,
             "batch_size": 512, "learning_rate": 1e-3, "final_learning_rate": 1e-5},
     "eval": {"n_samples": 100_000, "n_repeats": 3, "every": 10, "n_samples_during": 10_000,
              "chunk": 20_000},
@@ -19,7 +19,7 @@ _MOLECULE_CPU = {
     "reverse_kl": {"batch_size": 1024, "n_grad_steps": 20, "learning_rate": 5e-4,
                    "drop_top": 40},
     "fab": {"init_step_size": 1e-3},
-    "tabg": {"n_samples": 100_000, "buffer_size": 50_000, "n_fit_steps": 100,
+    "tabg": {"n_samples": 100_000, "buffer_size": 50_000, "n_grad_steps": 100,
              "batch_size": 512},
 }
 
@@ -30,13 +30,13 @@ _MOLECULE_CPU = {
 _GMM40 = {
     "flow": {"base_scale": 20.0, "box": 4.0, "n_layers": 8, "n_bins": 32, "hidden": [64, 64]},
     "cmt": {"eps_tr": 0.3, "eps_ent": 0.5, "n_samples": 10_000, "n_samples_annealing": 100_000,
-            "n_fit_steps": 100, "batch_size": 1024, "learning_rate": 1e-3,
+            "n_grad_steps": 100, "batch_size": 1024, "learning_rate": 1e-3,
             "final_learning_rate": 1e-5},
     "reverse_kl": {"batch_size": 1024, "n_grad_steps": 100, "learning_rate": 1e-3},
     # Baselines: components have unit std, so HMC starts at ε = 1 (then adapts);
     # TA-BG draws N = 1e4 per step and fits K = 100 steps, as CMT does.
     "fab": {"init_step_size": 1.0},
-    "tabg": {"n_samples": 10_000, "n_fit_steps": 100, "buffer_size": 10_000,
+    "tabg": {"n_samples": 10_000, "n_grad_steps": 100, "buffer_size": 10_000,
              "batch_size": 1024},
     "max_target_evals": 1_500_000,
 }
@@ -67,9 +67,9 @@ PRESETS: dict[str, dict] = {
         # N = 1e5: with N = 1e4 the K = 100 fit steps (10 epochs of the buffer) overfit in
         # 32-D and the flow contracted faster than the path (ESS 0 at 2e5 evaluations);
         # with N = 1e5, ESS 0.91 and |log Z error| 3e-5 at 5e6 evaluations (seed 0).
-        "cmt": {"eps_tr": 0.3, "eps_ent": 1.0, "n_samples": 100_000, "n_fit_steps": 100},
+        "cmt": {"eps_tr": 0.3, "eps_ent": 1.0, "n_samples": 100_000, "n_grad_steps": 100},
         "fab": {"init_step_size": 0.1},
-        "tabg": {"n_samples": 10_000, "n_fit_steps": 100, "buffer_size": 10_000,
+        "tabg": {"n_samples": 10_000, "n_grad_steps": 100, "buffer_size": 10_000,
                  "batch_size": 1024},
         "max_target_evals": 5_000_000,
     },

@@ -19,7 +19,6 @@ _EXPORTS = {
     "ReverseKLConfig": "reverse_kl", "ReverseKLInfo": "reverse_kl",
     "make_reverse_kl": "reverse_kl",
     "TABGConfig": "tabg", "TABGInfo": "tabg", "make_tabg": "tabg",
-    "clip_log_weights": "tabg", "temperature_ladder": "tabg",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 

@@ -1,10 +1,12 @@
 """Constrained Mass Transport as a :class:`~cmtjax.train.state.Method` (Algorithm 1).
 
-One step:
-  1. draw N samples of the current flow q̂_i and store (x, log q̂_i(x), log p̃(x)): N target
-     evaluations, non-finite entries masked and counted;
-  2. solve the dual for (λ_i, η_i) (jitted, warm-started from the previous step);
-  3. fit q̂_{i+1} to q_{i+1} ∝ q̂_i^{λ/s} p̃^{1/s} by importance-weighted forward KL (K steps);
+One step (the pieces are in :mod:`cmtjax.cmt.kernel` and :mod:`cmtjax.cmt.diagnostics`):
+  1. ``draw_buffer``: N samples of the current flow q̂_i with log q̂_i(x) and log p̃(x): N
+     target evaluations, non-finite entries masked and counted;
+  2. choose (λ_i, η_i): the dual (jitted, warm-started from the previous step), a fixed
+     schedule's table, or λ = η = 0 once the target is reached or imposed;
+  3. the kernel: fit q̂_{i+1} to q_{i+1} ∝ q̂_i^{λ/s} p̃^{1/s} by importance-weighted forward
+     KL (K steps; skipped when the buffer holds no valid sample);
   4. log what was requested (KL̂, entropy drop on the buffer) and what the fit realised
      (KL and entropy drop of the fitted flow, estimated on the same buffer).
 
@@ -28,15 +30,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmtjax.cmt.dual import dual_stats, make_buffer, normalized_log_weights
+from cmtjax.cmt.diagnostics import fit_diagnostics, mode_diagnostics
+from cmtjax.cmt.dual import dual_stats
+from cmtjax.cmt.kernel import (Multipliers, StepMasks, adaptive_multipliers, draw_buffer,
+                               make_kernel, scheduled_multipliers, target_multipliers)
 from cmtjax.cmt.paths import PATHS, PathState, init_path, path_constraints, update_path
-from cmtjax.cmt.solver import SolverConfig, solve_dual
+from cmtjax.cmt.solver import SolverConfig
 from cmtjax.methods.registry import MethodSpec
-from cmtjax.metrics import mode_occupancy, modes_covered
-from cmtjax.targets.base import Target
 from cmtjax.methods.schedules import SCHEDULES, fixed_multipliers
-from cmtjax.train.fit import (FIT_MODES, fit_weighted, make_optimizer,
-                              with_learning_rate)
+from cmtjax.targets.base import Target
+from cmtjax.train.fit import FIT_MODES, make_optimizer, with_learning_rate
 from cmtjax.train.sharding import shard_batch
 from cmtjax.train.state import Method, TrainState
 
@@ -60,7 +63,7 @@ class CMTConfig:
       samples of N on a small remote mode, and a mode that a buffer misses gets no weight in
       the next fit and is lost for good (docs/coverage.md). A larger annealing buffer costs
       target evaluations and sampling time, not fit time.
-    n_fit_steps: K, optimiser steps per annealing step.
+    n_grad_steps: K, optimiser steps per annealing step.
     batch_size: minibatch size of the fit.
     fit_mode: ``"resample"`` or ``"weighted"`` (see :mod:`cmtjax.train.fit`).
     learning_rate: Adam learning rate while annealing.
@@ -88,7 +91,7 @@ class CMTConfig:
   eps_ent: float = 0.5
   n_samples: int = 10_000
   n_samples_annealing: Optional[int] = None
-  n_fit_steps: int = 100
+  n_grad_steps: int = 100
   batch_size: int = 1024
   fit_mode: str = "resample"
   learning_rate: float = 1e-3
@@ -122,7 +125,7 @@ class CMTConfig:
     for name in ("eps_tr", "eps_ent", "learning_rate", "final_learning_rate", "solver_rtol"):
       if not getattr(self, name) > 0:
         raise ValueError(f"cmt.{name} must be > 0, got {getattr(self, name)!r}")
-    for name in ("n_samples", "n_fit_steps", "batch_size"):
+    for name in ("n_samples", "n_grad_steps", "batch_size"):
       if int(getattr(self, name)) < 1:
         raise ValueError(f"cmt.{name} must be >= 1, got {getattr(self, name)!r}")
     if self.n_samples_annealing is not None and int(self.n_samples_annealing) < 1:
@@ -232,6 +235,13 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
   if budget is not None and n_anneal > budget:
     raise ValueError(f"budget too small: max_target_evals={budget} allows no annealing step "
                      f"of cmt.n_samples_annealing={n_anneal} target evaluations")
+  kernel = make_kernel(flow.log_prob, optimizer, n_grad_steps=int(config.n_grad_steps),
+                       batch_size=int(config.batch_size), fit_mode=config.fit_mode,
+                       shard=shard_batch)
+  # Diagnostics use the first rows of the buffer, always drawn whatever the step's size.
+  n_diag = min(n, n_anneal)
+  if config.diagnostics_samples:
+    n_diag = min(n_diag, int(config.diagnostics_samples))
   table = None
   if config.schedule != "adaptive":
     table = jnp.asarray(fixed_multipliers(
@@ -262,135 +272,83 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     """Target evaluations of the next step (read on the host)."""
     return n_anneal if bool(annealing(state)) else n
 
-  def draw(params, key, m):
-    """m samples, their log q and log p̃, padded with non-finite (masked) rows to n_buf."""
-    x, log_q = flow.sample_and_log_prob(params, key, m)
-    log_p = target.log_prob(x)
-    if m == n_buf:
-      return x, log_q, log_p
-    pad = n_buf - m
-    return (jnp.concatenate([x, jnp.zeros((pad, x.shape[1]), x.dtype)]),
-            jnp.concatenate([log_q, jnp.full((pad,), jnp.nan, log_q.dtype)]),
-            jnp.concatenate([log_p, jnp.full((pad,), jnp.nan, log_p.dtype)]))
+  def choose_multipliers(buf, previous: Multipliers, step_index) -> Multipliers:
+    """The rule of the path: a fixed schedule's table, or the dual (warm-started)."""
+    if table is not None:
+      return scheduled_multipliers(table, step_index)
+    return adaptive_multipliers(buf, config.eps_tr, config.eps_ent, previous,
+                                use_trust_region=use_tr, use_entropy=use_ent, solver=solver_cfg)
 
-  def step(key: Array, state: TrainState) -> tuple[TrainState, CMTInfo]:
-    ms: CMTState = state.method_state
-    k_sample, k_fit = jax.random.split(key)
-    is_annealing = annealing(state)
-    if n_anneal == n:
-      x, log_q, log_p = draw(state.params, k_sample, n)
-    else:  # one branch runs: N_annealing samples while annealing, N afterwards
-      x, log_q, log_p = jax.lax.cond(
-          is_annealing, lambda p, k: draw(p, k, n_anneal), lambda p, k: draw(p, k, n),
-          state.params, k_sample)
-    n_drawn = jnp.where(is_annealing, n_anneal, n).astype(jnp.int32)
-    # The buffer is split over the devices along the sample axis (identity on one device).
-    buf = shard_batch(make_buffer(shard_batch(x), shard_batch(log_q), shard_batch(log_p)))
-    # With no valid entry the dual and the weights are undefined: keep the multipliers and
-    # path, and let the fit skip its steps (its loss is not finite); the loop's stopping rule
-    # counts such steps.
-    usable = buf.n_valid > 0
-
-    forced = ms.at_target if config.stop_adapting_at_target else jnp.array(False)
-    forced = forced | imposed(state)
-
-    def solve(_):
-      if table is not None:  # a fixed schedule: look the multipliers up
-        row = table[jnp.minimum(state.step, table.shape[0] - 1)]
-        return row[0], row[1], jnp.zeros((), jnp.int32), jnp.array(True)
-      sol = solve_dual(buf, config.eps_tr, config.eps_ent, ms.lam, ms.eta,
-                       use_trust_region=use_tr, use_entropy=use_ent, config=solver_cfg)
-      return sol.lam, sol.eta, sol.iterations, sol.converged
-
-    def skip(_):
-      return jnp.zeros(()), jnp.zeros(()), jnp.zeros((), jnp.int32), jnp.array(True)
-
-    lam, eta, iters, converged = jax.lax.cond(forced | ~usable, skip, solve, None)
-    lam = jnp.where(usable | forced, lam, ms.lam)
-    eta = jnp.where(usable | forced, eta, ms.eta)
-    st = dual_stats(buf, lam, eta, config.eps_tr, config.eps_ent)
-    reached = usable & (lam == 0) & (eta == 0)
-    at_target = ms.at_target | reached
-    target_step = jnp.where(ms.at_target, ms.target_step,
-                            jnp.where(reached, state.step, -1)).astype(jnp.int32)
-
-    n_annealing_steps = ms.n_annealing_steps + is_annealing.astype(jnp.int32)
+  def learning_rate(step_index, at_target, target_step, n_annealing_steps):
+    """``learning_rate`` while annealing; at the target, a cosine decay to
+    ``final_learning_rate`` over the steps the run has left."""
     total = jnp.asarray(n_steps, jnp.float32)
     if budget is not None and n_anneal != n:
       # Steps the budget allows: those of N_annealing so far, then steps of N.
       a = n_annealing_steps.astype(jnp.float32)
       total = jnp.minimum(total, a + jnp.floor((budget - a * n_anneal) / n))
     horizon = jnp.maximum(total - target_step, 1.0)
-    lr = jnp.where(at_target,
-                   _cosine(config.learning_rate, config.final_learning_rate,
-                           (state.step - target_step) / horizon),
-                   config.learning_rate)
-    opt_state = with_learning_rate(state.opt_state, lr)
+    return jnp.where(at_target,
+                     _cosine(config.learning_rate, config.final_learning_rate,
+                             (step_index - target_step) / horizon),
+                     config.learning_rate)
 
-    log_wbar = shard_batch(normalized_log_weights(buf, lam, eta))
-    skip_fit = jnp.where(usable, 0.0, jnp.nan)  # no valid entry: every fit step is skipped
+  def step(key: Array, state: TrainState) -> tuple[TrainState, CMTInfo]:
+    ms: CMTState = state.method_state
+    k_sample, k_fit = jax.random.split(key)
+    is_annealing = annealing(state)
+    if n_anneal == n:
+      buf = draw_buffer(flow, target, state.params, k_sample, n)
+    else:  # one branch runs: N_annealing samples while annealing, N afterwards
+      buf = jax.lax.cond(
+          is_annealing, lambda p, k: draw_buffer(flow, target, p, k, n_anneal, n_buf),
+          lambda p, k: draw_buffer(flow, target, p, k, n, n_buf), state.params, k_sample)
+    n_drawn = jnp.where(is_annealing, n_anneal, n).astype(jnp.int32)
+    # The buffer is split over the devices along the sample axis (identity on one device).
+    buf = jax.tree_util.tree_map(shard_batch, buf)
 
-    def fit_log_prob(p, xb):  # minibatches split over the devices too
-      return flow.log_prob(p, shard_batch(xb)) + skip_fit
+    at_target_fixed = ms.at_target if config.stop_adapting_at_target else jnp.array(False)
+    masks = StepMasks(has_samples=buf.n_valid > 0, imposed=at_target_fixed | imposed(state))
+    previous = Multipliers(lam=ms.lam, eta=ms.eta, iterations=jnp.zeros((), jnp.int32),
+                           converged=jnp.array(True))
+    mult = jax.lax.cond(masks.solve, choose_multipliers,
+                        lambda *_: target_multipliers(ms.lam.dtype), buf, previous, state.step)
+    # Without a valid sample (and nothing imposed) the previous multipliers stand.
+    mult = jax.tree_util.tree_map(lambda a, b: jnp.where(masks.has_samples | masks.imposed, a, b),
+                                  mult, previous)
+    st = dual_stats(buf, mult.lam, mult.eta, config.eps_tr, config.eps_ent)
+    reached = masks.has_samples & (mult.lam == 0) & (mult.eta == 0)
+    at_target = ms.at_target | reached
+    target_step = jnp.where(ms.at_target, ms.target_step,
+                            jnp.where(reached, state.step, -1)).astype(jnp.int32)
 
-    params, opt_state, fit_info = fit_weighted(
-        fit_log_prob, optimizer, state.params, opt_state, k_fit, buf.x, log_wbar,
-        n_steps=config.n_fit_steps, batch_size=config.batch_size, mode=config.fit_mode,
-        n_active=None if n_anneal == n else n_drawn)
+    n_annealing_steps = ms.n_annealing_steps + is_annealing.astype(jnp.int32)
+    lr = learning_rate(state.step, at_target, target_step, n_annealing_steps)
+    res = kernel(k_fit, state.params, with_learning_rate(state.opt_state, lr), buf, mult.lam,
+                 mult.eta, None if n_anneal == n else n_drawn)
 
-    # What the fit realised, on (a uniform subsample of) the same buffer (no new target
-    # evaluations).
-    m = min(n, n_anneal)  # always inside the drawn (valid) part of the buffer
-    if config.diagnostics_samples:
-      m = min(m, config.diagnostics_samples)
-    valid_d, x_d, log_q_d = buf.valid[:m], buf.x[:m], buf.log_q[:m]
-    log_q_new = jnp.where(valid_d, flow.log_prob(params, x_d), -jnp.inf)
-    log_q_new = jnp.where(jnp.isfinite(log_q_new), log_q_new, -jnp.inf)
-    log_rho = jnp.where(valid_d, log_q_new - log_q_d, -jnp.inf)
-    log_rho_bar = log_rho - jax.scipy.special.logsumexp(log_rho)
-    rho_bar = jnp.exp(log_rho_bar)
-    n_valid_d = jnp.maximum(jnp.sum(valid_d), 1).astype(log_q.dtype)
-    ok = rho_bar > 0
-    realised_kl = jnp.sum(jnp.where(ok, rho_bar * (log_rho_bar + jnp.log(n_valid_d)), 0.0))
-    realised_entropy = -jnp.sum(jnp.where(ok, rho_bar * log_q_new, 0.0))
-    n_valid = jnp.maximum(buf.n_valid, 1).astype(log_q.dtype)
-    # log q_{i+1} on the buffer entries, and w̄ renormalised over the subsample.
-    log_q_next = log_q_d + log_wbar[:m] + jnp.log(n_valid)
-    log_wbar_d = log_wbar[:m] - jax.scipy.special.logsumexp(log_wbar[:m])
-    wbar_d = jnp.exp(log_wbar_d)
-    fit_kl = jnp.sum(jnp.where(wbar_d > 0, wbar_d * (log_q_next - log_q_new), 0.0))
-    wbar = jnp.exp(log_wbar)
+    # What the fit realised, on (a uniform subsample of) the same buffer: no new target
+    # evaluations; always inside the drawn (valid) part of the buffer.
+    fit_diag = fit_diagnostics(flow.log_prob, res.params, buf, res.log_wbar, n_diag)
+    mode_diag = mode_diagnostics(target, buf, res.log_wbar)
 
-    if target.assign_modes is not None and target.mode_weights is not None:
-      n_modes = int(target.mode_weights.shape[0])
-      idx = jnp.where(buf.valid, target.assign_modes(buf.x), -1)
-      true_w = jnp.asarray(target.mode_weights, wbar.dtype)
-      occ_buffer = mode_occupancy(idx, n_modes, buf.valid.astype(wbar.dtype))
-      modes_buffer = modes_covered(occ_buffer, true_w)
-      sparsest = jnp.round(jnp.min(occ_buffer) * buf.n_valid).astype(jnp.int32)
-      modes_weighted = modes_covered(mode_occupancy(idx, n_modes, wbar), true_w)
-    else:
-      modes_buffer = modes_weighted = sparsest = jnp.array(-1, jnp.int32)
-
-    path = jax.tree_util.tree_map(lambda a, b: jnp.where(usable, a, b),
-                                  update_path(ms.path, lam, eta), ms.path)
-    keep = forced | ~usable
-    new_ms = CMTState(lam=jnp.where(keep, ms.lam, lam), eta=jnp.where(keep, ms.eta, eta),
-                      path=path, at_target=at_target, target_step=target_step,
-                      n_annealing_steps=n_annealing_steps)
+    path = jax.tree_util.tree_map(lambda a, b: jnp.where(masks.has_samples, a, b),
+                                  update_path(ms.path, mult.lam, mult.eta), ms.path)
+    keep = masks.keep_warm_start
+    new_ms = CMTState(lam=jnp.where(keep, ms.lam, mult.lam),
+                      eta=jnp.where(keep, ms.eta, mult.eta), path=path, at_target=at_target,
+                      target_step=target_step, n_annealing_steps=n_annealing_steps)
     info = CMTInfo(
-        lam=lam, eta=eta, alpha=path.alpha, beta=path.beta, kl=st.kl,
+        lam=mult.lam, eta=mult.eta, alpha=path.alpha, beta=path.beta, kl=st.kl,
         entropy_drop=st.entropy_drop, step_ess=st.ess, entropy=st.entropy, step_log_z=st.log_z,
-        dual_iterations=iters, dual_converged=converged,
-        n_invalid=buf.n_invalid - (n_buf - n_drawn),
-        realised_kl=realised_kl, realised_entropy_drop=st.entropy - realised_entropy,
-        fit_kl=fit_kl, loss=fit_info.loss_last, n_skipped=fit_info.n_skipped,
-        learning_rate=lr, at_target=at_target, modes_buffer=modes_buffer,
-        modes_weighted=modes_weighted, sparsest_mode_samples=sparsest, n_evals=n_drawn)
-    return state.next(params, opt_state, new_ms), info
+        dual_iterations=mult.iterations, dual_converged=mult.converged,
+        n_invalid=buf.n_invalid - (n_buf - n_drawn), **fit_diag._asdict(),
+        loss=res.fit.loss_last, n_skipped=res.fit.n_skipped, learning_rate=lr,
+        at_target=at_target, **mode_diag._asdict(), n_evals=n_drawn)
+    return state.next(res.params, res.opt_state, new_ms), info
 
   return Method(name="cmt", init=init, step=step, evals_per_step=n,
-                grad_steps_per_step=int(config.n_fit_steps), n_steps=int(n_steps),
+                grad_steps_per_step=int(config.n_grad_steps), n_steps=int(n_steps),
                 step_evals=None if n_anneal == n else step_evals,
                 max_target_evals=budget)
 

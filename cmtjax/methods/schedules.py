@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cmtjax.sampling.temperatures import geometric_ladder
+
 SCHEDULES = ("adaptive", "linear_beta", "geometric_beta", "geometric_temperature")
 
 
@@ -60,7 +62,6 @@ def fixed_multipliers(kind: str, n_steps: int, *, beta_min: float = 1e-3,
   if kind == "geometric_temperature":
     if not t_max_ratio >= 1.0:
       raise ValueError(f"t_max_ratio must be >= 1, got {t_max_ratio}")
-    frac = np.arange(n_steps) / max(n_steps - 1, 1) if n_steps > 1 else np.ones(1)
-    ratios = t_max_ratio ** (1.0 - frac)  # T_i / T
+    ratios = geometric_ladder(1.0, t_max_ratio, n_steps)[::-1]  # T_i / T
     return np.stack([np.zeros(n_steps), ratios - 1.0], axis=1)
   raise ValueError(f"unknown schedule {kind!r}; known: {', '.join(SCHEDULES)}")

@@ -8,7 +8,8 @@ Two phases inside one jitted step (switched by ``lax.cond`` on the step counter)
   2. a temperature ladder T_0 > T_1 > … > T_R = T (the target's temperature). Rung r
      (r = 1 … R) lasts ``steps_per_rung`` outer steps (default: the ladder is spread evenly
      over the budget left after phase 1); each draws N flow samples, computes
-     log w = log p̃_{T_r} − log q, clips the largest ``clip_fraction`` of the weights to the
+     log w = log p̃_{T_r} − log q, clips the largest ``clip_fraction`` of the weights (rounded down:
+     :func:`cmtjax.metrics.weights.clip_largest_log_weights`) to the
      largest weight below them, resamples a buffer of ``buffer_size`` samples ∝ the clipped
      weights, and fits the flow to it by maximum likelihood (K optimiser steps, uniform
      minibatches of ``batch_size``). After the last rung the same update keeps refining at
@@ -37,51 +38,15 @@ import numpy as np
 
 from cmtjax.methods.registry import MethodSpec
 from cmtjax.metrics import reverse_ess
+from cmtjax.metrics.weights import clip_largest_log_weights
+from cmtjax.sampling.resampling import cumulative_weights, resample_indices
+from cmtjax.sampling.temperatures import geometric_ladder
 from cmtjax.targets.base import Target
 from cmtjax.train.fit import (fit_weighted, make_optimizer, optimizer_steps,
                               with_learning_rate)
 from cmtjax.train.state import Method, TrainState
 
 Array = jax.Array
-
-
-def temperature_ladder(t_max: float, t_target: float, n_temperatures: int) -> np.ndarray:
-  """Geometric ladder T_0 = t_max > … > T_{R} = t_target: ``[n_temperatures]`` float64."""
-  if n_temperatures < 2:
-    raise ValueError(f"a temperature ladder needs >= 2 temperatures, got {n_temperatures}")
-  if not t_max >= t_target > 0:
-    raise ValueError(f"need t_max >= t_target > 0, got t_max={t_max}, t_target={t_target}")
-  frac = np.arange(n_temperatures) / (n_temperatures - 1)
-  return t_max * (t_target / t_max) ** frac
-
-
-def clip_log_weights(log_w: Array, clip_fraction: float) -> tuple[Array, Array]:
-  """Clips the largest ``ceil(clip_fraction · N)`` log weights to the largest one below them.
-
-  Args:
-    log_w: ``[N]`` log weights (−inf entries stay −inf).
-    clip_fraction: fraction in [0, 1) of weights to clip (0: none).
-
-  Returns:
-    ``(clipped: [N], n_clipped)``, where ``n_clipped`` counts the entries lowered.
-  """
-  n = log_w.shape[0]
-  k = int(math.ceil(clip_fraction * n)) if clip_fraction > 0 else 0
-  if k == 0:
-    return log_w, jnp.zeros((), jnp.int32)
-  k = min(k, n - 1)
-  top, _ = jax.lax.top_k(log_w, k + 1)
-  threshold = top[k]
-  clipped = jnp.minimum(log_w, threshold)
-  return clipped, jnp.sum(log_w > threshold).astype(jnp.int32)
-
-
-def _resample(key: Array, log_w: Array, m: int) -> Array:
-  """m indices drawn with replacement ∝ exp(log_w) (inverse CDF, O(N + m log N))."""
-  w = jnp.exp(log_w - jnp.max(log_w))
-  cdf = jnp.cumsum(w)
-  u = jax.random.uniform(key, (m,), cdf.dtype) * cdf[-1]
-  return jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, log_w.shape[0] - 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +66,7 @@ class TABGConfig:
     steps_per_rung: outer steps spent at each lower temperature of the ladder (0: spread
       the ladder evenly over the planned steps after phase 1, at least one per rung).
     n_samples: N, flow samples (= target evaluations) per outer step, both phases.
-    n_fit_steps: K, optimiser steps per outer step, both phases (N must be a multiple of K).
+    n_grad_steps: K, optimiser steps per outer step, both phases (N must be a multiple of K).
     buffer_size: samples resampled into the maximum-likelihood buffer per outer step.
     batch_size: minibatch size of the maximum-likelihood fit.
     clip_fraction: fraction of the largest importance weights clipped (1e-4 in the paper).
@@ -118,7 +83,7 @@ class TABGConfig:
   reverse_kl_fraction: float = 0.1
   steps_per_rung: int = 0
   n_samples: int = 10_240
-  n_fit_steps: int = 40
+  n_grad_steps: int = 40
   buffer_size: int = 10_240
   batch_size: int = 1024
   clip_fraction: float = 1e-4
@@ -129,7 +94,7 @@ class TABGConfig:
   def __post_init__(self):
     if isinstance(self.temperatures, list):
       object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
-    for name in ("n_samples", "n_fit_steps", "buffer_size", "batch_size"):
+    for name in ("n_samples", "n_grad_steps", "buffer_size", "batch_size"):
       if int(getattr(self, name)) < 1:
         raise ValueError(f"tabg.{name} must be >= 1, got {getattr(self, name)!r}")
     if (self.n_reverse_kl_steps is not None and self.n_reverse_kl_steps < 0) or (
@@ -139,10 +104,10 @@ class TABGConfig:
     if not 0 <= self.reverse_kl_fraction < 1:
       raise ValueError(f"tabg.reverse_kl_fraction must be in [0, 1), got "
                        f"{self.reverse_kl_fraction}")
-    if self.n_samples % self.n_fit_steps:
+    if self.n_samples % self.n_grad_steps:
       raise ValueError(
-          f"tabg.n_samples ({self.n_samples}) must be a multiple of tabg.n_fit_steps "
-          f"({self.n_fit_steps}): a reverse-KL step draws n_samples/n_fit_steps samples per "
+          f"tabg.n_samples ({self.n_samples}) must be a multiple of tabg.n_grad_steps "
+          f"({self.n_grad_steps}): a reverse-KL step draws n_samples/n_grad_steps samples per "
           f"optimiser step so that both phases cost the same per outer step")
     if not 0 <= self.clip_fraction < 1:
       raise ValueError(f"tabg.clip_fraction must be in [0, 1), got {self.clip_fraction}")
@@ -160,7 +125,11 @@ class TABGConfig:
         raise ValueError(f"tabg.temperatures must end at tabg.t_target ({self.t_target}), "
                          f"got {t[-1]}")
     else:
-      temperature_ladder(self.t_max, self.t_target, self.n_temperatures)
+      if self.n_temperatures < 2:
+        raise ValueError(f"tabg.n_temperatures must be >= 2, got {self.n_temperatures}")
+      if not self.t_max >= self.t_target > 0:
+        raise ValueError(f"tabg needs t_max >= t_target > 0, got t_max={self.t_max}, "
+                         f"t_target={self.t_target}")
 
   @property
   def evals_per_step(self) -> int:
@@ -171,7 +140,7 @@ class TABGConfig:
     """The temperatures T_0 > … > T_R (K): ``[R + 1]``."""
     if self.temperatures:
       return np.asarray(self.temperatures, np.float64)
-    return temperature_ladder(self.t_max, self.t_target, self.n_temperatures)
+    return geometric_ladder(self.t_target, self.t_max, self.n_temperatures)[::-1].copy()
 
   def reverse_kl_steps(self, n_steps: int) -> int:
     """Outer steps of phase 1 when ``n_steps`` outer steps are planned."""
@@ -236,7 +205,7 @@ def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int,
   optimizer = make_optimizer(config.reverse_kl_learning_rate, config.grad_clip)
   # Temperature of each outer step's goal, indexed by the step counter.
   temps = jnp.asarray(config.schedule(n_steps), jnp.float32)
-  n, k_steps = int(config.n_samples), int(config.n_fit_steps)
+  n, k_steps = int(config.n_samples), int(config.n_grad_steps)
   rkl_batch = n // k_steps
   n_rkl = config.reverse_kl_steps(n_steps)
 
@@ -270,8 +239,8 @@ def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int,
     lp = target.log_prob(x)
     ok = jnp.isfinite(lp) & jnp.isfinite(lq) & jnp.all(jnp.isfinite(x), axis=-1)
     log_w = jnp.where(ok, factor * lp - lq, -jnp.inf)
-    clipped, n_clipped = clip_log_weights(log_w, config.clip_fraction)
-    idx = _resample(k_res, clipped, config.buffer_size)
+    clipped, n_clipped = clip_largest_log_weights(log_w, config.clip_fraction)
+    idx = resample_indices(k_res, cumulative_weights(clipped), config.buffer_size)
     x_buf = jnp.where(ok[:, None], x, 0.0)[idx]
     uniform = jnp.full((config.buffer_size,), -math.log(config.buffer_size), x.dtype)
     opt_state = with_learning_rate(opt_state, config.learning_rate)

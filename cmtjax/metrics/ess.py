@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.nn import logsumexp
 
-from cmtjax.metrics.weights import masked_log_weights
+from cmtjax.metrics.weights import clip_largest_log_weights, masked_log_weights
 
 Array = jax.Array
 
@@ -58,12 +58,10 @@ def reverse_ess(log_w: Array) -> Array:
 def reverse_ess_clipped(log_w: Array, clip_fraction: float = 1e-4) -> Array:
   """Reverse ESS after clipping the largest log weights.
 
-  With N finite entries and k = floor(N · clip_fraction), the k largest log weights are
-  lowered to the (k+1)-th largest one (the largest unclipped value, i.e. the empirical
-  (1 - clip_fraction) quantile), then :func:`reverse_ess` is applied. When
-  N · clip_fraction < 1, k = 0 and nothing is clipped (the result equals :func:`reverse_ess`).
-  ``N · clip_fraction`` is computed with a 1e-5 relative margin so that float32 rounding does
-  not turn an exact integer (1e4 · 1e-4) into the integer below.
+  The k = floor(N · clip_fraction) largest of the N finite log weights are lowered to the
+  (k+1)-th largest (:func:`cmtjax.metrics.weights.clip_largest_log_weights`, which states the
+  rounding rule), then :func:`reverse_ess` is applied; with N · clip_fraction < 1 nothing is
+  clipped.
 
   Args:
     log_w: [batch] log weights of model samples.
@@ -74,12 +72,7 @@ def reverse_ess_clipped(log_w: Array, clip_fraction: float = 1e-4) -> Array:
   """
   if not 0.0 <= clip_fraction < 1.0:
     raise ValueError(f"clip_fraction must be in [0, 1), got {clip_fraction}")
-  _, lw, n = masked_log_weights(log_w)
-  k = jnp.floor(n.astype(jnp.float32) * clip_fraction * (1.0 + 1e-5)).astype(jnp.int32)
-  k = jnp.minimum(k, jnp.maximum(n - 1, 0))
-  descending = -jnp.sort(-lw)  # dropped entries (-inf) go last
-  threshold = jnp.where(k > 0, descending[k], jnp.inf)
-  return reverse_ess(jnp.minimum(lw, threshold))
+  return reverse_ess(clip_largest_log_weights(log_w, clip_fraction)[0])
 
 
 @jax.jit

@@ -50,3 +50,28 @@ def normalized_weights(log_w: Array) -> Array:
   _, lw, n = masked_log_weights(log_w)
   w = jax.nn.softmax(jnp.where(n > 0, lw, 0.0))
   return jnp.where(n > 0, w, 0.0)
+
+
+def clip_largest_log_weights(log_w: Array, clip_fraction: float) -> tuple[Array, Array]:
+  """Lowers the largest log weights to the largest one below them: the one clipping rule.
+
+  With n finite entries and k = floor(n · clip_fraction) (computed with a 1e-5 relative
+  margin, so that float32 rounding does not turn an exact integer such as 1e4 · 1e-4 into
+  the integer below), the k largest log weights are set to the (k+1)-th largest, i.e. to
+  the empirical (1 − clip_fraction) quantile. When n · clip_fraction < 1 nothing is
+  clipped. Non-finite entries come back as −inf (weight 0). Used by the clipped reverse ESS
+  and by TA-BG's resampling.
+
+  Args:
+    log_w: ``[N]`` log weights.
+    clip_fraction: in [0, 1) (static or traced).
+
+  Returns:
+    ``(clipped: [N], n_clipped)``: ``n_clipped`` counts the entries that were lowered.
+  """
+  _, lw, n = masked_log_weights(log_w)
+  k = jnp.floor(n.astype(jnp.float32) * clip_fraction * (1.0 + 1e-5)).astype(jnp.int32)
+  k = jnp.minimum(k, jnp.maximum(n - 1, 0))
+  descending = -jnp.sort(-lw)  # dropped entries (-inf) go last
+  threshold = jnp.where(k > 0, descending[k], jnp.inf)
+  return jnp.minimum(lw, threshold), jnp.sum(lw > threshold, dtype=jnp.int32)

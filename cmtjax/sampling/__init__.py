@@ -1,11 +1,20 @@
-"""Sampling building blocks: batched HMC, annealed importance sampling, the replay buffer."""
+"""Sampling building blocks: batched HMC, annealed importance sampling, the replay buffer,
+resampling and temperature ladders. Names are exported lazily (importing the package imports
+no jax)."""
 
-from cmtjax.sampling.ais import (SPACINGS, AISResult, adapt_step_sizes, ais, ais_betas,
-                                 ais_target_evals, log_z_of_p)
-from cmtjax.sampling.buffer import (ReplayBuffer, buffer_add, buffer_adjust, buffer_init,
-                                    buffer_sample)
-from cmtjax.sampling.hmc import HMCInfo, Point, hmc_step, make_point_fn
+from __future__ import annotations
 
-__all__ = ["AISResult", "HMCInfo", "Point", "ReplayBuffer", "SPACINGS", "adapt_step_sizes",
-           "ais", "ais_betas", "ais_target_evals", "buffer_add", "buffer_adjust",
-           "buffer_init", "buffer_sample", "hmc_step", "log_z_of_p", "make_point_fn"]
+from cmtjax._lazy import lazy_exports
+
+_EXPORTS = {
+    **{n: "ais" for n in ("SPACINGS", "AISResult", "adapt_step_sizes", "ais", "ais_betas",
+                          "ais_target_evals", "log_z_of_p")},
+    **{n: "buffer" for n in ("ReplayBuffer", "buffer_add", "buffer_adjust", "buffer_init",
+                             "buffer_sample")},
+    **{n: "hmc" for n in ("HMCInfo", "Point", "hmc_step", "make_point_fn")},
+    "cumulative_weights": "resampling", "resample_indices": "resampling",
+    "geometric_ladder": "temperatures",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = sorted(_EXPORTS)

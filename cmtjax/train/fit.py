@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cmtjax.sampling.resampling import resample_indices
+
 Array = jax.Array
 Params = Any
 
@@ -172,13 +174,11 @@ def fit_weighted(log_prob_fn: Callable[[Params, Array], Array],
     raise ValueError(f"unknown fit mode {mode!r}; known: {', '.join(FIT_MODES)}")
   n = x.shape[0]
   wbar = jnp.exp(log_wbar)
-  cdf = jnp.cumsum(wbar)
+  cdf = jnp.cumsum(wbar)  # w̄ is normalised: the CDF of the weights as they are
 
   def batch_loss(p, k):
     if mode == "resample":
-      u = jax.random.uniform(k, (batch_size,), dtype=cdf.dtype) * cdf[-1]
-      idx = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, n - 1)
-      return -jnp.mean(log_prob_fn(p, x[idx]))
+      return -jnp.mean(log_prob_fn(p, x[resample_indices(k, cdf, batch_size)]))
     m = n if n_active is None else n_active
     idx = jax.random.randint(k, (batch_size,), 0, m)
     w = m * wbar[idx]

@@ -23,6 +23,7 @@ import time
 import jax
 import numpy as np
 
+from cmtjax.sampling.temperatures import geometric_ladder
 from cmtjax.targets.molecules import load_molecular_system
 from cmtjax.targets.molecules import reference as ref
 from cmtjax.targets.molecules.topology import (backbone_dihedral_pairs, chiral_centres,
@@ -124,7 +125,7 @@ def main(argv=None) -> dict:
   if args.temperatures:
     temperatures = np.array([float(t) for t in args.temperatures.split(",")])
   else:
-    temperatures = ref.geometric_temperatures(args.t_min, args.t_max, args.n_replicas)
+    temperatures = geometric_ladder(args.t_min, args.t_max, args.n_replicas)
   out = args.out or ref.cached_reference_path(args.system)
   system = load_molecular_system(args.system, temperature=float(temperatures[0]),
                                  precision=args.precision)

@@ -9,7 +9,7 @@ import pytest
 
 from cmtjax.cli import main
 
-TINY = ["--set", "cmt.n_samples=1000", "--set", "cmt.n_fit_steps=10", "--set",
+TINY = ["--set", "cmt.n_samples=1000", "--set", "cmt.n_grad_steps=10", "--set",
         "cmt.batch_size=128", "--set", 'flow.hidden=[16]', "--set", "flow.n_layers=2",
         "--set", "eval.n_samples=2000", "--set", "eval.n_repeats=2", "--set", "eval.every=2",
         "--set", "eval.n_samples_during=1000", "--budget", "4000", "--no-progress"]

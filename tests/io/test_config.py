@@ -58,3 +58,14 @@ def test_toml_and_missing_files(tmp_path):
     load_file(str(bad))
   with pytest.raises(ConfigError, match="must look like"):
     parse_override("cmt.eps_tr")
+
+
+def test_a_renamed_key_loads_with_a_warning_naming_the_new_one():
+  with pytest.warns(FutureWarning, match="'cmt.n_fit_steps' is now called 'n_grad_steps'"):
+    cfg = build_config([{"cmt": {"n_fit_steps": 7}}])
+  assert cfg.method_config.n_grad_steps == 7
+  with pytest.warns(FutureWarning):
+    assert build_config([{"method": "tabg", "tabg": {"n_samples": 70, "n_fit_steps": 7}}]
+                        ).method_config.n_grad_steps == 7
+  with pytest.raises(ConfigError, match="old name of 'cmt.n_grad_steps'"):
+    build_config([{"cmt": {"n_fit_steps": 7, "n_grad_steps": 8}}])

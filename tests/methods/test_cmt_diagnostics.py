@@ -13,7 +13,7 @@ from methods_testing import gauss_target, small_flow
 
 def _one_step(diagnostics_samples):
   flow, target = small_flow(), gauss_target()
-  cfg = CMTConfig(n_samples=4000, n_fit_steps=20, batch_size=256,
+  cfg = CMTConfig(n_samples=4000, n_grad_steps=20, batch_size=256,
                   diagnostics_samples=diagnostics_samples)
   method = make_cmt(cfg, flow, target, n_steps=5)
   state = method.init(jax.random.PRNGKey(0), flow.init(jax.random.PRNGKey(1)))
@@ -46,7 +46,7 @@ def test_mode_counts_of_the_buffer_match_a_recount_on_the_host(n_anneal):
   from cmtjax.targets import gmm
   target = gmm(n_modes=6, dim=2, box=6.0, scale=0.5, seed=3)
   flow = small_flow()
-  cfg = CMTConfig(n_samples=2000, n_samples_annealing=n_anneal, n_fit_steps=2, batch_size=64)
+  cfg = CMTConfig(n_samples=2000, n_samples_annealing=n_anneal, n_grad_steps=2, batch_size=64)
   method = make_cmt(cfg, flow, target, n_steps=3, max_target_evals=10_000)
   params = flow.init(jax.random.PRNGKey(1))
   state = method.init(jax.random.PRNGKey(0), params)

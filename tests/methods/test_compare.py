@@ -64,7 +64,7 @@ def test_parallel_runs_keep_the_fixed_schedule_after_its_cmt_run(tmp_path):
   cmd = [sys.executable, _PATH, "--target", "double_well2d", "--methods", "cmt",
          "cmt:schedule=linear_beta", "--seeds", "0", "--budget", "2000", "--jobs", "2",
          "--no-progress", "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(res),
-         "--set", "cmt.n_samples=500", "--set", "cmt.n_fit_steps=3",
+         "--set", "cmt.n_samples=500", "--set", "cmt.n_grad_steps=3",
          "--set", "cmt.batch_size=128", "--set", "eval.n_samples=500",
          "--set", "eval.n_samples_during=200", "--set", "eval.every=2",
          "--set", "eval.n_repeats=1"]

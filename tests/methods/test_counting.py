@@ -18,7 +18,7 @@ from methods_testing import counting, gauss_target, small_flow
 
 
 @pytest.mark.parametrize("name, cfg", [
-    ("cmt", CMTConfig(n_samples=500, n_fit_steps=5, batch_size=64)),
+    ("cmt", CMTConfig(n_samples=500, n_grad_steps=5, batch_size=64)),
     ("reverse_kl", ReverseKLConfig(batch_size=64, n_grad_steps=4, drop_top=3)),
 ])
 def test_static_cost_matches_the_counted_evaluations(name, cfg):
@@ -35,7 +35,7 @@ def test_a_larger_annealing_buffer_is_counted_and_the_budget_holds():
   before a step that would exceed the budget, and the cosine decay ends with the run."""
   target, calls, _ = counting(gauss_target())
   flow = small_flow()
-  cfg = CMTConfig(n_samples=200, n_samples_annealing=1000, n_fit_steps=5, batch_size=64,
+  cfg = CMTConfig(n_samples=200, n_samples_annealing=1000, n_grad_steps=5, batch_size=64,
                   eps_tr=2.0, eps_ent=3.0)
   budget = 7_900
   method = make_method("cmt", cfg, flow, target, budget // 200, max_target_evals=budget)

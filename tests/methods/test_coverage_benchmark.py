@@ -36,7 +36,7 @@ def test_a_tiny_grid_writes_one_row_per_run(tmp_path):
          "--name", "tiny", "--budget", "3000", "--jobs", "1",
          "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(res),
          "--set", "cmt.n_samples=500", "--set", "cmt.n_samples_annealing=1000",
-         "--set", "cmt.n_fit_steps=3", "--set", "cmt.batch_size=128",
+         "--set", "cmt.n_grad_steps=3", "--set", "cmt.batch_size=128",
          "--set", "eval.n_samples=1000", "--set", "eval.every=0", "--set", "eval.n_repeats=1",
          "--set", "checkpoint.enabled=false"]
   out = subprocess.run(cmd, capture_output=True, text=True, timeout=600,

@@ -27,11 +27,11 @@ from methods_testing import counting, gauss_target, small_flow
 
 # Small settings per method (a method registered later without an entry runs its defaults).
 TINY = {
-    "cmt": dict(n_samples=256, n_fit_steps=3, batch_size=64),
+    "cmt": dict(n_samples=256, n_grad_steps=3, batch_size=64),
     "reverse_kl": dict(batch_size=64, n_grad_steps=3),
     "fab": dict(n_ais_samples=64, n_intermediate=2, n_hmc_steps=1, n_leapfrog=2,
                 batch_size=64, buffer_capacity=256, n_grad_steps=2),
-    "tabg": dict(n_samples=256, n_fit_steps=4, batch_size=64, buffer_size=512,
+    "tabg": dict(n_samples=256, n_grad_steps=4, batch_size=64, buffer_size=512,
                  temperatures=(3.0, 2.0, 1.0), t_target=1.0),
     "forward_kl": dict(batch_size=64, n_grad_steps=3),
 }

@@ -29,7 +29,7 @@ def test_every_baseline_is_registered_with_a_config_section():
 @pytest.mark.parametrize("layer, match", [
     ({"fab": {"batch_size": 4096}}, "fab: fab.batch_size"),
     ({"fab": {"n_leapfrogs": 3}}, "unknown config key 'fab.n_leapfrogs'"),
-    ({"tabg": {"n_fit_steps": 3}}, "multiple of tabg.n_fit_steps"),
+    ({"tabg": {"n_grad_steps": 3}}, "multiple of tabg.n_grad_steps"),
     ({"tabg": {"temperatures": "hot"}}, "tabg.temperatures"),
     ({"forward_kl": {"batch_size": 0}}, "forward_kl.batch_size must be >= 1"),
 ])
@@ -46,7 +46,7 @@ TINY = ["--set", 'flow.hidden=[16]', "--set", "flow.n_layers=2", "--set", "eval.
 @pytest.mark.parametrize("method, sets, budget, evals", [
     ("fab", ["fab.n_ais_samples=64", "fab.batch_size=64", "fab.buffer_capacity=128",
              "fab.n_intermediate=2", "fab.n_leapfrog=2", "fab.n_grad_steps=3"], 1000, 3 * 320),
-    ("tabg", ["tabg.n_samples=500", "tabg.n_fit_steps=5", "tabg.buffer_size=500",
+    ("tabg", ["tabg.n_samples=500", "tabg.n_grad_steps=5", "tabg.buffer_size=500",
               "tabg.batch_size=64", "tabg.n_reverse_kl_steps=1"], 1500, 1500),
     ("forward_kl", ["forward_kl.batch_size=64", "forward_kl.n_grad_steps=5"], 700, 640),
 ])

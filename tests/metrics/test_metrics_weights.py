@@ -111,3 +111,20 @@ def test_metrics_compose_under_jit_and_vmap():
   for i, f in enumerate(fns):
     for r in range(4):
       assert float(batched[i, r]) == pytest.approx(float(f(lw[r])), rel=1e-5)
+
+
+def test_clipping_lowers_the_top_fraction_to_the_next_weight():
+  """One rounding rule: k = floor(n · fraction) of the n finite weights are clipped."""
+  from cmtjax.metrics.weights import clip_largest_log_weights
+  log_w = jnp.array([0.0, 5.0, 1.0, 9.0, -jnp.inf, 2.0, 7.0, 3.0, 4.0, 6.0, jnp.nan])
+  clipped, n = clip_largest_log_weights(log_w, 0.25)  # 9 finite: floor(2.25) = 2 → the 3rd
+  np.testing.assert_array_equal(clipped, [0, 5, 1, 6, -np.inf, 2, 6, 3, 4, 6, -np.inf])
+  assert int(n) == 2
+  clipped, n = clip_largest_log_weights(log_w, 0.1)  # floor(0.9) = 0: nothing is clipped
+  assert float(clipped.max()) == 9.0 and int(n) == 0
+  clipped, n = clip_largest_log_weights(jnp.arange(10000.0), 1e-4)  # 1e4 · 1e-4 is exactly 1
+  assert int(n) == 1 and float(clipped.max()) == 9998.0
+  # The clipped reverse ESS is the plain ESS of the same clipped weights.
+  from cmtjax.metrics import reverse_ess, reverse_ess_clipped
+  np.testing.assert_allclose(float(reverse_ess_clipped(log_w, 0.25)),
+                             float(reverse_ess(clip_largest_log_weights(log_w, 0.25)[0])))

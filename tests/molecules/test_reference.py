@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cmtjax.sampling.temperatures import geometric_ladder
 from cmtjax.targets.molecules import reference as ref
 from cmtjax.targets.molecules.parameters import MOLAR_GAS_CONSTANT
 from cmtjax.targets.molecules.topology import (backbone_dihedral_pairs, chiral_centres,
@@ -63,12 +64,13 @@ def test_swap_move_leaves_the_product_ensemble_invariant():
   assert 0.2 < np.max(accepted) < 0.95  # the move actually moves
 
 
-def test_geometric_temperatures():
-  t = ref.geometric_temperatures(300.0, 700.0, 6)
+def test_geometric_ladder():
+  t = geometric_ladder(300.0, 700.0, 6)
   np.testing.assert_allclose(t[[0, -1]], [300.0, 700.0])
   np.testing.assert_allclose(t[1:] / t[:-1], (700 / 300) ** 0.2)
-  with pytest.raises(ValueError):
-    ref.geometric_temperatures(300.0, 200.0, 3)
+  np.testing.assert_array_equal(geometric_ladder(300.0, 700.0, 1), [300.0])
+  with pytest.raises(ValueError, match="0 < t_cold <= t_hot"):
+    geometric_ladder(300.0, 200.0, 3)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from cmtjax.train import (CheckpointError, CheckpointOptions, IncompatibleCheckp
 
 TIMING = ("timing", "resumed_from")
 RUN = ["train", "--target", "double_well2d", "--seed", "3", "--set", "cmt.n_samples=512",
-       "--set", "cmt.n_fit_steps=10", "--set", "cmt.batch_size=128", "--set", "flow.hidden=[16]",
+       "--set", "cmt.n_grad_steps=10", "--set", "cmt.batch_size=128", "--set", "flow.hidden=[16]",
        "--set", "flow.n_layers=2", "--set", "eval.n_samples=1000", "--set", "eval.n_repeats=1",
        "--set", "eval.every=10", "--set", "eval.n_samples_during=500", "--budget", "15360",
        "--no-progress"]  # 30 annealing steps
@@ -90,7 +90,7 @@ def small():
   target = make_target("double_well2d")
   flow = make_flow(FlowConfig(dim=2, coupling="spline", n_layers=2, hidden=(8,), n_bins=4,
                               base_scale=2.0, box=4.0))
-  cfg = CMTConfig(n_samples=256, n_fit_steps=5, batch_size=64)
+  cfg = CMTConfig(n_samples=256, n_grad_steps=5, batch_size=64)
   method = make_cmt(cfg, flow, target, n_steps=6)
   params = flow.init(jax.random.PRNGKey(1))
   ref = train(method, jax.random.PRNGKey(0), params, progress=False)
@@ -217,7 +217,7 @@ def test_unusable_checkpoints_are_clear_errors(small, tmp_path):
   # Same fingerprint but a different flow: the state layout does not match.
   flow2 = make_flow(FlowConfig(dim=2, coupling="spline", n_layers=2, hidden=(12,), n_bins=4,
                                base_scale=2.0, box=4.0))
-  method2 = make_cmt(CMTConfig(n_samples=256, n_fit_steps=5, batch_size=64), flow2, target, 6)
+  method2 = make_cmt(CMTConfig(n_samples=256, n_grad_steps=5, batch_size=64), flow2, target, 6)
   with pytest.raises(IncompatibleCheckpointError, match="state layout"):
     train(method2, jax.random.PRNGKey(0), flow2.init(jax.random.PRNGKey(1)), progress=False,
           checkpoint=opts, resume=True)

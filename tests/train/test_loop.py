@@ -26,7 +26,7 @@ def _gauss_target(mu=(1.0, -1.0), s=0.5):
 def test_cmt_anneals_to_a_gaussian_and_respects_the_bounds():
   target = _gauss_target()
   flow = make_flow(FlowConfig(dim=2, **SMALL_FLOW))
-  cfg = CMTConfig(eps_tr=0.2, eps_ent=0.3, n_samples=2000, n_fit_steps=50, batch_size=256,
+  cfg = CMTConfig(eps_tr=0.2, eps_ent=0.3, n_samples=2000, n_grad_steps=50, batch_size=256,
                   learning_rate=3e-3, final_learning_rate=3e-4)
   method = make_cmt(cfg, flow, target, n_steps=25)
   res = train(method, jax.random.PRNGKey(0), flow.init(jax.random.PRNGKey(1)), progress=False)
@@ -52,7 +52,7 @@ def test_cmt_anneals_to_a_gaussian_and_respects_the_bounds():
 def test_fixed_number_of_annealing_steps_forces_the_target():
   target = _gauss_target()
   flow = make_flow(FlowConfig(dim=2, **SMALL_FLOW))
-  cfg = CMTConfig(eps_tr=0.05, eps_ent=0.05, n_samples=1000, n_fit_steps=5, batch_size=128,
+  cfg = CMTConfig(eps_tr=0.05, eps_ent=0.05, n_samples=1000, n_grad_steps=5, batch_size=128,
                   anneal_steps=3)
   res = train(make_cmt(cfg, flow, target, n_steps=5), jax.random.PRNGKey(0),
               flow.init(jax.random.PRNGKey(1)), progress=False)

@@ -14,7 +14,7 @@ from flax import serialization
 from cmtjax.train.distributed import resolve
 
 RUN = ["train", "--target", "double_well2d", "--seed", "3", "--set", "cmt.n_samples=512",
-       "--set", "cmt.n_fit_steps=10", "--set", "cmt.batch_size=128", "--set", "flow.hidden=[16]",
+       "--set", "cmt.n_grad_steps=10", "--set", "cmt.batch_size=128", "--set", "flow.hidden=[16]",
        "--set", "flow.n_layers=2", "--set", "eval.n_samples=1000", "--set", "eval.n_repeats=1",
        "--set", "eval.every=0", "--budget", "3072", "--no-progress"]  # 6 annealing steps
 

@@ -45,7 +45,7 @@ def _finite(tree):
 
 
 def test_cmt_drops_and_counts_nan_and_inf_energies():
-  method = make_cmt(CMTConfig(n_samples=N, n_fit_steps=K, batch_size=64), FLOW,
+  method = make_cmt(CMTConfig(n_samples=N, n_grad_steps=K, batch_size=64), FLOW,
                     _target(_bad_regions), n_steps=3)
   params = FLOW.init(jax.random.PRNGKey(1))
   state = method.init(jax.random.PRNGKey(0), params)
@@ -64,7 +64,7 @@ def test_cmt_drops_and_counts_nan_and_inf_energies():
 
 @pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
 def test_cmt_with_a_wholly_invalid_buffer_changes_nothing(bad):
-  method = make_cmt(CMTConfig(n_samples=N, n_fit_steps=K, batch_size=64), FLOW,
+  method = make_cmt(CMTConfig(n_samples=N, n_grad_steps=K, batch_size=64), FLOW,
                     _target(lambda x: jnp.full(x.shape[:1], bad)), n_steps=3)
   state = method.init(jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)))
   new_state, info = jax.jit(method.step)(jax.random.PRNGKey(2), state)
@@ -92,9 +92,9 @@ def test_a_run_that_cannot_progress_stops_and_names_its_checkpoint(tmp_path):
   def log_prob(x):
     return _gauss(x)
 
-  good = make_cmt(CMTConfig(n_samples=N, n_fit_steps=K, batch_size=64), FLOW, _target(log_prob),
+  good = make_cmt(CMTConfig(n_samples=N, n_grad_steps=K, batch_size=64), FLOW, _target(log_prob),
                   n_steps=10)
-  bad = make_cmt(CMTConfig(n_samples=N, n_fit_steps=K, batch_size=64), FLOW,
+  bad = make_cmt(CMTConfig(n_samples=N, n_grad_steps=K, batch_size=64), FLOW,
                  _target(lambda x: jnp.full(x.shape[:1], jnp.nan)), n_steps=10)
 
   def step(key, state):  # the target "breaks" at step 2 (a traced switch on the step index)
@@ -117,7 +117,7 @@ def test_a_run_that_cannot_progress_stops_and_names_its_checkpoint(tmp_path):
 
 
 def test_without_a_checkpoint_the_message_says_so():
-  method = make_cmt(CMTConfig(n_samples=64, n_fit_steps=2, batch_size=16), FLOW,
+  method = make_cmt(CMTConfig(n_samples=64, n_grad_steps=2, batch_size=16), FLOW,
                     _target(lambda x: jnp.full(x.shape[:1], jnp.inf)), n_steps=5)
   with pytest.raises(TrainingStalled, match=r"step 1: .* 2 consecutive steps; no checkpoint"):
     train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)), progress=False,
@@ -169,7 +169,7 @@ def test_the_cli_stops_a_stalled_run_with_exit_code_3(tmp_path, monkeypatch, cap
   monkeypatch.setattr(cmtjax.runner, "make_target", lambda name, **kw: nan_target)
   out = tmp_path / "run"
   code = main(["train", "--target", "double_well2d", "--out", str(out), "--budget", "2560",
-               "--set", "cmt.n_samples=256", "--set", "cmt.n_fit_steps=2", "--set",
+               "--set", "cmt.n_samples=256", "--set", "cmt.n_grad_steps=2", "--set",
                "cmt.batch_size=32", "--set", "flow.hidden=[8]", "--set", "flow.n_layers=2",
                "--set", "eval.every=0", "--set", "checkpoint.max_stalled_steps=2",
                "--no-progress"])

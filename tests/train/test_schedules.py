@@ -46,7 +46,7 @@ def test_schedule_validation():
 def test_fixed_schedule_runs_through_the_cmt_step():
   target = make_target("double_well2d")
   flow = make_flow(FlowConfig(dim=2, n_layers=2, hidden=(16,), n_bins=8, base_scale=2.0))
-  cfg = CMTConfig(schedule="linear_beta", schedule_steps=3, n_samples=500, n_fit_steps=3,
+  cfg = CMTConfig(schedule="linear_beta", schedule_steps=3, n_samples=500, n_grad_steps=3,
                   batch_size=64)
   res = train(make_cmt(cfg, flow, target, n_steps=4), jax.random.PRNGKey(0),
               flow.init(jax.random.PRNGKey(1)), progress=False)

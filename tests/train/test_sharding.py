@@ -32,7 +32,7 @@ assert jax.device_count() == 4, jax.devices()
 target = make_target("double_well2d")
 flow = make_flow(FlowConfig(dim=2, coupling="spline", n_layers=2, hidden=(16,), n_bins=8,
                             base_scale=2.0, box=4.0))
-cfg = CMTConfig(n_samples=1024, n_fit_steps=10, batch_size=128, eps_tr=0.3, eps_ent=0.5)
+cfg = CMTConfig(n_samples=1024, n_grad_steps=10, batch_size=128, eps_tr=0.3, eps_ent=0.5)
 out = {}
 for name, devices in (("one", 1), ("four", "all")):
   mesh = make_mesh(devices)

@@ -51,16 +51,6 @@ GENERATE_COMMAND = ("python experiments/molecules/generate_reference.py --system
 # Temperatures and the swap move.
 
 
-def geometric_temperatures(t_min: float, t_max: float, n_replicas: int) -> np.ndarray:
-  """A geometric ladder t_min * (t_max / t_min)^(k / (n - 1)), k = 0..n-1, in K."""
-  if n_replicas < 1 or t_min <= 0 or t_max < t_min:
-    raise ValueError(f"need n_replicas >= 1 and 0 < t_min <= t_max, got {n_replicas}, "
-                     f"{t_min}, {t_max}")
-  if n_replicas == 1:
-    return np.array([float(t_min)])
-  return t_min * (t_max / t_min) ** (np.arange(n_replicas) / (n_replicas - 1))
-
-
 class SwapResult(NamedTuple):
   """One round of neighbour swaps.
 
