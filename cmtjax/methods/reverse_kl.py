@@ -10,7 +10,7 @@ gradient is clipped. Mode-seeking: expect it to lose modes.
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -73,27 +73,56 @@ class ReverseKLInfo(NamedTuple):
   n_invalid: Array
 
 
+def reverse_kl_loss(flow, target: Target, params, key: Array, batch_size: int, *,
+                    drop_top: int = 0, log_p_scale=1.0,
+                    shard: Callable[[Array], Array] = lambda a: a) -> tuple[Array, tuple]:
+  """The reparameterised reverse-KL loss on one batch of model samples.
+
+  mean[log q_θ(x) − s · log p̃(x)] over the batch's finite samples (s = ``log_p_scale``:
+  TA-BG's inverse temperature ratio), leaving out the ``drop_top`` samples of lowest
+  s · log p̃. With no finite sample the loss is NaN, so that the optimiser step is skipped
+  (and counted) rather than taken on an empty batch.
+
+  Args:
+    flow: the flow (``sample_and_log_prob``, differentiable in ``params``).
+    target: the target (``batch_size`` evaluations).
+    params: flow parameters (differentiated).
+    key: PRNG key.
+    batch_size: B (static).
+    drop_top: samples of highest energy left out (static).
+    log_p_scale: s (may be traced).
+    shard: places a batch on the devices (identity on one device).
+
+  Returns:
+    ``(loss, (log_w, n_invalid))``: ``log_w = log p̃ − log q`` of the batch (no gradient)
+    and the number of samples with a non-finite log p̃ or log q.
+  """
+  x, log_q = shard(flow.sample_and_log_prob(params, key, batch_size))
+  log_p = shard(target.log_prob(x))
+  log_w = jax.lax.stop_gradient(log_p - log_q)
+  finite = jnp.isfinite(log_p) & jnp.isfinite(log_q)
+  per_sample = log_q - log_p_scale * log_p
+  if drop_top:  # keep the samples of lowest energy; non-finite ones go first
+    score = jnp.where(finite, jax.lax.stop_gradient(log_p_scale * log_p), -jnp.inf)
+    _, idx = jax.lax.top_k(score, batch_size - drop_top)
+    per_sample, ok = per_sample[idx], finite[idx]
+  else:
+    ok = finite
+  n_ok = jnp.sum(ok)
+  loss = jnp.sum(jnp.where(ok, per_sample, 0.0)) / jnp.maximum(n_ok, 1)
+  loss = jnp.where(n_ok > 0, loss, jnp.nan)
+  return loss, (log_w, jnp.sum((~finite).astype(jnp.int32)))
+
+
 def make_reverse_kl(config: ReverseKLConfig, flow, target: Target, n_steps: int,
                     max_target_evals: Optional[int] = None) -> Method:
   """Builds the reverse-KL method (see module docstring)."""
   optimizer = clipped_adam(config.learning_rate, config.grad_clip)
   b = int(config.batch_size)
-  keep = b - int(config.drop_top)
 
   def loss_fn(params, key):
-    x, log_q = shard_batch(flow.sample_and_log_prob(params, key, b))
-    log_p = shard_batch(target.log_prob(x))
-    log_w = jax.lax.stop_gradient(log_p - log_q)
-    finite = jnp.isfinite(log_p) & jnp.isfinite(log_q)
-    # Keep the `keep` samples of lowest energy (highest log p̃); non-finite ones go first.
-    score = jnp.where(finite, jax.lax.stop_gradient(log_p), -jnp.inf)
-    _, idx = jax.lax.top_k(score, keep)
-    per_sample = (log_q - log_p)[idx]
-    ok = finite[idx]
-    n_ok = jnp.sum(ok)
-    loss = jnp.sum(jnp.where(ok, per_sample, 0.0)) / jnp.maximum(n_ok, 1)
-    loss = jnp.where(n_ok > 0, loss, jnp.nan)  # nothing finite to learn from: skip the step
-    return loss, (log_w, jnp.sum((~finite).astype(jnp.int32)))
+    return reverse_kl_loss(flow, target, params, key, b, drop_top=int(config.drop_top),
+                           shard=shard_batch)
 
   def init(key: Array, params) -> TrainState:
     del key

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmtjax.methods.registry import MethodSpec
+from cmtjax.methods.reverse_kl import reverse_kl_loss
 from cmtjax.metrics import reverse_ess
 from cmtjax.metrics.weights import clip_largest_log_weights
 from cmtjax.sampling.resampling import cumulative_weights, resample_indices
@@ -217,17 +218,13 @@ def make_tabg(config: TABGConfig, flow, target: Target, n_steps: int,
     factor = config.t_target / temp
 
     def loss_fn(p, k):
-      x, lq = flow.sample_and_log_prob(p, k, rkl_batch)
-      lp = target.log_prob(x)
-      ok = jnp.isfinite(lp) & jnp.isfinite(lq)
-      loss = jnp.sum(jnp.where(ok, lq - factor * lp, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
-      return loss, jax.lax.stop_gradient(lp - lq)
+      return reverse_kl_loss(flow, target, p, k, rkl_batch, log_p_scale=factor)
 
     opt_state = with_learning_rate(opt_state, config.reverse_kl_learning_rate)
     res = optimizer_steps(optimizer, loss_fn, params, opt_state, key, k_steps)
-    params, opt_state, skipped, losses, log_ws = (res.params, res.opt_state, res.n_skipped,
-                                                  res.losses, res.aux)
-    n_invalid = jnp.sum(~jnp.isfinite(log_ws)).astype(jnp.int32)
+    params, opt_state, skipped, losses = res.params, res.opt_state, res.n_skipped, res.losses
+    log_ws, n_bad = res.aux
+    n_invalid = jnp.sum(n_bad).astype(jnp.int32)
     return params, opt_state, (losses[-1], reverse_ess(log_ws[-1]), jnp.ones(()),
                                jnp.zeros((), jnp.int32), n_invalid, skipped)
 

@@ -13,16 +13,11 @@ from cmtjax.metrics.ess import forward_ess, reverse_ess, reverse_ess_clipped
 from cmtjax.metrics.evidence import elbo, eubo, log_z_forward, log_z_reverse
 from cmtjax.metrics.modes import _weighted_fraction, mode_occupancy, mode_tv, modes_covered
 from cmtjax.metrics.weights import count_nonfinite, normalized_weights
+from cmtjax.sampling.chunks import draw_in_chunks
 from cmtjax.targets.base import Target
 
 Array = jax.Array
 SampleAndLogProbFn = Callable[[Array, int], tuple[Array, Array]]
-
-
-def _chunk_sizes(n: int, chunk: int) -> tuple[int, int]:
-  """(number of chunks, equal chunk size) covering n with chunks of at most ``chunk``."""
-  n_chunks = max(1, -(-n // chunk))
-  return n_chunks, -(-n // n_chunks)
 
 
 def _batched_stats(
@@ -37,11 +32,9 @@ def _batched_stats(
   Returns numpy arrays: ``log_w [n]``, ``log_q [n]``, and when available ``mode_idx [n]``
   and ``right [n, dim/2]`` (x1 in the right well) — never the samples themselves.
   """
-  n_chunks, size = _chunk_sizes(n, chunk)
   boundary = target.info.get("well_boundary")
   out: dict[str, list[np.ndarray]] = {"log_w": [], "log_q": [], "mode_idx": [], "right": []}
-  for k in jax.random.split(key, n_chunks):
-    x, log_q = draw(k, size)
+  for x, log_q in draw_in_chunks(draw, key, n, chunk):
     log_q = np.asarray(log_q)
     out["log_w"].append(np.asarray(target.log_prob(x)) - log_q)
     out["log_q"].append(log_q)
@@ -49,7 +42,7 @@ def _batched_stats(
       out["mode_idx"].append(np.asarray(target.assign_modes(x)))
     if boundary is not None:
       out["right"].append(np.asarray(x)[:, 0::2] > boundary)
-  return {name: np.concatenate(v)[:n] for name, v in out.items() if v}
+  return {name: np.concatenate(v) for name, v in out.items() if v}
 
 
 def _log_z_standard_error(log_w: Array) -> Array:

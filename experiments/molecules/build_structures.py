@@ -26,6 +26,8 @@ from openmm import app, unit
 import PeptideBuilder
 from PeptideBuilder import Geometry
 
+from cmtjax.targets.molecules.topology import dihedral_from_points
+
 DATA_DIR = os.path.join(
     os.path.dirname(__file__), "..", "..", "cmtjax", "targets", "molecules", "data")
 
@@ -56,11 +58,9 @@ def _place(a, b, c, bond, angle_deg, torsion_deg):
 
 
 def _dihedral(a, b, c, d):
-  b0, b1, b2 = a - b, c - b, d - c
-  b1 = b1 / np.linalg.norm(b1)
-  v = b0 - np.dot(b0, b1) * b1
-  w = b2 - np.dot(b2, b1) * b1
-  return math.degrees(math.atan2(np.dot(np.cross(b1, v), w), np.dot(v, w)))
+  """Dihedral a-b-c-d in degrees."""
+  return math.degrees(float(dihedral_from_points(*(np.asarray(p, np.float64)
+                                                   for p in (a, b, c, d)))))
 
 
 def _heavy_atoms(seq, capped, phi, psi):

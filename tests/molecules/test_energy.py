@@ -182,3 +182,16 @@ def test_float64_requires_x64():
   with jax.enable_x64(False):
     with pytest.raises(RuntimeError, match="x64"):
       system.energy(np.zeros((1, 66), np.float32))
+
+
+def test_the_force_field_dihedral_is_the_coordinate_dihedral():
+  """energy.dihedral (structure-of-arrays layout) and topology.dihedral_from_points (NumPy
+  and JAX) are one formula."""
+  from cmtjax.targets.molecules.topology import dihedral_from_points
+  pts = np.random.default_rng(3).normal(size=(4, 50, 3))  # 4 points x 50 dihedrals
+  ref = dihedral_from_points(*pts)
+  assert isinstance(ref, np.ndarray) and ref.dtype == np.float64
+  np.testing.assert_allclose(np.asarray(dihedral_from_points(*map(jnp.asarray, pts))), ref,
+                             atol=1e-5)
+  soa = [tuple(jnp.asarray(p[:, k:k + 1]) for k in range(3)) for p in pts]  # 3 x [50, 1]
+  np.testing.assert_allclose(np.asarray(dihedral(*soa))[:, 0], ref, atol=1e-5)

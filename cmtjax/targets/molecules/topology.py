@@ -140,12 +140,19 @@ def wrap_angle(theta):
 
 
 def dihedral_from_points(a: Array, b: Array, c: Array, d: Array) -> Array:
-  """Dihedral a-b-c-d of points [..., 3] each -> [...] in (-pi, pi] (IUPAC sign, as mdtraj)."""
+  """Dihedral a-b-c-d of points [..., 3] each -> [...] in (-pi, pi] (IUPAC sign).
+
+  The one dihedral of cmtjax's coordinate code: NumPy inputs give a NumPy (float64) result,
+  anything else a JAX array. (The force field evaluates the same formula on its
+  structure-of-arrays layout, :func:`cmtjax.targets.molecules.energy.dihedral`, and a test
+  holds the two together.)
+  """
+  xp = np if all(isinstance(v, np.ndarray) for v in (a, b, c, d)) else jnp
   b0, b1, b2 = b - a, c - b, d - c
-  n1 = jnp.cross(b0, b1)
-  n2 = jnp.cross(b1, b2)
-  b1_hat = b1 / jnp.linalg.norm(b1, axis=-1, keepdims=True)
-  return jnp.arctan2(jnp.sum(jnp.cross(n1, n2) * b1_hat, -1), jnp.sum(n1 * n2, -1))
+  n1 = xp.cross(b0, b1)
+  n2 = xp.cross(b1, b2)
+  b1_hat = b1 / xp.linalg.norm(b1, axis=-1, keepdims=True)
+  return xp.arctan2(xp.sum(xp.cross(n1, n2) * b1_hat, -1), xp.sum(n1 * n2, -1))
 
 
 def chirality_signs(x: Array, centres: np.ndarray) -> Array:

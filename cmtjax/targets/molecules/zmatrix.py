@@ -32,7 +32,7 @@ import dataclasses
 
 import numpy as np
 
-from cmtjax.targets.molecules.topology import MolecularTopology
+from cmtjax.targets.molecules.topology import MolecularTopology, dihedral_from_points
 
 FREE, OFFSET = 0, 1
 
@@ -119,12 +119,6 @@ def _graph_centre(nb: list[list[int]], heavy: np.ndarray) -> int:
   if best < 0:
     raise ValueError("no heavy atom with two heavy neighbours to root the Z-matrix at")
   return best
-
-
-def _dihedral(a, b, c, d) -> float:
-  b0, b1, b2 = b - a, c - b, d - c
-  n1, n2 = np.cross(b0, b1), np.cross(b1, b2)
-  return float(np.arctan2(np.dot(np.cross(n1, n2), b1 / np.linalg.norm(b1)), np.dot(n1, n2)))
 
 
 def _angle(a, b, c) -> float:
@@ -220,8 +214,8 @@ def build_zmatrix(top: MolecularTopology, positions: np.ndarray) -> ZMatrix:
   X = positions
   bonds0 = np.linalg.norm(X[bond_atom] - X[bond_ref], axis=-1)
   angles0 = np.asarray([_angle(X[i], X[j], X[k]) for i, (j, k) in zip(angle_atom, angle_ref)])
-  torsions0 = np.asarray([_dihedral(X[i], X[j], X[k], X[l])
-                          for i, (j, k, l) in zip(torsion_atom, torsion_ref)])
+  torsions0 = np.asarray(dihedral_from_points(X[torsion_atom], *(X[torsion_ref[:, m]]
+                                                                  for m in range(3))))
   if np.any(angles0 < 1e-3) or np.any(angles0 > np.pi - 1e-3):
     raise ValueError("the reference structure has a (near-)linear bond angle; a Z-matrix "
                      "dihedral would be undefined there")
