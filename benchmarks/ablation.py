@@ -32,7 +32,8 @@ VARIANT:KEY=VALUE`` of one variant only; ``--name`` is the stem of the result fi
 and ``{name}_summary.png`` — the final figures of every path side by side) and of the run
 folders (``{runs}/{name}/d{d}_s{seed}_{variant}``); ``--skip-done`` reuses a finished run whose
 folder holds a ``metrics.json`` and the same ``config.json`` instead of running it again (config
-keys the library gained after the run are not compared).
+keys the library gained after the run are not compared); ``--jobs J`` runs J runs at a time, each
+in its own process pinned to a share of the CPUs (fixed_geometric still waits for its cmt run).
 
 Every row records the run's wall time and the CPU seconds of this process during the run
 (user + system, all threads; compile and final evaluation included), so that a claim such as
@@ -44,8 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import time
+import sys
 
 import matplotlib
 
@@ -53,10 +53,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import grid  # noqa: E402
+
 from cmtjax.io import plots  # noqa: E402
-from cmtjax.io.config import build_config, parse_override, to_dict  # noqa: E402
-from cmtjax.io.presets import preset_for  # noqa: E402
-from cmtjax.runner import run  # noqa: E402
+from cmtjax.io.config import parse_override  # noqa: E402
 
 VARIANTS = {
     "cmt": {"method": "cmt", "cmt": {"path": "geometric_tempered"}},
@@ -66,51 +67,10 @@ VARIANTS = {
     "fixed_geometric": {"method": "cmt", "cmt": {"schedule": "linear_beta"}},
     "reverse_kl": {"method": "reverse_kl", "reverse_kl": {"n_grad_steps": 10}},
 }
-
-
-def _load_steps(folder):
-  path = os.path.join(folder, "steps.jsonl")
-  with open(path) as f:
-    return [json.loads(line) for line in f]
-
-
-def _mean_se(values, fmt="{:.3g}"):
-  v = np.asarray([x for x in values if x is not None], float)
-  if v.size == 0:
-    return "–"
-  if v.size == 1:
-    return fmt.format(v[0])
-  se = v.std(ddof=1) / np.sqrt(v.size)
-  return f"{fmt.format(v.mean())} ± {se:.2g}"
-
-
-def _cpu_seconds():
-  r = resource.getrusage(resource.RUSAGE_SELF)
-  return r.ru_utime + r.ru_stime
-
-
-def _same_config(stored, current):
-  """True when every key of ``stored`` has the same value in ``current``.
-
-  Keys of ``current`` that ``stored`` lacks (settings added to the library after the run, at
-  their defaults) are not compared.
-  """
-  if isinstance(stored, dict):
-    return isinstance(current, dict) and all(
-        k in current and _same_config(v, current[k]) for k, v in stored.items())
-  return stored == current
-
-
-def _finished(folder, cfg):
-  """The stored metrics of a finished run of ``cfg`` in ``folder`` (else None)."""
-  try:
-    with open(os.path.join(folder, "config.json")) as f:
-      stored = json.load(f)
-    with open(os.path.join(folder, "metrics.json")) as f:
-      metrics = json.load(f)
-  except (OSError, json.JSONDecodeError):
-    return None
-  return metrics if _same_config(stored, json.loads(json.dumps(to_dict(cfg)))) else None
+# Summary columns of the table and the format of their means; mean ± s.e. over seeds.
+MEAN_COLUMNS = (("mode_tv", ".3g"), ("mode_tv_reweighted", ".3g"), ("abs_log_z_error", ".3g"),
+                ("reverse_ess", ".3g"))
+SECONDS_COLUMNS = (("total_seconds", ".0f"), ("cpu_seconds", ".0f"))
 
 
 def _variant_overrides(items):
@@ -130,25 +90,24 @@ def _steps_to_target(r):
 
 
 def write_table(rows, dims, variants):
-  lines = ["| d | variant | modes covered (per seed) | mode TV | mode TV reweighted | "
-           "abs log Z error | reverse ESS | target evals | steps to target | wall s | CPU s |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+  header = ["d", "variant", "modes covered (per seed)", "mode TV", "mode TV reweighted",
+            "abs log Z error", "reverse ESS", "target evals", "steps to target", "wall s",
+            "CPU s"]
+  cells = []
   for d in dims:
     for name in variants:
       rs = [r for r in rows if r["dim"] == d and r["variant"] == name]
       if not rs:
         continue
-      modes = ", ".join(f"{r['modes_covered']}/{r['n_modes']}" for r in rs)
-      lines.append(
-          f"| {d} | {name} | {modes} | {_mean_se([r['mode_tv'] for r in rs])} | "
-          f"{_mean_se([r['mode_tv_reweighted'] for r in rs])} | "
-          f"{_mean_se([abs(r['log_z_error']) for r in rs])} | "
-          f"{_mean_se([r['reverse_ess'] for r in rs])} | "
-          f"{max(r['target_evals'] for r in rs):.3g} | "
-          f"{', '.join(_steps_to_target(r) for r in rs)} | "
-          f"{_mean_se([r['total_seconds'] for r in rs], '{:.0f}')} | "
-          f"{_mean_se([r.get('cpu_seconds') for r in rs], '{:.0f}')} |")
-  return "\n".join(lines)
+      cols = MEAN_COLUMNS + SECONDS_COLUMNS
+      s = grid.summarise(rs, [k for k, _ in cols], keep_nan=True)  # a nan shows as nan
+      means = {k: grid.format_mean_se(s.get(k), spec) for k, spec in cols}
+      cells.append([d, name, ", ".join(f"{r['modes_covered']}/{r['n_modes']}" for r in rs),
+                    *(means[k] for k, _ in MEAN_COLUMNS),
+                    f"{max(r['target_evals'] for r in rs):.3g}",
+                    ", ".join(_steps_to_target(r) for r in rs),
+                    *(means[k] for k, _ in SECONDS_COLUMNS)])
+  return "\n".join(grid.md_table(header, cells))
 
 
 def plot_summary(path, rows, dims, variants, title):
@@ -186,7 +145,7 @@ def plot_summary(path, rows, dims, variants, title):
   return plots.save_figure(fig, path, title)
 
 
-def main():
+def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--dims", nargs="*", type=int, default=[5, 10])
   ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
@@ -203,7 +162,10 @@ def main():
   ap.add_argument("--no-plots", action="store_true")
   ap.add_argument("--out", default="benchmarks/results")
   ap.add_argument("--runs", default="runs/ablation")
-  args = ap.parse_args()
+  ap.add_argument("--jobs", type=int, default=1,
+                  help="runs at a time, each in its own process pinned to a share of the CPUs "
+                       "(1: one after the other in this process)")
+  args = ap.parse_args(argv)
   unknown = [v for v in args.variants if v not in VARIANTS]
   if unknown:
     raise SystemExit(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
@@ -213,41 +175,56 @@ def main():
   variants = [v for v in VARIANTS if v in args.variants]
   if "fixed_geometric" in variants and "cmt" not in variants:
     print("note: fixed_geometric without cmt uses 20 schedule steps", flush=True)
-  rows = []
-  for d in args.dims:
-    for seed in args.seeds:
-      cmt_steps = None
-      for name in variants:
-        layer = json.loads(json.dumps(VARIANTS[name]))
-        if name == "fixed_geometric":
-          layer["cmt"]["schedule_steps"] = int(cmt_steps or 20)
-        cfg = build_config([preset_for("gmm16"), layer, *overrides, *per_variant.get(name, []), {
-            "target": "gmm16", "target_kwargs": {"dim": d}, "seed": seed,
-            "max_target_evals": int(args.budget)}])
-        folder = os.path.join(args.runs, args.name, f"d{d}_s{seed}_{name}")
-        m = _finished(folder, cfg) if args.skip_done else None
-        if m is None:
-          t0, c0 = time.perf_counter(), _cpu_seconds()
-          m = run(cfg, folder, progress=True)
-          m.update(total_seconds=time.perf_counter() - t0, cpu_seconds=_cpu_seconds() - c0)
-          with open(os.path.join(folder, "metrics.json"), "w") as f:
-            json.dump(m, f, indent=2)
-        else:
-          print(f"reusing {folder}", flush=True)
-        m.update(variant=name, dim=d, folder=folder)
-        if name == "cmt":
-          reached = m.get("target_reached_at_step")
-          cmt_steps = (reached + 1) if reached is not None else m["n_steps"]
-        if name == "fixed_geometric":
-          m["schedule_steps"] = layer["cmt"]["schedule_steps"]
-        rows.append(m)
-        print(json.dumps({k: m.get(k) for k in (
-            "variant", "dim", "seed", "modes_covered", "mode_tv", "log_z_error", "reverse_ess",
-            "target_evals", "target_reached_at_step", "total_seconds", "cpu_seconds")}),
-              flush=True)
-        with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
-          json.dump(rows, f, indent=2)
 
+  def variant(name: str, schedule_steps=None) -> grid.Variant:
+    """The variant's layer (with its schedule steps), then --set, then --set-variant."""
+    layer = VARIANTS[name]
+    if schedule_steps is not None:
+      layer = grid.merge(layer, {"cmt": {"schedule_steps": int(schedule_steps)}})
+    return grid.Variant(name, (layer, *overrides, *per_variant.get(name, [])))
+
+  # fixed_geometric takes as many schedule steps as the cmt run of its dimension and seed.
+  tasks = [(d, seed, name) for d in args.dims for seed in args.seeds for name in variants]
+  waits = {(d, seed, "fixed_geometric"): (d, seed, "cmt") for d, seed, _ in tasks}
+  cmt_steps: dict[tuple[int, int], int] = {}
+  schedule_steps: dict[tuple, int] = {}
+  finished: dict[tuple, dict] = {}
+
+  def prepare(task) -> grid.Job:
+    d, seed, name = task
+    steps = None
+    if name == "fixed_geometric":
+      steps = schedule_steps[task] = int(cmt_steps.get((d, seed)) or 20)
+    cfg = variant(name, steps).config("gmm16", {
+        "target": "gmm16", "target_kwargs": {"dim": d}, "seed": seed,
+        "max_target_evals": int(args.budget)})
+    folder = os.path.join(args.runs, args.name, f"d{d}_s{seed}_{name}")
+    return grid.Job(cfg, folder, args.skip_done and grid.finished_with(folder, cfg))
+
+  for done in grid.run_grid(tasks, prepare, workers=args.jobs if args.jobs > 1 else 0,
+                            after=waits, progress=True):
+    (d, seed, name), folder, m = done.key, done.job.out, done.metrics
+    if "error" in m:
+      raise SystemExit(f"ablation.py: run {folder} failed: {m['error']}")
+    if done.reused:
+      print(f"reusing {folder}", flush=True)
+    else:
+      m.update(total_seconds=done.wall_seconds, cpu_seconds=done.cpu_seconds)
+      grid.write_metrics(folder, m)
+    m.update(variant=name, dim=d, folder=folder)
+    if name == "cmt":
+      cmt_steps[(d, seed)] = grid.anneal_steps(m)
+    if name == "fixed_geometric":
+      m["schedule_steps"] = schedule_steps[done.key]
+    finished[done.key] = m
+    rows = [finished[t] for t in tasks if t in finished]  # grid order, however runs finish
+    print(json.dumps({k: m.get(k) for k in (
+        "variant", "dim", "seed", "modes_covered", "mode_tv", "log_z_error", "reverse_ess",
+        "target_evals", "target_reached_at_step", "total_seconds", "cpu_seconds")}),
+          flush=True)
+    grid.write_json(os.path.join(args.out, f"{args.name}.json"), rows)
+
+  rows = [finished[t] for t in tasks if t in finished]
   table = write_table(rows, args.dims, variants)
   with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
     f.write(f"GMM-16, budget {args.budget:.3g} target evaluations per run, seeds {args.seeds}, "
@@ -265,8 +242,9 @@ def main():
     for name in variants:
       if name == "reverse_kl":
         continue
-      curves[name] = _load_steps(os.path.join(args.runs, args.name,
-                                              f"d{d}_s{args.seeds[0]}_{name}"))
+      curves[name] = grid.load_jsonl(os.path.join(args.runs, args.name,
+                                                  f"d{d}_s{args.seeds[0]}_{name}",
+                                                  "steps.jsonl"))
     plots.plot_ablation(os.path.join(args.out, f"{args.name}_d{d}.png"), curves,
                         title=f"GMM-16 in {d}-D (seed {args.seeds[0]}): per-step view of each path")
 

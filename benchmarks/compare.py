@@ -38,19 +38,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import sys
 import time
-import traceback
-from typing import Any, Optional
+from typing import Any
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import grid  # noqa: E402
+from grid import ABS_OF, mean_se, run_label  # noqa: E402,F401  (part of this script's API)
 
-from cmtjax.io.config import build_config, parse_override
-from cmtjax.io.presets import preset_for
-from cmtjax.train import plan_steps
+from cmtjax.io.config import parse_override  # noqa: E402
+from cmtjax.train import plan_steps  # noqa: E402
 
 # (metric key, column title, format); columns absent from every run are left out.
 COLUMNS = (
@@ -72,8 +70,6 @@ COLUMNS = (
 )
 SUMMARY_KEYS = tuple(c[0] for c in COLUMNS) + ("log_z_error", "ais_log_z_error",
                                                 "compile_seconds", "n_steps")
-# Absolute-value columns and the signed metric each is taken from.
-ABS_OF = {"abs_log_z_error": "log_z_error", "abs_ais_log_z_error": "ais_log_z_error"}
 FIXED_SCHEDULES = ("linear_beta", "geometric_beta", "geometric_temperature")
 
 
@@ -88,46 +84,14 @@ def parse_spec(spec: str) -> tuple[str, dict]:
       raise ValueError(f"spec {spec!r}: {item!r} must look like key=value")
     key, value = item.split("=", 1)
     path = key if "." in key else f"{name}.{key}"
-    over = parse_override(f"{path}={value}")
-    layer = _merge(layer, over)
+    layer = grid.merge(layer, parse_override(f"{path}={value}"))
   return name, layer
-
-
-def _merge(a: dict, b: dict) -> dict:
-  out = dict(a)
-  for k, v in b.items():
-    out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-  return out
-
-
-def run_label(spec: str) -> str:
-  """A folder-safe label of a spec."""
-  return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec.replace(":", "__")).strip("_")
-
-
-def mean_se(values) -> dict:
-  """``{"mean", "se", "n"}`` of the finite values (se = std(ddof=1)/√n; 0 for one value)."""
-  v = np.asarray([x for x in values if x is not None and math.isfinite(float(x))], float)
-  if v.size == 0:
-    return {"mean": None, "se": None, "n": 0}
-  se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
-  return {"mean": float(v.mean()), "se": se, "n": int(v.size)}
 
 
 def summarise(runs: list[dict]) -> dict:
   """Mean ± s.e. over seeds of every summary metric of the successful runs."""
   ok = [r for r in runs if "error" not in r]
-  out = {}
-  for key in SUMMARY_KEYS:
-    vals = []
-    for r in ok:
-      v = r.get(key)
-      if key in ABS_OF and r.get(ABS_OF[key]) is not None:
-        v = abs(r[ABS_OF[key]])
-      vals.append(v)
-    s = mean_se(vals)
-    if s["n"]:
-      out[key] = s
+  out = grid.summarise(ok, SUMMARY_KEYS, abs_of=ABS_OF)
   n_modes = {r.get("n_modes") for r in ok} - {None}
   if n_modes:
     out["n_modes"] = max(n_modes)
@@ -135,30 +99,17 @@ def summarise(runs: list[dict]) -> dict:
   return out
 
 
-def _fmt(s: Optional[dict], fmt: str) -> str:
-  if not s or s.get("mean") is None:
-    return "–"
-  m, se = s["mean"], s["se"]
+def _fmt(s, fmt: str) -> str:
   if fmt == "pct":
-    m, se = 100 * m, 100 * se
-    fmt = ".3g"
-  if s["n"] > 1:
-    return f"{m:{fmt}} ± {se:.2g}"
-  return f"{m:{fmt}}"
+    return grid.format_mean_se(s, ".3g", scale=100)
+  return grid.format_mean_se(s, fmt)
 
 
 def markdown_table(target: str, summaries: dict[str, dict], budget: float,
                    seeds: list[int]) -> str:
   """The Markdown table: one row per method, mean ± s.e. over seeds."""
   cols = [c for c in COLUMNS if any(c[0] in s for s in summaries.values())]
-  lines = [f"# {target}: methods at a matched budget of {budget:.3g} target evaluations",
-           "", f"Seeds {seeds}; mean ± standard error over seeds (no ± for a single seed). "
-           "Reverse ESS: median of the evaluation's repeats per run. Modes covered: a mode "
-           "counts when it holds at least a quarter of its true share. A run stops at the "
-           "last whole outer step within the budget, so its target evaluations can fall "
-           "short of it by less than one step's cost.", "",
-           "| method | runs | " + " | ".join(c[1] for c in cols) + " |",
-           "|---|---|" + "---|" * len(cols)]
+  rows = []
   for label, s in summaries.items():
     cells = []
     for key, _, fmt in cols:
@@ -167,15 +118,15 @@ def markdown_table(target: str, summaries: dict[str, dict], budget: float,
         cell += f" / {s['n_modes']}"
       cells.append(cell)
     runs = f"{s['n_runs']}" + (f" ({s['n_failed']} failed)" if s["n_failed"] else "")
-    lines.append(f"| {label} | {runs} | " + " | ".join(cells) + " |")
+    rows.append([label, runs, *cells])
+  lines = [f"# {target}: methods at a matched budget of {budget:.3g} target evaluations",
+           "", f"Seeds {seeds}; mean ± standard error over seeds (no ± for a single seed). "
+           "Reverse ESS: median of the evaluation's repeats per run. Modes covered: a mode "
+           "counts when it holds at least a quarter of its true share. A run stops at the "
+           "last whole outer step within the budget, so its target evaluations can fall "
+           "short of it by less than one step's cost.", "",
+           *grid.md_table(["method", "runs", *(c[1] for c in cols)], rows)]
   return "\n".join(lines) + "\n"
-
-
-def _load_jsonl(path: str) -> list[dict]:
-  if not os.path.isfile(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
 
 
 def main(argv=None) -> int:
@@ -205,15 +156,17 @@ def main(argv=None) -> int:
   specs = list(dict.fromkeys(args.methods))
   parsed = {s: parse_spec(s) for s in specs}
   overrides = [parse_override(s) for s in args.set]
+  # Each spec's layer goes over the --set overrides; its method over both.
+  variants = {s: grid.Variant(s, (*overrides, layer, {"method": name}))
+              for s, (name, layer) in parsed.items()}
+  fixed = {s for s in specs if _is_fixed_schedule(parsed[s])}
   # Plain CMT first: fixed schedules take their number of annealing steps from it.
   specs.sort(key=lambda s: 0 if s == "cmt" else 1)
   base = {"target": args.target, "max_target_evals": int(args.budget)}
+  one_step = {"cmt": {"schedule_steps": 1}}  # a placeholder until the step count is known
   for spec in specs:  # validate every config before the first (long) run
-    name, layer = parsed[spec]
-    if layer.get("cmt", {}).get("schedule") in FIXED_SCHEDULES:
-      layer = _merge({"cmt": {"schedule_steps": 1}}, layer)
-    cfg = build_config([preset_for(args.target), *overrides, layer,
-                        {**base, "method": name, "seed": args.seeds[0]}])
+    cfg = variants[spec].config(args.target, one_step if spec in fixed else {},
+                                {**base, "seed": args.seeds[0]})
     try:
       plan_steps(cfg.method_config.evals_per_step, cfg.max_target_evals, cfg.max_steps)
     except ValueError as e:
@@ -226,47 +179,47 @@ def main(argv=None) -> int:
       "methods": {s: {"spec": s, "overrides": parsed[s][1], "runs": []} for s in specs}}
   cmt_anneal_steps: dict[int, int] = {}
   collected: dict[tuple[str, int], dict] = {}
+  notes: dict[tuple[str, int], dict] = {}
 
-  def config_for(spec: str, seed: int):
-    """The run's config and notes (a fixed schedule takes its step count from plain cmt)."""
-    name, layer = parsed[spec]
-    layer = json.loads(json.dumps(layer))
-    note = {}
-    if _is_fixed_schedule(parsed[spec]):
+  def folder(spec: str, seed: int) -> str:
+    return os.path.join(args.runs_dir, args.target, run_label(spec), f"seed{seed}")
+
+  def prepare(task: tuple[str, int]) -> grid.Job:
+    """The run's job and notes (a fixed schedule takes its step count from plain cmt)."""
+    spec, seed = task
+    variant, run_layer, note = variants[spec], {**base, "seed": seed}, {}
+    if spec in fixed:
       steps = cmt_anneal_steps.get(seed)
       if steps is None:
-        cfg0 = build_config([preset_for(args.target), *overrides,
-                             _merge(layer, {"cmt": {"schedule_steps": 1}}),
-                             {**base, "method": name, "seed": seed}])
+        cfg0 = variant.config(args.target, one_step, run_layer)
         steps = max(1, int(args.budget) // cfg0.method_config.n_samples // 2)
         note["schedule_steps_from"] = "half the planned steps (no plain cmt run)"
       else:
         note["schedule_steps_from"] = "steps of the plain cmt run to reach the target"
-      layer["cmt"]["schedule_steps"] = int(steps)
+      run_layer["cmt"] = {"schedule_steps": int(steps)}
       note["schedule_steps"] = int(steps)
-    cfg = build_config([preset_for(args.target), *overrides, layer,
-                        {**base, "method": name, "seed": seed}])
+    cfg = variant.config(args.target, run_layer)
     if args.eval_points > 0:  # every method's ESS curve gets about the same number of points
       n_steps = plan_steps(cfg.method_config.evals_per_step, cfg.max_target_evals,
                            cfg.max_steps)
-      every = max(1, n_steps // args.eval_points)
-      cfg = build_config([preset_for(args.target), *overrides, layer,
-                          {**base, "method": name, "seed": seed, "eval": {"every": every}}])
-    out = os.path.join(args.runs_dir, args.target, run_label(spec), f"seed{seed}")
-    reuse = args.resume and os.path.isfile(os.path.join(out, "metrics.json"))
+      run_layer["eval"] = {"every": max(1, n_steps // args.eval_points)}
+      cfg = variant.config(args.target, run_layer)
+    out = folder(spec, seed)
+    reuse = args.resume and grid.has_metrics(out)
     if reuse:
       note["reused"] = True
-    return cfg, out, note, reuse
+    notes[task] = note
+    return grid.Job(cfg, out, reuse)
 
-  def record(spec: str, seed: int, m: dict, note: dict, out: str, seconds: float) -> None:
-    m = {**m.get("timing", {}), **m}  # wall-clock figures next to the results in the table
-    m = {k: v for k, v in m.items() if not isinstance(v, (list, dict))}
-    if note.get("reused"):  # the time the run took when it ran, not the time to read it back
+  def record(done: grid.Finished) -> None:
+    (spec, seed), note = done.key, notes[done.key]
+    m = grid.flat_metrics(done.metrics)  # wall-clock figures next to the results in the table
+    seconds = done.wall_seconds
+    if done.reused:  # the time the run took when it ran, not the time to read it back
       seconds = m.get("total_seconds", seconds)
-    m.update(note, folder=out, seconds=seconds)
+    m.update(note, folder=done.job.out, seconds=seconds)
     if spec == "cmt" and "error" not in m:
-      reached = m.get("target_reached_at_step")
-      cmt_anneal_steps[seed] = (reached + 1) if reached is not None else m.get("n_steps")
+      cmt_anneal_steps[seed] = grid.anneal_steps(m)
     collected[(spec, seed)] = m
     for s_ in specs:  # the table keeps the order of methods and seeds however runs finish
       results["methods"][s_]["runs"] = [collected[(s_, k)] for k in args.seeds
@@ -275,60 +228,26 @@ def main(argv=None) -> int:
                                             "modes_covered", "mode_tv", "target_evals",
                                             "training_seconds", "error") if k in m}
                      | {"spec": spec}), flush=True)
-    _write(results, stem, args)
+    _write(results, stem)
 
-  # Plain cmt runs first; a fixed schedule waits for the plain cmt run of its seed.
   tasks = [(spec, seed) for spec in specs for seed in args.seeds]
-  if args.report_only:  # reads metrics only: no workers, and nobody waits for a missing run
+  if args.report_only:  # reads metrics only: in this process, and nobody waits for a missing run
     args.resume, args.jobs = True, 1
-    tasks = [t for t in tasks if os.path.isfile(os.path.join(
-        args.runs_dir, args.target, run_label(t[0]), f"seed{t[1]}", "metrics.json"))]
+    tasks = [t for t in tasks if grid.has_metrics(folder(*t))]
     print(f"report only: {len(tasks)} finished runs", flush=True)
-  waits = {t: ("cmt", t[1]) for t in tasks
-           if t[0] != "cmt" and "cmt" in specs and _is_fixed_schedule(parsed[t[0]])}
-  t_all = time.perf_counter()
+  # A fixed schedule waits for the plain cmt run of its seed; one at a time, each seed's plain
+  # cmt run comes first.
+  waits = {t: ("cmt", t[1]) for t in tasks if t[0] in fixed}
   if args.jobs <= 1:
-    for spec, seed in sorted(tasks, key=lambda t: (t[1], t[0] != "cmt")):
-      cfg, out, note, reuse = config_for(spec, seed)
-      t0 = time.perf_counter()
-      m = _run_one(cfg, out, not args.no_progress, reuse)
-      record(spec, seed, m, note, out,
-             time.perf_counter() - t0)
-  else:
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")  # a fresh JAX in every worker
-    slot = ctx.Value("i", 0)
-    with cf.ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_init_worker,
-                                initargs=(slot, args.jobs)) as pool:
-      running: dict = {}
-      pending = list(tasks)
-
-      def submit_ready():
-        for t in list(pending):
-          if t in waits and waits[t] not in collected:
-            continue
-          pending.remove(t)
-          cfg, out, note, reuse = config_for(*t)
-          running[pool.submit(_run_one, cfg, out, False, reuse)] = (
-              t, out, note, time.perf_counter())
-
-      submit_ready()
-      while running:
-        done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-        for fut in done:
-          (spec, seed), out, note, t0 = running.pop(fut)
-          try:
-            m = fut.result()
-          except Exception as e:  # the worker itself died
-            m = {"seed": seed, "error": f"{type(e).__name__}: {e}"}
-          record(spec, seed, m, note, out, time.perf_counter() - t0)
-        submit_ready()
+    tasks.sort(key=lambda t: (t[1], t[0] != "cmt"))
+  t_all = time.perf_counter()
+  for done in grid.run_grid(tasks, prepare, workers=args.jobs if args.jobs > 1 else 0,
+                            after=waits, progress=not args.no_progress):
+    record(done)
   results["total_seconds"] = time.perf_counter() - t_all  # this invocation
   results["run_seconds_sum"] = sum(  # every run, reused ones included
       r.get("seconds") or 0.0 for e in results["methods"].values() for r in e["runs"])
-  _write(results, stem, args, final=True)
+  _write(results, stem, final=True)
   print(f"wrote {stem}.json, .md, .png")
   return 0
 
@@ -340,45 +259,19 @@ def _is_fixed_schedule(parsed_spec: tuple[str, dict]) -> bool:
           and "schedule_steps" not in cmt)
 
 
-def _init_worker(slot, n_jobs: int) -> None:
-  """Pins each worker process to its own share of the CPUs, so parallel runs do not contend."""
-  with slot.get_lock():
-    index = slot.value
-    slot.value += 1
-  cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-  if len(cpus) >= n_jobs:
-    share = [c for i, c in enumerate(cpus) if i % n_jobs == index % n_jobs]
-    os.sched_setaffinity(0, share)
-
-
-def _run_one(cfg, out: str, progress: bool, reuse: bool) -> dict:
-  """One run through the one loop (or its saved metrics); a failure becomes an error entry."""
-  metrics_path = os.path.join(out, "metrics.json")
-  try:
-    if reuse:
-      with open(metrics_path) as f:
-        return json.load(f)
-    from cmtjax.runner import run
-    return run(cfg, out, progress=progress)
-  except Exception as e:  # one failed run must not lose the table
-    traceback.print_exc()
-    return {"seed": cfg.seed, "error": f"{type(e).__name__}: {e}"}
-
-
 def _curve(run: dict) -> list[dict]:
   """A run's in-training evaluations, ending with its final evaluation."""
-  curve = _load_jsonl(os.path.join(run["folder"], "evals.jsonl"))
+  curve = grid.load_jsonl(os.path.join(run["folder"], "evals.jsonl"))
   last = curve[-1]["target_evals"] if curve else -1
   if run.get("target_evals") is not None and run["target_evals"] > last:
     curve.append({"target_evals": run["target_evals"], "reverse_ess": run.get("reverse_ess")})
   return curve
 
 
-def _write(results: dict, stem: str, args, final: bool = False) -> None:
+def _write(results: dict, stem: str, final: bool = False) -> None:
   for entry in results["methods"].values():
     entry["summary"] = summarise(entry["runs"])
-  with open(stem + ".json", "w") as f:
-    json.dump(results, f, indent=2)
+  grid.write_json(stem + ".json", results)
   summaries = {s: e["summary"] for s, e in results["methods"].items() if e["runs"]}
   with open(stem + ".md", "w") as f:
     f.write(markdown_table(results["target"], summaries, results["budget"], results["seeds"]))

@@ -26,19 +26,15 @@ folders, the buffer samples nearest to the least-sampled mode and β (``coverage
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import itertools
 import json
-import multiprocessing as mp
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import _init_worker, _run_one  # noqa: E402  (one worker setup for both)
+import grid  # noqa: E402
 
-from cmtjax.io.config import build_config, parse_override  # noqa: E402
-from cmtjax.io.presets import preset_for  # noqa: E402
+from cmtjax.io.config import parse_override  # noqa: E402
 
 
 def expand_target(spec: str) -> list[tuple[str, str, dict]]:
@@ -69,16 +65,6 @@ def _is_json(text: str) -> bool:
     return False
 
 
-def _timed_run(cfg, out: str, reuse: bool) -> dict:
-  """One run in a worker, with the CPU seconds of the worker process during it."""
-  c0, t0 = time.process_time(), time.perf_counter()
-  m = _run_one(cfg, out, False, reuse)
-  if not reuse:
-    m["cpu_seconds_run"] = time.process_time() - c0
-    m["wall_seconds_run"] = time.perf_counter() - t0
-  return m
-
-
 def covered(m: dict, tol: float) -> bool:
   """All modes found and |log Z error| <= tol."""
   return ("error" not in m and m.get("modes_covered") == m.get("n_modes")
@@ -90,20 +76,21 @@ def markdown(results: dict) -> str:
   lines = [f"# Mode coverage: {results['name']}", "",
            f"Passed (all modes, |log Z error| <= {results['tol']}): "
            f"**{sum(r['covered'] for r in rows)} / {len(rows)}** runs", "",
-           "| instance | seed | modes | reverse ESS % | log Z error | mode TV | target evals "
-           "| target reached at step | wall s | CPU s | warnings |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           *grid.md_table(["instance", "seed", "modes", "reverse ESS %", "log Z error",
+                           "mode TV", "target evals", "target reached at step", "wall s",
+                           "CPU s", "warnings"])]
   for r in rows:
     m = r["metrics"]
     if "error" in m:
-      lines.append(f"| {r['instance']} | {r['seed']} | error: {m['error']} |" + " |" * 9)
+      lines.append(grid.md_row([r["instance"], r["seed"], f"error: {m['error']}"]) + " |" * 9)
       continue
-    lines.append(
-        f"| {r['instance']} | {r['seed']} | {m.get('modes_covered')}/{m.get('n_modes')} "
-        f"| {100 * m['reverse_ess']:.1f} | {m['log_z_error']:+.4f} | {m.get('mode_tv', 0):.3f} "
-        f"| {m['target_evals']:.3g} | {m.get('target_reached_at_step')} "
-        f"| {m.get('wall_seconds_run', m.get('timing', {}).get('total_seconds', 0)):.0f} "
-        f"| {m.get('cpu_seconds_run', float('nan')):.0f} | {'; '.join(m.get('warnings', []))} |")
+    wall = m.get("wall_seconds_run", m.get("timing", {}).get("total_seconds", 0))
+    lines.append(grid.md_row([
+        r["instance"], r["seed"], f"{m.get('modes_covered')}/{m.get('n_modes')}",
+        f"{100 * m['reverse_ess']:.1f}", f"{m['log_z_error']:+.4f}",
+        f"{m.get('mode_tv', 0):.3f}", f"{m['target_evals']:.3g}",
+        m.get("target_reached_at_step"), f"{wall:.0f}",
+        f"{m.get('cpu_seconds_run', float('nan')):.0f}", "; ".join(m.get("warnings", []))]))
   lines += ["", f"Command: `{results['command']}`", ""]
   return "\n".join(lines)
 
@@ -120,12 +107,13 @@ def plot_trace(path: str, run_dirs: list[str]) -> str:
       rec = [json.loads(line) for line in f]
     with open(os.path.join(d, "config.json")) as f:
       cmt = json.load(f)["cmt"]
-    label = (f"{os.path.basename(os.path.normpath(d))}: N = {cmt['n_samples_annealing'] or cmt['n_samples']:.0e} "
-             f"while annealing")
+    n = cmt["n_samples_annealing"] or cmt["n_samples"]
+    label = f"{os.path.basename(os.path.normpath(d))}: N = {n:.0e} while annealing"
     steps = [r["step"] for r in rec]
     ax0.plot(steps, [max(r["sparsest_mode_samples"], 0.5) for r in rec], "o-", label=label)
     ax1.plot(steps, [r["beta"] for r in rec], "o-", label=label)
-  ax0.set(yscale="log", xlabel="annealing step", ylabel="buffer samples nearest to the sparsest mode")
+  ax0.set(yscale="log", xlabel="annealing step",
+          ylabel="buffer samples nearest to the sparsest mode")
   ax1.set(xlabel="annealing step", ylabel="β")
   ax0.legend(fontsize=8)
   return save_figure(fig, path, "Coverage: how thinly the buffer samples its sparsest mode")
@@ -134,7 +122,8 @@ def plot_trace(path: str, run_dirs: list[str]) -> str:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--targets", nargs="+", help="target specs (see above)")
-  p.add_argument("--trace", nargs="+", metavar="DIR", help="plot these CMT runs' steps; run nothing")
+  p.add_argument("--trace", nargs="+", metavar="DIR",
+                 help="plot these CMT runs' steps; run nothing")
   p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds")
   p.add_argument("--name", required=True, help="name of the table (file stem)")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -153,49 +142,37 @@ def main(argv=None) -> int:
   if not args.targets:
     p.error("--targets is required (or --trace)")
 
-  overrides = [parse_override(s) for s in args.set]
-  tasks = []
+  setting = grid.Variant(args.name, tuple(parse_override(s) for s in args.set))  # --set
+  jobs = {}
   for spec in args.targets:
     for label, name, kwargs in expand_target(spec):
       for seed in args.seeds:
         layer = {"target": name, "target_kwargs": kwargs, "method": "cmt", "seed": seed}
         if args.budget is not None:
           layer["max_target_evals"] = int(args.budget)
-        cfg = build_config([preset_for(name), *overrides, layer])  # checked before any run
+        cfg = setting.config(name, layer)  # checked before any run
         out = os.path.join(args.runs_dir, args.name, label, f"seed{seed}")
-        reuse = args.resume and os.path.isfile(os.path.join(out, "metrics.json"))
-        tasks.append((label, seed, cfg, out, reuse))
+        jobs[(label, seed)] = grid.Job(cfg, out, args.resume and grid.has_metrics(out))
 
   os.makedirs(args.results_dir, exist_ok=True)
   stem = os.path.join(args.results_dir, f"coverage_{args.name}")
   results = {"name": args.name, "tol": args.tol, "runs": [],
              "command": "python benchmarks/coverage.py " + " ".join(argv or sys.argv[1:])}
-  order = {(t[0], t[1]): i for i, t in enumerate(tasks)}
+  order = {key: i for i, key in enumerate(jobs)}
 
-  def record(label, seed, m):
+  # Every run in a worker process (one at a time with --jobs 1), so its CPU seconds are its own.
+  for done in grid.run_grid(jobs, jobs.get, workers=max(args.jobs, 1)):
+    (label, seed), m = done.key, done.metrics
+    if done.cpu_seconds is not None:
+      m["cpu_seconds_run"], m["wall_seconds_run"] = done.cpu_seconds, done.wall_seconds
     results["runs"].append({"instance": label, "seed": seed, "covered": covered(m, args.tol),
                             "metrics": m})
     results["runs"].sort(key=lambda r: order[(r["instance"], r["seed"])])
     print(f"{label} seed {seed}: modes {m.get('modes_covered')}/{m.get('n_modes')}, "
           f"log Z error {m.get('log_z_error')}, ESS {m.get('reverse_ess')}", flush=True)
-    with open(stem + ".json", "w") as f:
-      json.dump(results, f, indent=2)
+    grid.write_json(stem + ".json", results)
     with open(stem + ".md", "w") as f:
       f.write(markdown(results))
-
-  ctx = mp.get_context("spawn")  # a fresh JAX in every worker
-  slot = ctx.Value("i", 0)
-  with cf.ProcessPoolExecutor(max(args.jobs, 1), mp_context=ctx, initializer=_init_worker,
-                              initargs=(slot, max(args.jobs, 1))) as pool:
-    futures = {pool.submit(_timed_run, cfg, out, reuse): (label, seed)
-               for label, seed, cfg, out, reuse in tasks}
-    for fut in cf.as_completed(futures):
-      label, seed = futures[fut]
-      try:
-        m = fut.result()
-      except Exception as e:  # the worker itself died
-        m = {"error": f"{type(e).__name__}: {e}"}
-      record(label, seed, m)
   n_ok = sum(r["covered"] for r in results["runs"])
   print(f"covered: {n_ok} / {len(results['runs'])}; wrote {stem}.json, .md")
   return 0

@@ -112,3 +112,107 @@ def test_report_only_tables_the_finished_runs(tmp_path):
   table = (res / "compare_gmm40.md").read_text()
   assert "| cmt | 2 |" in table and "| reverse_kl |" not in table
   assert (res / "compare_gmm40.png").stat().st_size > 1000
+
+
+def _grid():
+  import sys
+
+  sys.path.insert(0, os.path.dirname(_PATH))
+  import grid
+
+  return grid
+
+
+def test_grid_runs_waits_and_reuses_in_order(tmp_path):
+  """run_grid: a run starts only after the run it waits for was handled; reused runs are read
+  back (an unreadable one becomes an error entry); waits on runs outside the grid are dropped."""
+  import json
+
+  from cmtjax.io.config import build_config
+
+  grid = _grid()
+  cfg = build_config([{"target": "double_well2d", "method": "cmt"}])
+  for name, text in (("a", '{"n_steps": 4, "target_reached_at_step": 2}'),
+                     ("b", '{"n_steps": 7}'), ("c", "{not json")):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "metrics.json").write_text(text)
+  seen, handled = [], []
+
+  def prepare(key):
+    seen.append((key, list(handled)))
+    return grid.Job(cfg, str(tmp_path / key), reuse=True)
+
+  order = []
+  for done in grid.run_grid(["b", "c", "a"], prepare, after={"b": "a", "c": "zz"}):
+    assert done.reused and done.cpu_seconds is None and done.wall_seconds >= 0
+    handled.append(done.key)
+    order.append((done.key, done.metrics))
+  assert [k for k, _ in order] == ["c", "a", "b"]
+  assert dict(seen)["b"] == ["c", "a"]  # b was prepared after a was handled
+  assert order[0][1]["error"].startswith("JSONDecodeError") and order[0][1]["seed"] == 0
+  assert grid.anneal_steps(order[1][1]) == 3 and grid.anneal_steps(order[2][1]) == 7
+  with pytest.raises(ValueError, match="wait for each other"):
+    list(grid.run_grid(["a", "b"], prepare, after={"a": "b", "b": "a"}))
+  # finished_with: same config (keys added later not compared) and readable metrics
+  (tmp_path / "a" / "config.json").write_text(json.dumps({"target": "double_well2d",
+                                                           "method": "cmt"}))
+  assert grid.finished_with(str(tmp_path / "a"), cfg)
+  assert not grid.finished_with(str(tmp_path / "a"), build_config([{"target": "gmm40"}]))
+  (tmp_path / "c" / "config.json").write_text("{}")
+  assert not grid.finished_with(str(tmp_path / "c"), cfg)  # metrics.json unreadable
+
+
+def test_grid_summaries_and_tables():
+  grid = _grid()
+  runs = [{"log_z_error": -0.5, "mode_tv": 0.1, "timing": {"total_seconds": 3.0}},
+          {"log_z_error": 0.25, "mode_tv": float("nan")}, {"error": "x", "mode_tv": 9.0}]
+  s = grid.summarise(runs, ["abs_log_z_error", "mode_tv", "eubo"])
+  assert s["abs_log_z_error"]["mean"] == pytest.approx(0.375) and "eubo" not in s
+  assert s["mode_tv"] == {"mean": 0.1, "se": 0.0, "n": 1}  # nan and the failed run left out
+  kept = grid.summarise(runs, ["mode_tv"], keep_nan=True)["mode_tv"]
+  assert kept["n"] == 2 and grid.format_mean_se(kept) == "nan ± nan"
+  assert grid.format_mean_se({"mean": 0.5, "se": 0.25, "n": 2}, ".3g", scale=100) == "50 ± 25"
+  assert grid.format_mean_se(s["mode_tv"], ".2f") == "0.10"
+  assert grid.format_mean_se(None) == "–"
+  assert grid.flat_metrics(runs[0]) == {"log_z_error": -0.5, "mode_tv": 0.1,
+                                        "total_seconds": 3.0}
+  assert grid.md_table(["a", "b"], [[1, None]]) == ["| a | b |", "|---|---|", "| 1 | None |"]
+  assert grid.merge({"cmt": {"path": "x", "eps": 1}}, {"cmt": {"path": "y"}}) == {
+      "cmt": {"path": "y", "eps": 1}}
+  v = grid.Variant("cmt:path=geometric", ({"cmt": {"path": "geometric"}}, {"method": "cmt"}))
+  assert v.label == "cmt__path=geometric"
+  cfg = v.config("double_well2d", {"target": "double_well2d", "seed": 3})
+  assert cfg.method == "cmt" and cfg.method_config.path == "geometric" and cfg.seed == 3
+
+
+def test_ablation_tiny_grid_and_skip_done(tmp_path):
+  """ablation.py: fixed_geometric takes its steps from the cmt run; --skip-done reuses both."""
+  import json
+
+  path = os.path.join(os.path.dirname(_PATH), "ablation.py")
+  spec = importlib.util.spec_from_file_location("cmtjax_ablation", path)
+  ablation = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(ablation)
+  argv = ["--dims", "2", "--seeds", "0", "--variants", "cmt", "fixed_geometric", "--budget",
+          "2000", "--no-plots", "--name", "tiny", "--out", str(tmp_path / "res"),
+          "--runs", str(tmp_path / "runs"), "--set", "cmt.n_samples=500",
+          "--set", "cmt.n_samples_annealing=500",
+          "--set", "cmt.n_grad_steps=3", "--set", "cmt.batch_size=128",
+          "--set", "eval.n_samples=500", "--set", "eval.every=0", "--set", "eval.n_repeats=1",
+          "--set", "checkpoint.enabled=false", "--skip-done"]
+  ablation.main(argv)
+  rows = json.loads((tmp_path / "res" / "tiny.json").read_text())
+  assert [r["variant"] for r in rows] == ["cmt", "fixed_geometric"]
+  cmt, fixed = rows
+  reached = cmt["target_reached_at_step"]
+  assert fixed["schedule_steps"] == (reached + 1 if reached is not None else cmt["n_steps"])
+  stored = json.loads((tmp_path / "runs" / "tiny" / "d2_s0_cmt" / "metrics.json").read_text())
+  assert stored["cpu_seconds"] > 0 and stored["total_seconds"] > 0
+  assert stored["timing"]["total_seconds"] > 0
+  table = (tmp_path / "res" / "tiny.md").read_text()
+  assert "| 2 | cmt |" in table and "| 2 | fixed_geometric |" in table
+  mtime = os.path.getmtime(tmp_path / "runs" / "tiny" / "d2_s0_fixed_geometric" / "steps.jsonl")
+  ablation.main(argv)  # everything reused: no run touches its folder
+  assert os.path.getmtime(tmp_path / "runs" / "tiny" / "d2_s0_fixed_geometric"
+                          / "steps.jsonl") == mtime
+  assert json.loads((tmp_path / "res" / "tiny.json").read_text()) == rows
