@@ -1,8 +1,8 @@
-"""Alanine dipeptide Langevin MD: JAX force field (jax-md BAOAB) against OpenMM.
+"""Alanine dipeptide Langevin MD: the JAX force field (cmtjax BAOAB) against OpenMM.
 
 Both sides run the same number of independent chains of the same length from the shipped
 energy-minimised structure, with the same settings: BAOAB Langevin (OpenMM's
-LangevinMiddleIntegrator; jax-md's nvt_langevin), 300 K, friction 1/ps, time step 1 fs, no
+LangevinMiddleIntegrator; cmtjax.sampling.langevin), 300 K, friction 1/ps, time step 1 fs, no
 constraints, no centre-of-mass motion removal. Reported: mean potential energy and mean kinetic
 temperature (2 KE / (3 N k_B), from the half-step momenta on both sides) after discarding the
 first --equilibration ps, with standard errors from the spread of the per-chain means (chains
@@ -115,7 +115,7 @@ def main():
     "",
     "| | mean potential energy (kJ/mol) | mean temperature (K) | wall (s) |",
     "|---|---|---|---|",
-    f"| JAX (jax-md BAOAB, float32) | {res['jax']['pe_mean']:.2f} ± {res['jax']['pe_se']:.2f} | "
+    f"| JAX (cmtjax BAOAB, float32) | {res['jax']['pe_mean']:.2f} ± {res['jax']['pe_se']:.2f} | "
     f"{res['jax']['t_mean']:.2f} ± {res['jax']['t_se']:.2f} | {jax_s:.1f} (incl. compile) |",
     f"| OpenMM {args.platform} (LangevinMiddle) | {res['openmm']['pe_mean']:.2f} ± "
     f"{res['openmm']['pe_se']:.2f} | {res['openmm']['t_mean']:.2f} ± {res['openmm']['t_se']:.2f} "

@@ -31,7 +31,7 @@ from cmtjax.io.config import build_config, parse_override
 from cmtjax.io.presets import preset_for
 from cmtjax.methods import make_cmt
 from cmtjax.train.fit import make_optimizer
-from cmtjax.cmt import normalized_log_weights
+from cmtjax.cmt import normalised_log_weights
 from cmtjax.targets import make_target
 from cmtjax.train import fit_weighted
 
@@ -71,7 +71,7 @@ def breakdown(target_name: str, n_samples: int, warmup_steps: int = 3,
   dual = jax.jit(lambda b, l, e: solve_dual(b, c.eps_tr, c.eps_ent, l, e))
   sol = dual(buf, ms.lam, ms.eta)
   opt = make_optimizer(c.learning_rate, c.grad_clip)
-  log_wbar = normalized_log_weights(buf, sol.lam, sol.eta)
+  log_wbar = normalised_log_weights(buf, sol.lam, sol.eta)
   fit = jax.jit(lambda p, s, k: fit_weighted(flow.log_prob, opt, p, s, k, buf.x, log_wbar,
                                              n_steps=c.n_grad_steps, batch_size=c.batch_size,
                                              mode=c.fit_mode))

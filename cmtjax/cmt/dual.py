@@ -129,7 +129,7 @@ def _centred_log_weights(buffer: Buffer, lam: Array, eta: Array) -> tuple[Array,
   return lw, (c_p - (1.0 + eta) * c_q) / s
 
 
-def normalized_log_weights(buffer: Buffer, lam: Array, eta: Array) -> Array:
+def normalised_log_weights(buffer: Buffer, lam: Array, eta: Array) -> Array:
   """log w̄ (``[N]``, −inf at invalid entries): log-softmax of :func:`log_weights`."""
   lw, _ = _centred_log_weights(buffer, lam, eta)
   return lw - jax.scipy.special.logsumexp(lw)

@@ -24,7 +24,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from cmtjax.cmt.dual import Buffer, make_buffer, normalized_log_weights
+from cmtjax.cmt.dual import Buffer, make_buffer, normalised_log_weights
 from cmtjax.cmt.solver import SolverConfig, solve_dual
 from cmtjax.train.fit import FitInfo, fit_weighted
 
@@ -165,7 +165,7 @@ def make_kernel(log_prob: Callable[[Params, Array], Array], optimizer, *, n_grad
 
   def kernel(key: Array, params: Params, opt_state: Any, buffer: Buffer, lam: Array,
              eta: Array, n_active: Optional[Array] = None) -> KernelResult:
-    log_wbar = shard(normalized_log_weights(buffer, lam, eta))
+    log_wbar = shard(normalised_log_weights(buffer, lam, eta))
 
     def fit(_):
       return fit_weighted(fit_log_prob, optimizer, params, opt_state, key, buffer.x, log_wbar,

@@ -3,17 +3,17 @@
 from cmtjax.flows.build import flow_for_target
 from cmtjax.flows.conditioner import MLPConditioner
 from cmtjax.flows.config import FlowConfig
-from cmtjax.flows.couplings import CouplingLayout, coupling_layouts
+from cmtjax.flows.couplings import Coupling, cartesian_couplings
 from cmtjax.flows.flow import Flow, make_flow, standard_normal_log_prob
 from cmtjax.flows.splines import RationalQuadraticSpline
 
 __all__ = [
-    "CouplingLayout",
+    "Coupling",
     "Flow",
     "FlowConfig",
     "MLPConditioner",
     "RationalQuadraticSpline",
-    "coupling_layouts",
+    "cartesian_couplings",
     "flow_for_target",
     "make_flow",
     "standard_normal_log_prob",

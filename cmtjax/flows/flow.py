@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from cmtjax.flows.config import FlowConfig
-from cmtjax.flows.couplings import (coupling_forward, coupling_inverse,
-                                    coupling_layouts, make_conditioner)
+from cmtjax.flows.couplings import cartesian_couplings
 
 Array = jax.Array
 Params = Any
@@ -75,8 +74,7 @@ def make_flow(config: FlowConfig) -> Flow:
   if not isinstance(config, FlowConfig):
     raise TypeError(f"make_flow expects a FlowConfig, got {type(config)!r}")
   dim = config.dim
-  layouts = coupling_layouts(config)
-  conditioners = tuple(make_conditioner(config, lay) for lay in layouts)
+  layers = cartesian_couplings(config)
   log_scale = math.log(config.base_scale)
   scale_log_det = dim * log_scale
 
@@ -90,12 +88,8 @@ def make_flow(config: FlowConfig) -> Flow:
     Returns:
       The params pytree.
     """
-    keys = jax.random.split(key, len(layouts))
-    params = {}
-    for layer, (lay, cond) in enumerate(zip(layouts, conditioners)):
-      dummy = jnp.zeros((1, lay.n_cond), jnp.float32)
-      params[_layer_name(layer)] = cond.init(keys[layer], dummy)["params"]
-    return params
+    keys = jax.random.split(key, len(layers))
+    return {_layer_name(n): layer.init(keys[n]) for n, layer in enumerate(layers)}
 
   def _check(x: Array, name: str) -> None:
     if x.ndim != 2 or x.shape[-1] != dim:
@@ -105,17 +99,16 @@ def make_flow(config: FlowConfig) -> Flow:
   def _forward(params: Params, z: Array) -> tuple[Array, Array]:
     y = z
     log_det = jnp.zeros(z.shape[:-1], z.dtype)
-    for layer, (lay, cond) in enumerate(zip(layouts, conditioners)):
-      y, ld = coupling_forward(config, lay, cond, params[_layer_name(layer)], y)
+    for n, layer in enumerate(layers):
+      y, ld = layer.forward(params[_layer_name(n)], y)
       log_det = log_det + ld
     return config.base_scale * y, log_det + scale_log_det
 
   def _inverse(params: Params, x: Array) -> tuple[Array, Array]:
     y = x / config.base_scale
     log_det = jnp.full(x.shape[:-1], -scale_log_det, x.dtype)
-    for layer in reversed(range(len(layouts))):
-      y, ld = coupling_inverse(config, layouts[layer], conditioners[layer],
-                               params[_layer_name(layer)], y)
+    for n in reversed(range(len(layers))):
+      y, ld = layers[n].inverse(params[_layer_name(n)], y)
       log_det = log_det + ld
     return y, log_det
 

@@ -21,6 +21,7 @@ At initialisation every spline is the identity, so y = y0.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -33,7 +34,7 @@ from cmtjax.flows.conditioner import MLPConditioner
 from cmtjax.flows.config import FlowConfig
 from cmtjax.flows.flow import Flow
 from cmtjax.flows.internal_coordinates import InternalCoordinates
-from cmtjax.flows.splines import RationalQuadraticSpline
+from cmtjax.flows.couplings import Coupling, inner_transform, params_per_coordinate
 
 Array = jax.Array
 Params = Any
@@ -70,11 +71,11 @@ def make_internal_flow(config: FlowConfig, ic: InternalCoordinates) -> Flow:
   bounded_mask = jnp.asarray(~circular)
   sigma = 2.0 * float(config.prior_std)  # in y units ([-1, 1] is twice [0, 1])
   log_trunc = math.log(float(ndtr(1.0 / sigma) - ndtr(-1.0 / sigma)))
-  n_bins = config.n_bins
-  n_par = 3 * n_bins - 1
+  n_params = params_per_coordinate(config)
+  transform = inner_transform(dataclasses.replace(config, coupling="spline"), 1.0)
 
   rng = np.random.RandomState(config.seed_permutation)
-  layers = []
+  layers, shifts = [], []
   halves = None
   previous_offset = np.zeros(dim)
   for layer in range(config.n_layers):
@@ -84,62 +85,36 @@ def make_internal_flow(config: FlowConfig, ic: InternalCoordinates) -> Flow:
     cond_idx, trans_idx = halves if layer % 2 == 0 else halves[::-1]
     offset = rng.uniform(-1.0, 1.0, size=dim) if layer > 0 else np.zeros(dim)
     offset = np.where(circular, offset, 0.0)
-    shift = (offset - previous_offset).astype(np.float32)  # rotation applied before the layer
+    shifts.append((offset - previous_offset).astype(np.float32))  # rotation before the layer
     previous_offset = offset
-    layers.append(dict(
+    layers.append(Coupling(
         cond_idx=cond_idx.astype(np.int32), trans_idx=trans_idx.astype(np.int32),
-        cond_circ=circular[cond_idx], shift=shift,
-        net=MLPConditioner(hidden=config.hidden, n_out=len(trans_idx) * n_par,
+        cond_circular=circular[cond_idx], input_bound=None, n_params=n_params,
+        transform=transform,
+        net=MLPConditioner(hidden=config.hidden, n_out=len(trans_idx) * n_params,
                            activation=config.activation)))
-  final = dict(shift=(-previous_offset).astype(np.float32))  # back to the reference offsets
+  final_shift = (-previous_offset).astype(np.float32)  # back to the reference offsets
 
-  def features(layer, y_cond: Array) -> Array:
-    circ = layer["cond_circ"]
-    parts = []
-    if np.any(~circ):
-      parts.append(y_cond[:, ~circ])
-    if np.any(circ):
-      ang = jnp.pi * y_cond[:, circ]
-      parts += [jnp.cos(ang), jnp.sin(ang)]
-    return jnp.concatenate(parts, axis=-1)
-
-  def n_features(layer) -> int:
-    circ = layer["cond_circ"]
-    return int(np.sum(~circ) + 2 * np.sum(circ))
-
-  def spline(layer, p, y: Array) -> RationalQuadraticSpline:
-    theta = layer["net"].apply({"params": p}, features(layer, y[:, layer["cond_idx"]]))
-    theta = theta.reshape(y.shape[0], len(layer["trans_idx"]), n_par)
-    slopes = jnp.pad(theta[..., 2 * n_bins:], [(0, 0), (0, 0), (1, 1)])
-    return RationalQuadraticSpline(
-        jnp.concatenate([theta[..., :2 * n_bins], slopes], axis=-1), 1.0)
-
-  def shift_in(layer, y: Array, sign: float) -> Array:
-    s = layer["shift"]
-    if not np.any(s):
+  def rotate(shift: np.ndarray, y: Array, sign: float) -> Array:
+    """Rotates the free dihedrals by ``sign * shift`` (mod 2)."""
+    if not np.any(shift):
       return y
-    return jnp.where(jnp.asarray(circular), _wrap_unit(y + sign * jnp.asarray(s)), y)
+    return jnp.where(jnp.asarray(circular), _wrap_unit(y + sign * jnp.asarray(shift)), y)
 
   def _forward_y(params, y0: Array) -> tuple[Array, Array]:
     y, log_det = y0, jnp.zeros(y0.shape[:1], y0.dtype)
     for n, layer in enumerate(layers):
-      y = shift_in(layer, y, 1.0)
-      out, ld = spline(layer, params[f"coupling_{n}"], y).forward_and_log_det(
-          y[:, layer["trans_idx"]])
-      y = y.at[:, layer["trans_idx"]].set(out)
-      log_det = log_det + jnp.sum(ld, -1)
-    return shift_in(final, y, 1.0), log_det
+      y, ld = layer.forward(params[f"coupling_{n}"], rotate(shifts[n], y, 1.0))
+      log_det = log_det + ld
+    return rotate(final_shift, y, 1.0), log_det
 
   def _inverse_y(params, y: Array) -> tuple[Array, Array]:
     log_det = jnp.zeros(y.shape[:1], y.dtype)
-    y = shift_in(final, y, -1.0)
+    y = rotate(final_shift, y, -1.0)
     for n in reversed(range(len(layers))):
-      layer = layers[n]
-      out, ld = spline(layer, params[f"coupling_{n}"], y).inverse_and_log_det(
-          y[:, layer["trans_idx"]])
-      y = y.at[:, layer["trans_idx"]].set(out)
-      log_det = log_det + jnp.sum(ld, -1)
-      y = shift_in(layer, y, -1.0)
+      y, ld = layers[n].inverse(params[f"coupling_{n}"], y)
+      log_det = log_det + ld
+      y = rotate(shifts[n], y, -1.0)
     return y, log_det
 
   def base_log_prob(y0: Array) -> Array:
@@ -160,9 +135,7 @@ def make_internal_flow(config: FlowConfig, ic: InternalCoordinates) -> Flow:
   @jax.jit
   def init(key: Array) -> Params:
     keys = jax.random.split(key, len(layers))
-    return {f"coupling_{n}": layer["net"].init(
-        keys[n], jnp.zeros((1, n_features(layer)), jnp.float32))["params"]
-            for n, layer in enumerate(layers)}
+    return {f"coupling_{n}": layer.init(keys[n]) for n, layer in enumerate(layers)}
 
   def _check(x: Array, width: int, name: str) -> None:
     if x.ndim != 2 or x.shape[-1] != width:

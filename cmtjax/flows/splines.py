@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import distrax
 import jax
 import jax.numpy as jnp
 
@@ -189,7 +188,7 @@ def spline_inverse(y: Array, knots: SplineKnots,
   return jnp.where(inside, x, y), jnp.where(inside, log_det, 0.0)
 
 
-class RationalQuadraticSpline(distrax.Bijector):
+class RationalQuadraticSpline:
   """Elementwise rational-quadratic spline bijector, identity outside the box.
 
   Same parameters and same function as ``distrax.RationalQuadraticSpline(params,
@@ -200,7 +199,6 @@ class RationalQuadraticSpline(distrax.Bijector):
   def __init__(self, params: Array, box: float,
                min_bin_size: float = MIN_BIN_SIZE,
                min_knot_slope: float = MIN_KNOT_SLOPE):
-    super().__init__(event_ndims_in=0)
     self._box = float(box)
     self._knots = spline_knots(params, self._box, min_bin_size, min_knot_slope)
 

@@ -22,24 +22,10 @@ import jax
 import numpy as np
 
 from cmtjax.metrics.molecular import backbone_angles, chirality_error_rate, molecular_figures
-from cmtjax.metrics.weights import normalized_weights
+from cmtjax.metrics.weights import normalised_weights
+from cmtjax.sampling.chunks import draw_in_chunks, map_in_chunks
 
 Array = jax.Array
-
-
-def _draw(target, sample_and_log_prob, key, n, chunk):
-  xs, lqs = [], []
-  n_chunks = max(1, -(-n // chunk))
-  size = -(-n // n_chunks)
-  for k in jax.random.split(key, n_chunks):
-    x, lq = sample_and_log_prob(k, size)
-    xs.append(np.asarray(x))
-    lqs.append(np.asarray(lq))
-  return np.concatenate(xs)[:n], np.concatenate(lqs)[:n]
-
-
-def _in_chunks(fn, x, chunk):
-  return np.concatenate([np.asarray(fn(x[i:i + chunk])) for i in range(0, len(x), chunk)])
 
 
 def load_reference_positions(name: str, path: Optional[str] = None) -> Optional[np.ndarray]:
@@ -89,9 +75,11 @@ def molecular_report(
   spec = target.molecule
   if spec is None:
     raise ValueError(f"target {target.name!r} is not a molecule")
-  x, log_q = _draw(target, sample_and_log_prob, key, n_samples, chunk)
-  energy = _in_chunks(spec.energy, x, chunk)
-  log_w = _in_chunks(target.log_prob, x, chunk) - log_q
+  parts = list(draw_in_chunks(sample_and_log_prob, key, n_samples, chunk))
+  x = np.concatenate([np.asarray(p[0]) for p in parts])
+  log_q = np.concatenate([np.asarray(p[1]) for p in parts])
+  energy = map_in_chunks(spec.energy, x, chunk)
+  log_w = map_in_chunks(target.log_prob, x, chunk) - log_q
   if reference is None:
     reference = load_reference_positions(target.name, reference_path)
     source = reference_path or (None if reference is None else "load_reference")
@@ -104,16 +92,16 @@ def molecular_report(
                                                            spec.chirality)
   else:
     x_ref = np.asarray(reference, np.float32)
-    e_ref = _in_chunks(spec.energy, x_ref, chunk)
-    log_p_ref = _in_chunks(target.log_prob, x_ref, chunk)
-    log_q_ref = _in_chunks(log_prob_fn, x_ref, chunk)
+    e_ref = map_in_chunks(spec.energy, x_ref, chunk)
+    log_p_ref = map_in_chunks(target.log_prob, x_ref, chunk)
+    log_q_ref = map_in_chunks(log_prob_fn, x_ref, chunk)
     figures.update(molecular_figures(x, log_w, energy, x_ref, log_p_ref, log_q_ref, e_ref, top,
                                      reference_signs=spec.chirality))
-  w = np.asarray(normalized_weights(log_w))
+  w = np.asarray(normalised_weights(log_w))
   angles = backbone_angles(x, top)
   ref_angles = None if reference is None else backbone_angles(reference, top)
   if target.name == "aldp" and angles.shape[1] == 1:
-    from cmtjax.targets.molecules.reference import aldp_basin_populations
+    from cmtjax.metrics.basins import aldp_basin_populations
     figures["basins_model"] = aldp_basin_populations(angles[:, 0, 0], angles[:, 0, 1])
     figures["basins_model_reweighted"] = aldp_basin_populations(angles[:, 0, 0],
                                                                 angles[:, 0, 1], w)
@@ -127,7 +115,7 @@ def molecular_report(
       plot_ramachandran(os.path.join(out_dir, "ramachandran.png"), angles, ref_angles,
                         model_weights=w, pairs="all", title=title)
       plot_energy_histograms(os.path.join(out_dir, "energies.png"), energy,
-                             _in_chunks(spec.energy, np.asarray(reference, np.float32), chunk),
+                             map_in_chunks(spec.energy, np.asarray(reference, np.float32), chunk),
                              model_weights=w, title=title)
     else:  # no reference: the model against its own reweighting
       plot_ramachandran(os.path.join(out_dir, "ramachandran.png"), angles, angles,

@@ -7,6 +7,11 @@ weights are dropped (and counted by :func:`count_nonfinite`).
 
 from __future__ import annotations
 
+from cmtjax.metrics.basins import (
+    ALDP_BASINS,
+    aldp_basin_populations,
+    aldp_basin_populations_by_block,
+)
 from cmtjax.metrics.checks import run_warnings
 from cmtjax.metrics.ess import forward_ess, reverse_ess, reverse_ess_clipped
 from cmtjax.metrics.evaluate import evaluate
@@ -29,10 +34,13 @@ from cmtjax.metrics.molecular import (
     ramachandran_tv,
     torus_w2,
 )
-from cmtjax.metrics.weights import count_nonfinite, masked_log_weights, normalized_weights
+from cmtjax.metrics.weights import count_nonfinite, masked_log_weights, normalised_weights
 
 __all__ = [
+    "ALDP_BASINS",
     "EnergyDistance",
+    "aldp_basin_populations",
+    "aldp_basin_populations_by_block",
     "backbone_angles",
     "chirality_error_rate",
     "count_nonfinite",
@@ -48,7 +56,7 @@ __all__ = [
     "mode_tv",
     "modes_covered",
     "molecular_figures",
-    "normalized_weights",
+    "normalised_weights",
     "ramachandran_histogram",
     "ramachandran_kl",
     "ramachandran_tv",

@@ -12,7 +12,7 @@ import numpy as np
 from cmtjax.metrics.ess import forward_ess, reverse_ess, reverse_ess_clipped
 from cmtjax.metrics.evidence import elbo, eubo, log_z_forward, log_z_reverse
 from cmtjax.metrics.modes import _weighted_fraction, mode_occupancy, mode_tv, modes_covered
-from cmtjax.metrics.weights import count_nonfinite, normalized_weights
+from cmtjax.metrics.weights import count_nonfinite, normalised_weights
 from cmtjax.sampling.chunks import draw_in_chunks
 from cmtjax.targets.base import Target
 
@@ -67,7 +67,7 @@ def _model_figures(log_w_rep: Array, clip_fraction: float) -> dict[str, Array]:
       "elbo": elbo(log_w),
       "n_nonfinite": count_nonfinite(log_w),
       "finite": jnp.isfinite(log_w).astype(jnp.float32),
-      "w_bar": normalized_weights(log_w),
+      "w_bar": normalised_weights(log_w),
   }
 
 

@@ -20,7 +20,7 @@ def mode_occupancy(mode_idx: Array, n_modes: int, weights: Optional[Array] = Non
     mode_idx: [batch] int mode index of each sample; indices outside [0, n_modes) (e.g. -1
       for "unassigned") are ignored.
     n_modes: number of modes (static).
-    weights: optional [batch] non-negative weights (e.g. :func:`normalized_weights` for
+    weights: optional [batch] non-negative weights (e.g. :func:`normalised_weights` for
       importance-weighted occupancy, or a 0/1 mask); unweighted counts when None.
 
   Returns:

@@ -8,7 +8,7 @@ Conventions:
   * backbone angles ``phi_psi: [n, n_pairs, 2]`` (last axis (φ, ψ)) in radians on (-π, π]
     (``[n, 2]`` is accepted for a single pair); :func:`backbone_angles` computes them;
   * ``weights`` are non-negative importance weights of model samples (normalised here), e.g.
-    :func:`cmtjax.metrics.normalized_weights` of log w = log p̃(x) - log q(x), both densities
+    :func:`cmtjax.metrics.normalised_weights` of log w = log p̃(x) - log q(x), both densities
     in Cartesian space.
 """
 
@@ -21,13 +21,13 @@ import numpy as np
 
 from cmtjax.metrics.ess import forward_ess
 from cmtjax.metrics.evidence import eubo, log_z_forward
-from cmtjax.metrics.weights import normalized_weights
+from cmtjax.metrics.weights import normalised_weights
 
 if TYPE_CHECKING:
   from cmtjax.targets.molecules.topology import MolecularTopology
 
 # cmtjax.targets.molecules.topology is imported inside the functions that need it: importing
-# the molecules package pulls in jax-md and OpenMM helpers, which `import cmtjax.metrics`
+# the molecules package pulls in the force field and OpenMM helpers, which `import cmtjax.metrics`
 # should not pay for.
 
 #: Probability floor of the model histogram in :func:`ramachandran_kl` (see there).
@@ -53,6 +53,7 @@ def backbone_angles(x, top: MolecularTopology, chunk: int = 65536) -> np.ndarray
   Returns:
     [n, n_pairs, 2] float64 angles in radians on (-π, π].
   """
+  from cmtjax.sampling.chunks import map_in_chunks
   from cmtjax.targets.molecules.topology import (backbone_dihedral_pairs, dihedral_angles,
                                                  wrap_angle)
 
@@ -63,11 +64,10 @@ def backbone_angles(x, top: MolecularTopology, chunk: int = 65536) -> np.ndarray
   phi_idx, psi_idx = backbone_dihedral_pairs(top)
   idx = np.concatenate([phi_idx, psi_idx])  # [2 n_pairs, 4]
   n_pairs = phi_idx.shape[0]
-  out = np.empty((x.shape[0], n_pairs, 2))
-  for start in range(0, x.shape[0], chunk):
-    a = np.asarray(dihedral_angles(jnp.asarray(x[start:start + chunk]), idx), np.float64)
-    out[start:start + chunk] = a.reshape(-1, 2, n_pairs).transpose(0, 2, 1)
-  return wrap_angle(out)
+  if x.shape[0] == 0:
+    return np.empty((0, n_pairs, 2))
+  a = map_in_chunks(lambda xb: dihedral_angles(jnp.asarray(xb), idx), x, chunk)
+  return wrap_angle(a.astype(np.float64).reshape(-1, 2, n_pairs).transpose(0, 2, 1))
 
 
 def _as_pairs(phi_psi) -> np.ndarray:
@@ -401,7 +401,7 @@ def molecular_figures(
   keep = ~wrong
   nan = float("nan")
   lw_kept = log_w_model[keep]
-  w_bar = np.asarray(normalized_weights(jnp.asarray(lw_kept)), np.float64)
+  w_bar = np.asarray(normalised_weights(jnp.asarray(lw_kept)), np.float64)
   has_w = lw_kept.size > 0 and w_bar.sum() > 0
   ref_angles = backbone_angles(x_ref, top)
   model_angles = backbone_angles(x_model[keep], top)

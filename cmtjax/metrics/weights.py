@@ -38,7 +38,7 @@ def count_nonfinite(log_w: Array) -> Array:
 
 
 @jax.jit
-def normalized_weights(log_w: Array) -> Array:
+def normalised_weights(log_w: Array) -> Array:
   """Self-normalised importance weights w̄ = softmax(log_w), 0 on non-finite entries.
 
   Args:

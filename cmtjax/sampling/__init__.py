@@ -12,6 +12,11 @@ _EXPORTS = {
     **{n: "buffer" for n in ("ReplayBuffer", "buffer_add", "buffer_adjust", "buffer_init",
                              "buffer_sample")},
     **{n: "hmc" for n in ("HMCInfo", "Point", "hmc_step", "make_point_fn")},
+    **{n: "langevin" for n in ("Langevin", "LangevinState", "make_langevin")},
+    **{n: "replica_exchange" for n in (
+        "ReplicaExchange", "ReplicaExchangeFrames", "ReplicaExchangeResult",
+        "ReplicaExchangeState", "SwapResult", "make_replica_exchange", "swap_neighbours")},
+    "chunk_sizes": "chunks", "draw_in_chunks": "chunks", "map_in_chunks": "chunks",
     "cumulative_weights": "resampling", "resample_indices": "resampling",
     "geometric_ladder": "temperatures",
 }

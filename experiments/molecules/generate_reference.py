@@ -23,6 +23,8 @@ import time
 import jax
 import numpy as np
 
+from cmtjax.metrics.basins import aldp_basin_populations_by_block
+from cmtjax.sampling.replica_exchange import ReplicaExchangeResult, replica_exchange
 from cmtjax.sampling.temperatures import geometric_ladder
 from cmtjax.targets.molecules import load_molecular_system
 from cmtjax.targets.molecules import reference as ref
@@ -95,7 +97,7 @@ def _block_mean(values: np.ndarray, blocks: np.ndarray) -> dict:
           "stderr": float(per.std(ddof=1) / np.sqrt(labels.size)) if labels.size > 1 else None}
 
 
-def _thin(result: ref.ReplicaExchangeResult, n_frames: int) -> np.ndarray:
+def _thin(result: ReplicaExchangeResult, n_frames: int) -> np.ndarray:
   """Indices of ``n_frames // n_walkers`` frames per walker, evenly spread in time."""
   walkers = np.unique(result.walker)
   per = max(1, n_frames // walkers.size)
@@ -116,7 +118,7 @@ def _describe(system, positions, energies, walker) -> dict:
     phi_idx, psi_idx = backbone_dihedral_pairs(top)
     phi = np.asarray(dihedral_angles(positions, phi_idx))[:, 0]
     psi = np.asarray(dihedral_angles(positions, psi_idx))[:, 0]
-    out["basin_populations"] = ref.aldp_basin_populations_by_block(phi, psi, walker)
+    out["basin_populations"] = aldp_basin_populations_by_block(phi, psi, walker)
   return out
 
 
@@ -138,7 +140,7 @@ def main(argv=None) -> dict:
     print(f"  {info['phase']:>10} {info['step']:>8}/{info['n_steps']} steps  "
           f"{info['wall_s']:7.0f} s  swap acceptance [{acc}]", flush=True)
 
-  result = ref.replica_exchange(
+  result = replica_exchange(
     system, jax.random.key(args.seed), temperatures=temperatures, n_walkers=args.walkers,
     n_steps=args.steps, burn_in=args.burn_in, save_every=args.save_every,
     swap_every=args.swap_every, dt=args.dt, friction=args.friction,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
-from cmtjax.cmt import dual_stats, dual_value, make_buffer, normalized_log_weights
+from cmtjax.cmt import dual_stats, dual_value, make_buffer, normalised_log_weights
 
 
 def _gauss_buffer(n, mu=1.5, s0=2.0, sp=0.7, seed=0, dtype=np.float64):
@@ -41,7 +41,7 @@ def test_weights_normalise_and_identities():
   with enable_x64(True):
     buf = _gauss_buffer(3000, seed=3)
     lam, eta = jnp.float64(1.3), jnp.float64(0.4)
-    lwb = normalized_log_weights(buf, lam, eta)
+    lwb = normalised_log_weights(buf, lam, eta)
     w = np.exp(np.asarray(lwb))
     np.testing.assert_allclose(w.sum(), 1.0, rtol=1e-12)
     st = dual_stats(buf, lam, eta, 0.1, 0.1)
@@ -110,8 +110,8 @@ def test_a_constant_in_log_p_leaves_the_float32_dual_unchanged(offset):
       assert float(getattr(b, name)) == pytest.approx(float(getattr(b64, name)), abs=2e-6), name
       assert float(getattr(b, name)) == pytest.approx(float(getattr(a, name)), abs=5e-5), name
     assert float(b.log_z) == pytest.approx(float(a.log_z) + offset / (1 + lam + eta), abs=1e-3)
-    np.testing.assert_allclose(np.exp(np.asarray(normalized_log_weights(shifted, lam, eta))),
-                               np.exp(np.asarray(normalized_log_weights(buf, lam, eta))),
+    np.testing.assert_allclose(np.exp(np.asarray(normalised_log_weights(shifted, lam, eta))),
+                               np.exp(np.asarray(normalised_log_weights(buf, lam, eta))),
                                atol=1e-8, rtol=2e-4)
   sa = solve_dual(buf, 0.3, 0.02, jnp.float32(1.0), jnp.float32(1.0))
   sb = solve_dual(shifted, 0.3, 0.02, jnp.float32(1.0), jnp.float32(1.0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cmtjax.flows import FlowConfig, coupling_layouts, make_flow
+from cmtjax.flows import FlowConfig, cartesian_couplings, make_flow
 
 
 @pytest.mark.parametrize("field,value", [
@@ -39,20 +39,17 @@ def test_make_flow_rejects_non_config():
 def test_layouts_split_evenly_and_cover_every_coordinate(dim, permutation):
   cfg = FlowConfig(dim=dim, n_layers=6, permutation=permutation,
                    seed_permutation=3)
-  layouts = coupling_layouts(cfg)
-  assert len(layouts) == 6
+  layers = cartesian_couplings(cfg)
+  assert len(layers) == 6
   for k in range(0, 6, 2):
-    a, b = layouts[k], layouts[k + 1]
-    assert {a.n_trans, b.n_trans} == {dim // 2, dim - dim // 2}
-    assert a.n_cond + a.n_trans == dim
-    assert not a.swap and b.swap
+    a, b = layers[k], layers[k + 1]
+    assert {len(a.trans_idx), len(b.trans_idx)} == {dim // 2, dim - dim // 2}
+    for layer in (a, b):
+      assert sorted([*layer.cond_idx, *layer.trans_idx]) == list(range(dim))
     # The pair transforms complementary halves of the same arrangement.
-    perm = list(range(dim)) if a.perm is None else list(a.perm)
-    assert (a.perm is None) == (b.perm is None)
-    trans_a = set(perm[a.split_index:])
-    trans_b = set(perm[:b.split_index])
-    assert trans_a | trans_b == set(range(dim))
-    assert not trans_a & trans_b
+    assert list(a.trans_idx) == list(b.cond_idx) and list(a.cond_idx) == list(b.trans_idx)
   if permutation == "random" and dim >= 5:
-    # Different pairs use different permutations.
-    assert any(list(layouts[0].perm) != list(layouts[k].perm) for k in (2, 4))
+    # Different pairs use different arrangements.
+    assert any(list(layers[0].cond_idx) != list(layers[k].cond_idx) for k in (2, 4))
+  if permutation == "alternate":
+    assert list(layers[0].cond_idx) == list(range(dim // 2))

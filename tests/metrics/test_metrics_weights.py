@@ -16,7 +16,7 @@ from cmtjax.metrics import (
     forward_ess,
     log_z_forward,
     log_z_reverse,
-    normalized_weights,
+    normalised_weights,
     reverse_ess,
     reverse_ess_clipped,
 )
@@ -56,11 +56,11 @@ def test_nonfinite_log_weights_are_dropped_and_counted():
   assert float(log_z_reverse(lw)) == pytest.approx(1.0)
   assert float(elbo(lw)) == pytest.approx(1.0)
   assert float(forward_ess(lw)) == pytest.approx(1.0)
-  np.testing.assert_allclose(np.asarray(normalized_weights(lw)), [0.5, 0.5, 0, 0, 0])
+  np.testing.assert_allclose(np.asarray(normalised_weights(lw)), [0.5, 0.5, 0, 0, 0])
   none = jnp.array([jnp.nan, jnp.inf])
   assert float(reverse_ess(none)) == 0.0 and float(forward_ess(none)) == 0.0
   assert math.isnan(float(log_z_reverse(none))) and math.isnan(float(eubo(none)))
-  assert float(jnp.sum(normalized_weights(none))) == 0.0
+  assert float(jnp.sum(normalised_weights(none))) == 0.0
 
 
 def test_reverse_and_forward_ess_match_the_gaussian_closed_form(gaussian_pair):

@@ -1,15 +1,21 @@
-"""Replica-exchange reference samples: the swap move, a short run, the files, the shipped set."""
+"""Reference samples: the replica-exchange swap move and a short run
+(``cmtjax.sampling.replica_exchange``), the files (``cmtjax.targets.molecules.reference``), the
+alanine-dipeptide basins (``cmtjax.metrics.basins``) and the shipped set."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cmtjax.metrics.basins import aldp_basin_populations, aldp_basin_populations_by_block
+from cmtjax.sampling.replica_exchange import replica_exchange, swap_neighbours
 from cmtjax.sampling.temperatures import geometric_ladder
 from cmtjax.targets.molecules import reference as ref
 from cmtjax.targets.molecules.parameters import MOLAR_GAS_CONSTANT
@@ -27,7 +33,7 @@ def test_swap_probability_is_the_metropolis_ratio_and_favours_cold_low_energy():
   betas = jnp.array([1.0, 0.5, 0.25])
   # Walker 0: the cold slot holds the higher energy -> always swap. Walker 1: the reverse.
   energies = jnp.array([[3.0, 1.0], [1.0, 3.0], [0.0, 0.0]])
-  swap = ref.swap_neighbours(jax.random.key(0), energies, betas, jnp.array(0))
+  swap = swap_neighbours(jax.random.key(0), energies, betas, jnp.array(0))
   np.testing.assert_array_equal(swap.attempted, [True, False])
   np.testing.assert_allclose(swap.acceptance_probability[0], [1.0, np.exp(-0.5 * 2.0)],
                              rtol=1e-6)
@@ -35,7 +41,7 @@ def test_swap_probability_is_the_metropolis_ratio_and_favours_cold_low_energy():
   assert bool(swap.accepted[0, 0]) and not bool(swap.accepted[1].any())
   np.testing.assert_array_equal(swap.source[:, 0], [1, 0, 2])
   # Odd parity: only the pair (1, 2) is attempted; (0.5 - 0.25) * (1 - 0) > 0 for walker 0.
-  swap = ref.swap_neighbours(jax.random.key(0), energies, betas, jnp.array(1))
+  swap = swap_neighbours(jax.random.key(0), energies, betas, jnp.array(1))
   np.testing.assert_array_equal(swap.attempted, [False, True])
   np.testing.assert_allclose(swap.acceptance_probability[1], [1.0, 1.0])
   np.testing.assert_array_equal(swap.source[:, 0], [0, 2, 1])
@@ -52,8 +58,8 @@ def test_swap_move_leaves_the_product_ensemble_invariant():
   x = jnp.sqrt(jnp.asarray(kt))[:, None] * jax.random.normal(key, (4, n))
   accepted = []
   for k in range(4):
-    swap = ref.swap_neighbours(jax.random.fold_in(key, k), 0.5 * x**2, 1.0 / jnp.asarray(kt),
-                               jnp.array(k % 2))
+    swap = swap_neighbours(jax.random.fold_in(key, k), 0.5 * x**2, 1.0 / jnp.asarray(kt),
+                           jnp.array(k % 2))
     x = jnp.take_along_axis(x, swap.source, axis=0)
     accepted.append(np.asarray(swap.accepted.mean(axis=1)))
   var = np.asarray(jnp.var(x, axis=1))
@@ -94,9 +100,9 @@ def shipped(tmp_path_factory):
 def test_tiny_replica_exchange_run_on_aldp(shipped):
   system = molecular_system("aldp")
   temps = [300.0, 360.0, 432.0]
-  res = ref.replica_exchange(system, jax.random.key(0), temperatures=temps, n_walkers=8,
-                             n_steps=1000, burn_in=1000, save_every=100, swap_every=50,
-                             friction=5.0, frames_per_call=10)
+  res = replica_exchange(system, jax.random.key(0), temperatures=temps, n_walkers=8,
+                         n_steps=1000, burn_in=1000, save_every=100, swap_every=50,
+                         friction=5.0, frames_per_call=10)
   assert res.positions.shape == (80, 66) and res.positions.dtype == np.float32
   assert res.energies.shape == (80,) and np.all(np.isfinite(res.energies))
   np.testing.assert_array_equal(np.bincount(res.walker), [10] * 8)
@@ -110,7 +116,8 @@ def test_tiny_replica_exchange_run_on_aldp(shipped):
   # Momenta rescaled on swaps: every slot stays near its bath temperature (BAOAB's full-step
   # momenta run a few per cent cold).
   np.testing.assert_allclose(res.kinetic_temperature / np.array(temps), 0.96, atol=0.08)
-  assert res.swap_acceptance.shape == (2,) and np.all(res.swap_acceptance > 0.2), res.swap_acceptance
+  acc = res.swap_acceptance
+  assert acc.shape == (2,) and np.all(acc > 0.2), acc
   p = res.protocol
   assert p["energy_evaluations"] == 3 * 8 * 2001
   assert p["temperatures_K"] == temps and p["n_frames"] == 80
@@ -155,6 +162,21 @@ def test_load_reference_prefers_the_cached_set(tmp_path, monkeypatch):
   np.testing.assert_array_equal(got.walker, np.arange(7))
 
 
+def test_moved_names_still_read_from_reference_and_no_import_cycle():
+  assert ref.replica_exchange is replica_exchange and ref.swap_neighbours is swap_neighbours
+  assert ref.aldp_basin_populations is aldp_basin_populations
+  with pytest.raises(AttributeError):
+    ref.no_such_name  # pylint: disable=pointless-statement
+  # The sampler imports the molecules package, which imports reference: either order works.
+  for first in ("cmtjax.sampling.replica_exchange", "cmtjax.targets.molecules.reference",
+                "cmtjax.metrics.basins"):
+    code = (f"import {first}; from cmtjax.sampling import make_replica_exchange, make_langevin; "
+            "from cmtjax.targets.molecules.reference import replica_exchange, "
+            "aldp_basin_populations, load_reference; from cmtjax.metrics import "
+            "aldp_basin_populations_by_block")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # Basins and the shipped alanine-dipeptide set.
 
@@ -163,12 +185,12 @@ def test_aldp_basins_partition_the_ramachandran_plane():
   deg = np.pi / 180
   phi = np.array([-80, -80, -80, -80, -80, 60, 75]) * deg
   psi = np.array([150, -170, 70, -40, -135, 40, -65]) * deg
-  pops = ref.aldp_basin_populations(phi, psi)
+  pops = aldp_basin_populations(phi, psi)
   assert pops == pytest.approx({"beta_C5": 2 / 7, "C7eq_PII": 1 / 7, "alphaR": 1 / 7,
                                 "phi_neg_other": 1 / 7, "phi_pos": 2 / 7})
   w = np.array([0, 0, 0, 1, 0, 0, 3.0])
-  assert ref.aldp_basin_populations(phi, psi, w)["phi_pos"] == pytest.approx(0.75)
-  blocks = ref.aldp_basin_populations_by_block(phi[:6], psi[:6], [0, 0, 0, 1, 1, 1])
+  assert aldp_basin_populations(phi, psi, w)["phi_pos"] == pytest.approx(0.75)
+  blocks = aldp_basin_populations_by_block(phi[:6], psi[:6], [0, 0, 0, 1, 1, 1])
   assert blocks["beta_C5"]["mean"] == pytest.approx(2 / 6)
   assert blocks["beta_C5"]["stderr"] == pytest.approx(np.std([2 / 3, 0], ddof=1) / np.sqrt(2))
 
@@ -188,7 +210,7 @@ def test_shipped_aldp_reference(shipped):
   phi_idx, psi_idx = backbone_dihedral_pairs(top)
   phi = np.asarray(dihedral_angles(shipped.positions, phi_idx))[:, 0]
   psi = np.asarray(dihedral_angles(shipped.positions, psi_idx))[:, 0]
-  pops = ref.aldp_basin_populations(phi, psi)
+  pops = aldp_basin_populations(phi, psi)
   assert pops["beta_C5"] > 0.2 and pops["C7eq_PII"] > 0.01 and pops["alphaR"] > 0.05, pops
   assert 0.0 < pops["phi_pos"] < 0.1, pops
   centres = chiral_centres(top)

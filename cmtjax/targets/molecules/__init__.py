@@ -11,7 +11,7 @@ from cmtjax.targets.molecules.md import MDTrajectory, langevin_md
 from cmtjax.targets.molecules.parameters import (DEFAULT_FORCEFIELD_FILES, MOLAR_GAS_CONSTANT,
                                                  ONE_4PI_EPS0, ForceFieldParams, GBSAParams,
                                                  create_openmm_system, params_from_system)
-from cmtjax.targets.molecules.regularize import EnergyInfo, regularise_energy
+from cmtjax.targets.molecules.regularise import EnergyInfo, regularise_energy
 from cmtjax.targets.molecules.systems import (DATA_DIR, MOLECULAR_SYSTEMS, MolecularSystem,
                                               MoleculeSpec,
                                               default_chunk_size, load_molecular_system,
@@ -20,8 +20,8 @@ from cmtjax.targets.molecules.topology import (MolecularTopology, backbone_dihed
                                                chiral_centres, chirality_signs,
                                                dihedral_angles, load_topology,
                                                wrong_chirality)
-from cmtjax.targets.molecules.reference import (aldp_basin_populations, load_reference,
-                                                load_reference_set)
+from cmtjax.metrics.basins import aldp_basin_populations
+from cmtjax.targets.molecules.reference import load_reference, load_reference_set
 from cmtjax.targets.molecules.zmatrix import ZMatrix, build_zmatrix
 
 __all__ = [

@@ -1,10 +1,11 @@
-"""Langevin molecular dynamics with the JAX force field (jax-md's BAOAB integrator).
+"""Langevin molecular dynamics with the JAX force field.
 
-Runs ``n_chains`` independent trajectories at once: the chain axis is the batch axis of the
-energy, so one force evaluation serves all chains. The integrator is jax-md's
-``simulate.nvt_langevin`` (BAOAB splitting: half kick, half drift, Ornstein-Uhlenbeck
-friction/noise, half drift, force, half kick), the same splitting as OpenMM's
-``LangevinMiddleIntegrator``. Units: nm, ps, Da, kJ/mol, K (kJ/mol = Da nm^2 / ps^2).
+``langevin_md`` runs ``n_chains`` independent trajectories at once: the chain axis is the batch
+axis of the energy, so one force evaluation serves all chains. The integrator is the BAOAB step
+of ``cmtjax.sampling.langevin`` (half kick, half drift, Ornstein-Uhlenbeck friction/noise, half
+drift, force, half kick), the splitting of OpenMM's ``LangevinMiddleIntegrator``; the
+replica-exchange sampler runs the same step. Units: nm, ps, Da, kJ/mol, K
+(kJ/mol = Da nm^2 / ps^2).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax_md import simulate, space
 import numpy as np
 
+from cmtjax.sampling.langevin import make_langevin
 from cmtjax.targets.molecules.parameters import MOLAR_GAS_CONSTANT
 from cmtjax.targets.molecules.systems import MolecularSystem
 
@@ -58,7 +59,7 @@ def langevin_md(system: MolecularSystem, key: Array, *, n_steps: int, save_every
     n_chains: independent trajectories run in parallel.
     temperature: bath temperature in K (default: the system's).
     dt: time step in ps (default 1 fs; no constraints, so hydrogens need ~1 fs).
-    friction: friction coefficient in 1/ps.
+    friction: friction coefficient in 1/ps (0: velocity Verlet, energy-conserving).
     initial_positions: ``[n_atoms, 3]`` or ``[n_chains, n_atoms, 3]`` nm (default: the system's
       reference structure).
 
@@ -73,37 +74,28 @@ def langevin_md(system: MolecularSystem, key: Array, *, n_steps: int, save_every
   n_atoms = system.n_atoms
   r0 = system.positions if initial_positions is None else initial_positions
   r0 = jnp.broadcast_to(jnp.asarray(r0, dtype), (n_chains, n_atoms, 3))
-  mass = jnp.asarray(system.masses, dtype)[:, None]  # [n_atoms, 1], broadcasts over chains
-  batch_energy = system.energy_fns.batch_energy
-
-  def total_energy(r):  # r: [n_chains, n_atoms, 3]; chains are independent
-    return jnp.sum(batch_energy(r))
-
-  _, shift = space.free()
-  init_fn, step_fn = simulate.nvt_langevin(total_energy, shift, dt=dt, kT=kt, gamma=friction)
-  key_p, key_sim = jax.random.split(key)
-  momenta = jnp.sqrt(mass * kt) * jax.random.normal(key_p, r0.shape, dtype)
-  n_dof = 3 * n_atoms
+  langevin = make_langevin(system.energy_fns.batch_energy_and_forces, system.masses, kt, dt=dt,
+                           friction=friction, dtype=dtype)
+  to_t = 2.0 / (3 * n_atoms * MOLAR_GAS_CONSTANT)
 
   def observe(state):
-    pe = batch_energy(state.position)
-    ke = 0.5 * jnp.sum(state.momentum**2 / mass, axis=(1, 2))
-    p_mid = state.momentum - 0.5 * dt * state.force
-    ke_mid = 0.5 * jnp.sum(p_mid**2 / mass, axis=(1, 2))
-    to_t = 2.0 / (n_dof * MOLAR_GAS_CONSTANT)
-    return state.position, pe, ke, to_t * ke, to_t * ke_mid
+    ke = langevin.kinetic_energy(state.momenta)
+    ke_mid = langevin.kinetic_energy(state.momenta - 0.5 * dt * state.forces)
+    return state.positions, state.energies, ke, to_t * ke, to_t * ke_mid
 
-  def block(state, _):
-    state = jax.lax.fori_loop(0, save_every, lambda i, s: step_fn(s), state)
+  def block(state, key_block):
+    state = jax.lax.fori_loop(
+      0, save_every, lambda i, s: langevin.step(jax.random.fold_in(key_block, i), s), state)
     return state, observe(state)
 
   @jax.jit
-  def run(key_sim, r0, momenta):
-    state = init_fn(key_sim, r0, mass=mass, momenta=momenta)
-    _, frames = jax.lax.scan(block, state, None, length=n_steps // save_every)
+  def run(key):
+    key_p, key_sim = jax.random.split(key)
+    state = langevin.init(key_p, r0)
+    _, frames = jax.lax.scan(block, state, jax.random.split(key_sim, n_steps // save_every))
     return frames
 
-  positions, pe, ke, temp, temp_mid = run(key_sim, r0, momenta)
+  positions, pe, ke, temp, temp_mid = run(key)
   time = dt * save_every * np.arange(1, n_steps // save_every + 1)
   return MDTrajectory(positions=positions, potential_energy=pe, kinetic_energy=ke,
                       temperature=temp, temperature_mid=temp_mid, time=jnp.asarray(time))

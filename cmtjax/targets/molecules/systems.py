@@ -35,7 +35,7 @@ import numpy as np
 from cmtjax.targets.base import Target
 from cmtjax.targets.molecules import parameters as _parameters
 from cmtjax.targets.molecules.energy import EnergyFns, check_precision_available, make_energy_fn
-from cmtjax.targets.molecules.regularize import (DEFAULT_ENERGY_CAP,
+from cmtjax.targets.molecules.regularise import (DEFAULT_ENERGY_CAP,
                                                  DEFAULT_ENERGY_LOG_THRESHOLD, EnergyInfo,
                                                  regularise_energy)
 from cmtjax.targets.molecules.topology import (MolecularTopology, backbone_dihedral_pairs,
