@@ -34,7 +34,8 @@ from cmtjax.flows.conditioner import MLPConditioner
 from cmtjax.flows.config import FlowConfig
 from cmtjax.flows.flow import Flow
 from cmtjax.flows.internal_coordinates import InternalCoordinates
-from cmtjax.flows.couplings import Coupling, inner_transform, params_per_coordinate
+from cmtjax.flows.couplings import (Coupling, conditioner_order, inner_transform,
+                                    params_per_coordinate)
 
 Array = jax.Array
 Params = Any
@@ -47,6 +48,46 @@ SUPPORT_TOL = 1e-3
 def _wrap_unit(y: Array) -> Array:
   """Maps to [-1, 1) modulo 2."""
   return jnp.mod(y + 1.0, 2.0) - 1.0
+
+
+def internal_couplings(config: FlowConfig, ic: InternalCoordinates
+                       ) -> tuple[tuple[Coupling, ...], tuple[np.ndarray, ...], np.ndarray]:
+  """The coupling layers of the internal-coordinate flow, with the dihedral rotations.
+
+  Layers come in pairs on a random split of the coordinates (sorted halves, one split per
+  pair); layer l acts on the free dihedrals rotated by the offset c_l (``shifts[l]`` =
+  c_l − c_{l−1} is applied before it), and ``final_shift`` = −c_last undoes the last one.
+
+  Returns:
+    ``(layers, shifts, final_shift)``.
+  """
+  dim = ic.dim
+  circular = np.asarray(ic.circular, bool)
+  n_params = params_per_coordinate(config)
+  transform = inner_transform(dataclasses.replace(config, coupling="spline"), 1.0)
+
+  rng = np.random.RandomState(config.seed_permutation)
+  layers, shifts = [], []
+  halves = None
+  previous_offset = np.zeros(dim)
+  for layer in range(config.n_layers):
+    if layer % 2 == 0:
+      perm = rng.permutation(dim)
+      halves = (np.sort(perm[:dim // 2]), np.sort(perm[dim // 2:]))
+    cond_idx, trans_idx = halves if layer % 2 == 0 else halves[::-1]
+    offset = rng.uniform(-1.0, 1.0, size=dim) if layer > 0 else np.zeros(dim)
+    offset = np.where(circular, offset, 0.0)
+    shifts.append((offset - previous_offset).astype(np.float32))  # rotation before the layer
+    previous_offset = offset
+    layers.append(Coupling(
+        cond_idx=cond_idx.astype(np.int32), trans_idx=trans_idx.astype(np.int32),
+        cond_circular=circular[cond_idx], input_bound=None, n_params=n_params,
+        transform=transform,
+        net=MLPConditioner(hidden=config.hidden, n_out=len(trans_idx) * n_params,
+                           activation=config.activation,
+                           out_order=conditioner_order(len(trans_idx), n_params))))
+  final_shift = (-previous_offset).astype(np.float32)  # back to the reference offsets
+  return tuple(layers), tuple(shifts), final_shift
 
 
 def make_internal_flow(config: FlowConfig, ic: InternalCoordinates) -> Flow:
@@ -71,29 +112,7 @@ def make_internal_flow(config: FlowConfig, ic: InternalCoordinates) -> Flow:
   bounded_mask = jnp.asarray(~circular)
   sigma = 2.0 * float(config.prior_std)  # in y units ([-1, 1] is twice [0, 1])
   log_trunc = math.log(float(ndtr(1.0 / sigma) - ndtr(-1.0 / sigma)))
-  n_params = params_per_coordinate(config)
-  transform = inner_transform(dataclasses.replace(config, coupling="spline"), 1.0)
-
-  rng = np.random.RandomState(config.seed_permutation)
-  layers, shifts = [], []
-  halves = None
-  previous_offset = np.zeros(dim)
-  for layer in range(config.n_layers):
-    if layer % 2 == 0:
-      perm = rng.permutation(dim)
-      halves = (np.sort(perm[:dim // 2]), np.sort(perm[dim // 2:]))
-    cond_idx, trans_idx = halves if layer % 2 == 0 else halves[::-1]
-    offset = rng.uniform(-1.0, 1.0, size=dim) if layer > 0 else np.zeros(dim)
-    offset = np.where(circular, offset, 0.0)
-    shifts.append((offset - previous_offset).astype(np.float32))  # rotation before the layer
-    previous_offset = offset
-    layers.append(Coupling(
-        cond_idx=cond_idx.astype(np.int32), trans_idx=trans_idx.astype(np.int32),
-        cond_circular=circular[cond_idx], input_bound=None, n_params=n_params,
-        transform=transform,
-        net=MLPConditioner(hidden=config.hidden, n_out=len(trans_idx) * n_params,
-                           activation=config.activation)))
-  final_shift = (-previous_offset).astype(np.float32)  # back to the reference offsets
+  layers, shifts, final_shift = internal_couplings(config, ic)
 
   def rotate(shift: np.ndarray, y: Array, sign: float) -> Array:
     """Rotates the free dihedrals by ``sign * shift`` (mod 2)."""
