@@ -32,7 +32,7 @@ import numpy as np
 
 from cmtjax.flows.conditioner import MLPConditioner
 from cmtjax.flows.config import FlowConfig
-from cmtjax.flows.splines import ParamMajorSpline, RationalQuadraticSpline
+from cmtjax.flows.splines import RationalQuadraticSpline
 
 Array = jax.Array
 Params = Any
@@ -52,16 +52,6 @@ class Affine:
                                                                            y.shape)
 
 
-def conditioner_order(n_trans: int, n_params: int) -> tuple[int, ...]:
-  """The conditioner's output order that makes its outputs parameter-major.
-
-  The last layer's unit t · P + p is parameter p of transformed coordinate t (the layout the
-  parameters were defined in); the network emits them in the order (p, t), so that each
-  parameter is one contiguous ``[batch, n_trans]`` block for the elementwise transforms.
-  """
-  return tuple(int(t * n_params + p) for p in range(n_params) for t in range(n_trans))
-
-
 def params_per_coordinate(config: FlowConfig) -> int:
   """Conditioner outputs per transformed coordinate: spline: K widths, K heights and the
   K − 1 interior knot slopes (the two boundary slopes are fixed to one); affine: shift and
@@ -70,19 +60,16 @@ def params_per_coordinate(config: FlowConfig) -> int:
 
 
 def inner_transform(config: FlowConfig, box: float) -> Callable[[Array], Any]:
-  """``theta: [batch, params_per_coordinate, n_trans] -> elementwise transform`` (an object
-  with ``forward_and_log_det`` and ``inverse_and_log_det`` on ``[batch, n_trans]``)."""
+  """``theta: [..., params_per_coordinate] -> elementwise transform`` (an object with
+  ``forward_and_log_det`` and ``inverse_and_log_det``)."""
   if config.coupling == "affine":
     bound = float(config.max_log_scale)
-    return lambda theta: Affine(theta[:, 0], bound * jnp.tanh(theta[:, 1] / bound))
+    return lambda theta: Affine(theta[..., 0], bound * jnp.tanh(theta[..., 1] / bound))
   k = config.n_bins
 
   def spline(theta: Array):
-    if config.spline_backend == "cmtjax":
-      return ParamMajorSpline(theta, box)
-    # The reference: K widths, K heights, K - 1 interior slopes per spline on the last axis;
-    # the two boundary slopes are padded with zeros, which it reads as slope one.
-    theta = jnp.swapaxes(theta, 1, 2)
+    # K widths, K heights, K - 1 interior slopes; the two boundary slopes are padded with
+    # zeros, which both spline implementations read as slope one.
     pad = [(0, 0)] * (theta.ndim - 1) + [(1, 1)]
     full = jnp.concatenate([theta[..., :2 * k], jnp.pad(theta[..., 2 * k:], pad)], axis=-1)
     if config.spline_backend == "distrax":
@@ -160,9 +147,8 @@ class Coupling:
     return y.at[:, idx].set(out)
 
   def _transform(self, params: Params, y: Array):
-    # The network's outputs come parameter-major (see conditioner_order).
     theta = self.net.apply({"params": params}, self.features(self._take(y, self.cond_idx)))
-    return self.transform(theta.reshape(y.shape[0], self.n_params, len(self.trans_idx)))
+    return self.transform(theta.reshape(y.shape[0], len(self.trans_idx), self.n_params))
 
   def forward(self, params: Params, y: Array) -> tuple[Array, Array]:
     """``(y', log |det dy'/dy|)`` for ``y: [batch, dim]``."""
@@ -201,6 +187,5 @@ def cartesian_couplings(config: FlowConfig) -> tuple[Coupling, ...]:
         cond_circular=np.zeros(len(cond), bool), input_bound=2.0 * float(config.box),
         n_params=n_params, transform=transform,
         net=MLPConditioner(hidden=config.hidden, n_out=len(trans) * n_params,
-                           activation=config.activation,
-                           out_order=conditioner_order(len(trans), n_params))))
+                           activation=config.activation)))
   return tuple(layers)

@@ -34,8 +34,7 @@ from cmtjax.flows.conditioner import MLPConditioner
 from cmtjax.flows.config import FlowConfig
 from cmtjax.flows.flow import Flow
 from cmtjax.flows.internal_coordinates import InternalCoordinates
-from cmtjax.flows.couplings import (Coupling, conditioner_order, inner_transform,
-                                    params_per_coordinate)
+from cmtjax.flows.couplings import Coupling, inner_transform, params_per_coordinate
 
 Array = jax.Array
 Params = Any
@@ -84,8 +83,7 @@ def internal_couplings(config: FlowConfig, ic: InternalCoordinates
         cond_circular=circular[cond_idx], input_bound=None, n_params=n_params,
         transform=transform,
         net=MLPConditioner(hidden=config.hidden, n_out=len(trans_idx) * n_params,
-                           activation=config.activation,
-                           out_order=conditioner_order(len(trans_idx), n_params))))
+                           activation=config.activation)))
   final_shift = (-previous_offset).astype(np.float32)  # back to the reference offsets
   return tuple(layers), tuple(shifts), final_shift
 
