@@ -26,6 +26,8 @@ Units: nm, ps, Da, kJ/mol, K.
 from __future__ import annotations
 
 import functools
+import json
+import os
 import time
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
@@ -306,11 +308,82 @@ class ReplicaExchangeResult(NamedTuple):
   protocol: dict
 
 
+class RunCheckpoint:
+  """A replica-exchange run's checkpoint folder: the sampler state after the last finished
+  call (``state.npz``, overwritten, with the run's settings and position in ``meta.json``) and
+  the production frames in one file per call (``frames_<first frame>.npz``, written once), so
+  that each checkpoint costs the same whatever the run's length.
+
+  A run resumed from it continues after the last finished call with the same keys, so an
+  interrupted and resumed run gives the frames of an uninterrupted one.
+  """
+
+  VERSION = 1
+
+  def __init__(self, directory: str, settings: dict):
+    self.directory = directory
+    self.settings = settings
+
+  def _path(self, name: str) -> str:
+    return os.path.join(self.directory, name)
+
+  def load(self, template: ReplicaExchangeState):
+    """``(phase, frames done in it, state, production frames, wall s, CPU s)`` of the last
+    checkpoint, or None when there is none. A checkpoint of other settings is an error that
+    names them."""
+    meta_path = self._path("meta.json")
+    if not os.path.isfile(meta_path):
+      return None
+    with open(meta_path) as f:
+      meta = json.load(f)
+    if meta.get("version") != self.VERSION:
+      raise ValueError(f"{self.directory}: checkpoint version {meta.get('version')!r}, this "
+                       f"cmtjax writes {self.VERSION}; remove the folder to start afresh")
+    stored = meta["settings"]
+    differ = sorted(k for k in set(stored) | set(self.settings)
+                    if stored.get(k) != self.settings.get(k))
+    if differ:
+      raise ValueError(f"{self.directory} holds a run with other settings ("
+                       + ", ".join(f"{k}: {stored.get(k)!r} there, {self.settings.get(k)!r} now"
+                                   for k in differ)
+                       + "); use another --checkpoint folder or the same settings")
+    with np.load(self._path("state.npz")) as z:
+      leaves = [jnp.asarray(z[f"leaf_{i}"]) for i in range(len(z.files))]
+    state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template), leaves)
+    frames = []
+    for first in meta["frame_files"]:
+      with np.load(self._path(f"frames_{first:09d}.npz")) as z:
+        frames.append(ReplicaExchangeFrames(*(z[name] for name in
+                                              ReplicaExchangeFrames._fields)))
+    return (meta["phase"], meta["done"], state, frames, meta["wall_seconds"],
+            meta["cpu_seconds"])
+
+  def save(self, phase: str, done: int, state: ReplicaExchangeState, new_frames,
+           frame_files: list, wall: float, cpu: float) -> None:
+    """Writes the new frames (if any), then the state and the position in the run."""
+    os.makedirs(self.directory, exist_ok=True)
+    if new_frames is not None:
+      first = frame_files[-1][1] if frame_files else 0
+      np.savez(self._path(f"frames_{first:09d}.npz"), **new_frames._asdict())
+      frame_files.append((first, first + new_frames.energies.shape[0]))
+    tmp = self._path("state.tmp.npz")
+    np.savez(tmp, **{f"leaf_{i}": np.asarray(leaf)
+                     for i, leaf in enumerate(jax.tree_util.tree_leaves(state))})
+    os.replace(tmp, self._path("state.npz"))
+    meta = {"version": self.VERSION, "settings": self.settings, "phase": phase, "done": done,
+            "frame_files": [first for first, _ in frame_files], "wall_seconds": wall,
+            "cpu_seconds": cpu}
+    with open(self._path("meta.tmp.json"), "w") as f:
+      json.dump(meta, f, indent=1)
+    os.replace(self._path("meta.tmp.json"), self._path("meta.json"))
+
+
 def replica_exchange(system: MolecularSystem, key: Array, *, temperatures, n_walkers: int,
                      n_steps: int, burn_in: int = 0, save_every: int = 500,
                      swap_every: int = 100, dt: float = 0.001, friction: float = 1.0,
                      frames_per_call: int = 20, initial_positions=None,
-                     progress: Callable[[dict], None] | None = None) -> ReplicaExchangeResult:
+                     progress: Callable[[dict], None] | None = None,
+                     checkpoint: str | None = None) -> ReplicaExchangeResult:
   """Runs replica-exchange Langevin MD and returns the coldest replica's frames.
 
   Args:
@@ -329,6 +402,9 @@ def replica_exchange(system: MolecularSystem, key: Array, *, temperatures, n_wal
     initial_positions: [n_atoms, 3] or [n_replicas, n_walkers, n_atoms, 3] nm (default: the
       system's structure).
     progress: called with a dict (phase, step, n_steps, wall_s, swap_acceptance) after each call.
+    checkpoint: a folder (:class:`RunCheckpoint`) written after every call; a run started
+      with a folder that holds a checkpoint of the same settings continues from it (and
+      gives the frames an uninterrupted run would), one of other settings is an error.
 
   Returns:
     The ``ReplicaExchangeResult``.
@@ -343,34 +419,64 @@ def replica_exchange(system: MolecularSystem, key: Array, *, temperatures, n_wal
                                   friction=friction, swap_every=swap_every,
                                   save_every=save_every)
   n_rep = sampler.temperatures.size
-  wall0, cpu0 = time.perf_counter(), time.process_time()
   key_init, key_burn, key_run = jax.random.split(key, 3)
   state = sampler.init(key_init, initial_positions)
-  frames = []
+  frames: list = []
+  frame_files: list = []
+  phases = (("burn-in", key_burn, burn_in // save_every, False),
+            ("production", key_run, n_steps // save_every, True))
+  start_phase, start_done, wall_before, cpu_before = "burn-in", 0, 0.0, 0.0
+  store = None
+  if checkpoint is not None:
+    settings = {"system": system.name, "precision": system.precision,
+                "key": np.asarray(jax.random.key_data(key)).tolist()
+                if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else np.asarray(key).tolist(),
+                "temperatures": [float(t) for t in sampler.temperatures],
+                "n_walkers": int(n_walkers), "n_steps": int(n_steps), "burn_in": int(burn_in),
+                "save_every": int(save_every), "swap_every": int(swap_every), "dt": float(dt),
+                "friction": float(friction), "frames_per_call": int(frames_per_call),
+                "initial_positions": initial_positions is not None}
+    store = RunCheckpoint(checkpoint, settings)
+    loaded = store.load(state)
+    if loaded is not None:
+      start_phase, start_done, state, frames, wall_before, cpu_before = loaded
+      sizes = [f.energies.shape[0] for f in frames]
+      frame_files = [(int(sum(sizes[:i])), int(sum(sizes[:i + 1]))) for i in range(len(sizes))]
+  wall0, cpu0 = time.perf_counter(), time.process_time()
 
-  def advance(key, state, total, phase, keep):
-    done = 0
+  def advance(key, state, total, phase, keep, done):
     while done < total:
       n = min(frames_per_call, total - done)
       state, fr = sampler.run(jax.random.fold_in(key, done), state, n)
+      fr = jax.tree.map(np.asarray, fr) if keep else None
       if keep:
-        frames.append(jax.tree.map(np.asarray, fr))
+        frames.append(fr)
       done += n
+      if store is not None:
+        store.save(phase, done, state, fr, frame_files,
+                   wall_before + time.perf_counter() - wall0,
+                   cpu_before + time.process_time() - cpu0)
       if progress is not None:
         att = np.maximum(np.asarray(state.swap_attempts), 1)
         progress({"phase": phase, "step": done * save_every, "n_steps": total * save_every,
-                  "wall_s": time.perf_counter() - wall0,
+                  "wall_s": wall_before + time.perf_counter() - wall0,
                   "swap_acceptance": (np.asarray(state.swap_accepts) / att).tolist()})
     return state
 
-  state = advance(key_burn, state, burn_in // save_every, "burn-in", keep=False)
-  zeros = jnp.zeros_like(state.swap_attempts)
-  state = state._replace(swap_attempts=zeros, swap_accepts=zeros,
-                         swap_probability=jnp.zeros_like(state.swap_probability),
-                         traversals=jnp.zeros_like(state.traversals))
-  state = advance(key_run, state, n_steps // save_every, "production", keep=True)
+  for phase, phase_key, total, keep in phases:
+    if phase == "burn-in" and start_phase == "production":
+      continue  # finished before the checkpoint
+    if phase == "production" and start_phase == "burn-in":
+      # Production starts: the swap statistics count from here.
+      zeros = jnp.zeros_like(state.swap_attempts)
+      state = state._replace(swap_attempts=zeros, swap_accepts=zeros,
+                             swap_probability=jnp.zeros_like(state.swap_probability),
+                             traversals=jnp.zeros_like(state.traversals))
+    state = advance(phase_key, state, total, phase, keep,
+                    start_done if phase == start_phase else 0)
   jax.block_until_ready(state)
-  wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+  wall = wall_before + time.perf_counter() - wall0
+  cpu = cpu_before + time.process_time() - cpu0
 
   fr = ReplicaExchangeFrames(*(np.concatenate(a) for a in zip(*frames)))
   n_frames = fr.positions.shape[0]

@@ -6,6 +6,10 @@ alanine dipeptide the basin populations with walker-block error bars). With ``--
 also writes a thinned copy (``--ship-frames`` frames spread evenly over every walker), the small
 set shipped in the package.
 
+The run is resumable: it checkpoints after every jitted call (``--checkpoint``, by default a
+folder next to ``--out``), and the same command started again after an interruption continues
+where it stopped, giving the frames an uninterrupted run would.
+
 Example (the shipped alanine-dipeptide files; see experiments/molecules/REFERENCE.md):
 
   nice -n 10 python experiments/molecules/generate_reference.py --system aldp \
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -54,6 +59,12 @@ def _parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--frames-per-call", type=int, default=50,
                  help="frames per jitted call (progress is printed after each)")
+  p.add_argument("--checkpoint", default=None,
+                 help="checkpoint folder, written after every call; a run started again with "
+                      "the same settings continues from it (default: <out without .npz>"
+                      "_checkpoint/, removed once the reference is written)")
+  p.add_argument("--keep-checkpoint", action="store_true",
+                 help="keep the checkpoint folder after the reference is written")
   p.add_argument("--ship", default=None, help="also write a thinned set to this .npz")
   p.add_argument("--ship-frames", type=int, default=4000, help="frames in the thinned set")
   return p.parse_args(argv)
@@ -135,6 +146,10 @@ def main(argv=None) -> dict:
         f"{args.walkers} walkers x {temperatures.size} replicas; {args.burn_in} + {args.steps} "
         f"steps of {args.dt * 1e3:g} fs -> {out}", flush=True)
 
+  checkpoint = args.checkpoint or os.path.splitext(out)[0] + "_checkpoint"
+  if os.path.isfile(os.path.join(checkpoint, "meta.json")):
+    print(f"continuing from the checkpoint in {checkpoint}", flush=True)
+
   def progress(info):
     acc = " ".join(f"{a:.2f}" for a in info["swap_acceptance"])
     print(f"  {info['phase']:>10} {info['step']:>8}/{info['n_steps']} steps  "
@@ -144,7 +159,7 @@ def main(argv=None) -> dict:
     system, jax.random.key(args.seed), temperatures=temperatures, n_walkers=args.walkers,
     n_steps=args.steps, burn_in=args.burn_in, save_every=args.save_every,
     swap_every=args.swap_every, dt=args.dt, friction=args.friction,
-    frames_per_call=args.frames_per_call, progress=progress)
+    frames_per_call=args.frames_per_call, progress=progress, checkpoint=checkpoint)
   protocol = dict(result.protocol, seed=args.seed,
                   command="python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
                   if argv is None else "main(" + repr(argv) + ")",
@@ -174,6 +189,8 @@ def main(argv=None) -> dict:
     summary["shipped"] = {"file": args.ship, "bytes": os.path.getsize(args.ship),
                           **_describe(system, result.positions[idx], result.energies[idx],
                                       result.walker[idx])}
+  if not args.keep_checkpoint:
+    shutil.rmtree(checkpoint, ignore_errors=True)
   summary_path = os.path.splitext(out)[0] + ".json"
   with open(summary_path, "w") as f:
     json.dump(summary, f, indent=2)

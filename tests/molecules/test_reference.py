@@ -124,6 +124,40 @@ def test_tiny_replica_exchange_run_on_aldp(shipped):
   json.dumps(p)
 
 
+def test_an_interrupted_run_resumes_to_the_frames_of_an_uninterrupted_one(tmp_path):
+  """The checkpoint folder: killed after a call (in burn-in or production), the run continues
+  where it stopped and gives the same frames; other settings are refused by name."""
+  system = molecular_system("aldp")
+  kw = dict(temperatures=[300.0, 400.0], n_walkers=2, n_steps=400, burn_in=200,
+            save_every=50, swap_every=25, frames_per_call=2)
+  whole = replica_exchange(system, jax.random.key(3), **kw)
+
+  class Killed(Exception):
+    pass
+
+  for stop_after in (1, 4):  # in burn-in (4 frames, 2 calls), then in production
+    calls = []
+
+    def kill(info, stop_after=stop_after, calls=calls):
+      calls.append(info)
+      if len(calls) == stop_after:
+        raise Killed
+
+    folder = str(tmp_path / f"ckpt{stop_after}")
+    with pytest.raises(Killed):
+      replica_exchange(system, jax.random.key(3), **kw, progress=kill, checkpoint=folder)
+    seen = []
+    resumed = replica_exchange(system, jax.random.key(3), **kw, checkpoint=folder,
+                               progress=seen.append)
+    assert len(calls) + len(seen) == 2 + 4  # no call is repeated or skipped
+    np.testing.assert_array_equal(resumed.positions, whole.positions)
+    np.testing.assert_array_equal(resumed.energies, whole.energies)
+    np.testing.assert_array_equal(resumed.swap_acceptance, whole.swap_acceptance)
+  with pytest.raises(ValueError, match="n_walkers: 2 there, 3 now"):
+    replica_exchange(system, jax.random.key(3), **(kw | {"n_walkers": 3}),
+                     checkpoint=str(tmp_path / "ckpt1"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Files.
 
