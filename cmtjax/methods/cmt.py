@@ -81,6 +81,21 @@ class CMTConfig:
     schedule_steps: I, the number of annealing steps of a fixed schedule.
     schedule_beta_min: first positive β of ``"geometric_beta"``.
     schedule_t_max_ratio: T_max / T of ``"geometric_temperature"``.
+    plan_budget: budget-aware annealing (adaptive schedule only): the path must reach the
+      target within (1 − ``refine_fraction``) of the run's target evaluations. From the third
+      annealing step on, the steps still needed are estimated from the path's progress
+      p = αβ (the exponent of p̃ in q_i ∝ q_0^{1−β} p̃^{αβ}, 0 at q_0, 1 at the target) and
+      its rate (the larger of the mean and the last step's gain); when they exceed the
+      annealing steps the budget has left, ε_tr and ε_ent are scaled by (needed / left)²
+      (progress per step grows like √ε), at most by ``max_eps_scale`` and by twice the
+      previous step's factor. The last annealing step the budget allows jumps to the target
+      (λ = η = 0) if the buffer's weights p̃/q̂ keep a step ESS of at least
+      ``plan_jump_min_ess``; otherwise the path goes on (a jump from too far collapses the
+      flow: on alanine dipeptide at 2e6 evaluations a jump at ESS 0.015 ended at ESS 2e-5)
+      and the run may end before the target.
+    refine_fraction: share of the budget kept for steps at the target when ``plan_budget``.
+    max_eps_scale: largest factor on ε_tr and ε_ent when ``plan_budget``.
+    plan_jump_min_ess: smallest step ESS of the planned jump to the target.
     diagnostics_samples: the realised KL, entropy drop and fit KL logged per step are
       estimated on the first this many buffer entries (a uniform subsample: the buffer is
       i.i.d.), which costs one density evaluation each after the fit; 0: the whole buffer.
@@ -106,6 +121,10 @@ class CMTConfig:
   schedule_beta_min: float = 1e-3
   schedule_t_max_ratio: float = 4.0
   diagnostics_samples: int = 10_000
+  plan_budget: bool = False
+  refine_fraction: float = 0.2
+  max_eps_scale: float = 16.0
+  plan_jump_min_ess: float = 0.05
 
   def __post_init__(self):
     if self.schedule not in SCHEDULES:
@@ -135,6 +154,13 @@ class CMTConfig:
       raise ValueError(f"cmt.anneal_steps must be >= 0 or null, got {self.anneal_steps!r}")
     if self.diagnostics_samples < 0:
       raise ValueError(f"cmt.diagnostics_samples must be >= 0, got {self.diagnostics_samples!r}")
+    if not 0 <= self.refine_fraction < 1:
+      raise ValueError(f"cmt.refine_fraction must be in [0, 1), got {self.refine_fraction!r}")
+    if not 0 <= self.plan_jump_min_ess <= 1:
+      raise ValueError(f"cmt.plan_jump_min_ess must be in [0, 1], got "
+                       f"{self.plan_jump_min_ess!r}")
+    if not self.max_eps_scale >= 1:
+      raise ValueError(f"cmt.max_eps_scale must be >= 1, got {self.max_eps_scale!r}")
     if self.grad_clip < 0 or self.solver_n_grid < 0:
       raise ValueError("cmt.grad_clip and cmt.solver_n_grid must be >= 0")
 
@@ -155,6 +181,8 @@ class CMTState(NamedTuple):
     at_target: True once λ = η = 0 has been reached (or imposed).
     target_step: step at which the target was reached (−1 before).
     n_annealing_steps: steps taken while annealing (with the annealing buffer size).
+    last_gain: progress αβ gained by the last annealing step (for ``plan_budget``).
+    eps_scale: the factor on ε of the last step (for ``plan_budget``).
   """
 
   lam: Array
@@ -163,6 +191,8 @@ class CMTState(NamedTuple):
   at_target: Array
   target_step: Array
   n_annealing_steps: Array
+  last_gain: Array
+  eps_scale: Array
 
 
 class CMTInfo(NamedTuple):
@@ -201,6 +231,7 @@ class CMTInfo(NamedTuple):
   modes_weighted: Array
   sparsest_mode_samples: Array
   n_evals: Array
+  eps_scale: Array
 
 
 def _cosine(lr0, lr1, progress):
@@ -252,7 +283,8 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     del key
     ms = CMTState(lam=jnp.ones(()), eta=jnp.ones(()), path=init_path(),
                   at_target=jnp.array(False), target_step=jnp.array(-1, jnp.int32),
-                  n_annealing_steps=jnp.zeros((), jnp.int32))
+                  n_annealing_steps=jnp.zeros((), jnp.int32), last_gain=jnp.zeros(()),
+                  eps_scale=jnp.ones(()))
     return TrainState.initial(params, optimizer, ms)
 
   def imposed(state: TrainState) -> Array:
@@ -272,12 +304,34 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     """Target evaluations of the next step (read on the host)."""
     return n_anneal if bool(annealing(state)) else n
 
-  def choose_multipliers(buf, previous: Multipliers, step_index) -> Multipliers:
+  def choose_multipliers(buf, previous: Multipliers, step_index, eps_scale) -> Multipliers:
     """The rule of the path: a fixed schedule's table, or the dual (warm-started)."""
     if table is not None:
       return scheduled_multipliers(table, step_index)
-    return adaptive_multipliers(buf, config.eps_tr, config.eps_ent, previous,
-                                use_trust_region=use_tr, use_entropy=use_ent, solver=solver_cfg)
+    return adaptive_multipliers(buf, config.eps_tr * eps_scale, config.eps_ent * eps_scale,
+                                previous, use_trust_region=use_tr, use_entropy=use_ent,
+                                solver=solver_cfg)
+
+  # Target evaluations the annealing may use when planning (see CMTConfig.plan_budget).
+  plan = config.plan_budget and table is None
+  plan_evals = (1.0 - config.refine_fraction) * (budget if budget is not None
+                                                 else int(n_steps) * n_anneal)
+
+  def budget_plan(ms: CMTState, is_annealing):
+    """``(ε scale, impose the target now)`` of this step."""
+    if not plan:
+      return jnp.ones(()), jnp.array(False)
+    done = ms.n_annealing_steps.astype(jnp.float32)
+    left = jnp.floor((plan_evals - done * n_anneal) / n_anneal)  # this step included
+    progress = ms.path.alpha * ms.path.beta
+    rate = jnp.maximum(progress / jnp.maximum(done, 1.0), ms.last_gain)
+    needed = (1.0 - progress) / jnp.maximum(rate, 1e-6)
+    scale = jnp.clip((needed / jnp.maximum(left, 1.0)) ** 2, 1.0, config.max_eps_scale)
+    # At most doubling from one step to the next: the early rate underestimates how fast the
+    # path accelerates, and one step at the full factor can collapse the step's ESS.
+    scale = jnp.minimum(scale, 2.0 * ms.eps_scale)
+    scale = jnp.where(done >= 2, scale, 1.0)
+    return scale, is_annealing & (left <= 1)
 
   def learning_rate(step_index, at_target, target_step, n_annealing_steps):
     """``learning_rate`` while annealing; at the target, a cosine decay to
@@ -308,11 +362,17 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     buf = jax.tree_util.tree_map(shard_batch, buf)
 
     at_target_fixed = ms.at_target if config.stop_adapting_at_target else jnp.array(False)
-    masks = StepMasks(has_samples=buf.n_valid > 0, imposed=at_target_fixed | imposed(state))
+    eps_scale, last_call = budget_plan(ms, is_annealing)
+    if plan:  # jump only where the target's weights on this buffer are usable
+      jump_ess = dual_stats(buf, jnp.zeros(()), jnp.zeros(()), config.eps_tr, config.eps_ent).ess
+      last_call = last_call & (jump_ess >= config.plan_jump_min_ess)
+    masks = StepMasks(has_samples=buf.n_valid > 0,
+                      imposed=at_target_fixed | imposed(state) | last_call)
     previous = Multipliers(lam=ms.lam, eta=ms.eta, iterations=jnp.zeros((), jnp.int32),
                            converged=jnp.array(True))
     mult = jax.lax.cond(masks.solve, choose_multipliers,
-                        lambda *_: target_multipliers(ms.lam.dtype), buf, previous, state.step)
+                        lambda *_: target_multipliers(ms.lam.dtype), buf, previous, state.step,
+                        eps_scale)
     # Without a valid sample (and nothing imposed) the previous multipliers stand.
     mult = jax.tree_util.tree_map(lambda a, b: jnp.where(masks.has_samples | masks.imposed, a, b),
                                   mult, previous)
@@ -335,16 +395,19 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     path = jax.tree_util.tree_map(lambda a, b: jnp.where(masks.has_samples, a, b),
                                   update_path(ms.path, mult.lam, mult.eta), ms.path)
     keep = masks.keep_warm_start
+    gain = path.alpha * path.beta - ms.path.alpha * ms.path.beta
     new_ms = CMTState(lam=jnp.where(keep, ms.lam, mult.lam),
                       eta=jnp.where(keep, ms.eta, mult.eta), path=path, at_target=at_target,
-                      target_step=target_step, n_annealing_steps=n_annealing_steps)
+                      target_step=target_step, n_annealing_steps=n_annealing_steps,
+                      last_gain=jnp.where(is_annealing & masks.has_samples, gain, ms.last_gain),
+                      eps_scale=eps_scale)
     info = CMTInfo(
         lam=mult.lam, eta=mult.eta, alpha=path.alpha, beta=path.beta, kl=st.kl,
         entropy_drop=st.entropy_drop, step_ess=st.ess, entropy=st.entropy, step_log_z=st.log_z,
         dual_iterations=mult.iterations, dual_converged=mult.converged,
         n_invalid=buf.n_invalid - (n_buf - n_drawn), **fit_diag._asdict(),
         loss=res.fit.loss_last, n_skipped=res.fit.n_skipped, learning_rate=lr,
-        at_target=at_target, **mode_diag._asdict(), n_evals=n_drawn)
+        at_target=at_target, **mode_diag._asdict(), n_evals=n_drawn, eps_scale=eps_scale)
     return state.next(res.params, res.opt_state, new_ms), info
 
   return Method(name="cmt", init=init, step=step, evals_per_step=n,

@@ -1,0 +1,69 @@
+"""Budget-aware CMT (cmt.plan_budget): the path reaches the target within the budget."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from cmtjax.methods.cmt import CMTConfig, make_cmt
+from methods_testing import gauss_target, small_flow
+
+N, STEPS = 256, 8
+
+
+def _run(plan: bool, budget: int, **kw):
+  flow, target = small_flow(), gauss_target()
+  cfg = CMTConfig(n_samples=N, n_grad_steps=3, batch_size=64, eps_tr=0.02, eps_ent=0.02,
+                  plan_budget=plan, refine_fraction=0.25, **kw)
+  method = make_cmt(cfg, flow, target, n_steps=budget // N, max_target_evals=budget)
+  state = method.init(jax.random.PRNGKey(0), flow.init(jax.random.PRNGKey(1)))
+  step = jax.jit(method.step)
+  infos = []
+  for i in range(budget // N):
+    state, info = step(jax.random.PRNGKey(10 + i), state)
+    # The warm start λ kept in the state: an imposed λ = η = 0 leaves the previous one there,
+    # a solved one stores 0.
+    infos.append(info._replace(dual_iterations=state.method_state.lam))
+  return infos
+
+
+def test_a_small_budget_ends_at_the_target_only_with_the_plan():
+  unplanned = _run(False, STEPS * N)
+  assert not bool(unplanned[-1].at_target)  # ε = 0.02 needs more than 8 steps
+  assert all(float(i.eps_scale) == 1.0 for i in unplanned)
+  planned = _run(True, STEPS * N)
+  reached = [int(i.at_target) for i in planned]
+  # The target within the annealing share of the budget: 8 steps, a quarter kept at the target.
+  assert reached[5] == 1, reached
+  assert max(float(i.eps_scale) for i in planned) > 1.0
+  assert all(1.0 <= float(i.eps_scale) <= 16.0 for i in planned)
+  # The first two steps have no rate to plan from.
+  assert float(planned[0].eps_scale) == float(planned[1].eps_scale) == 1.0
+
+
+def test_plan_settings_are_validated():
+  with pytest.raises(ValueError, match="refine_fraction"):
+    CMTConfig(refine_fraction=1.0)
+  with pytest.raises(ValueError, match="max_eps_scale"):
+    CMTConfig(max_eps_scale=0.5)
+  with pytest.raises(ValueError, match="plan_jump_min_ess"):
+    CMTConfig(plan_jump_min_ess=2.0)
+
+
+def _arrival(infos):
+  """(step, λ kept for the next warm start) of the step that reached the target, or None."""
+  for i, info in enumerate(infos):
+    if bool(info.at_target):
+      return i, float(info.dual_iterations)
+  return None
+
+
+def test_the_planned_jump_is_imposed_only_where_its_weights_are_usable():
+  """The last annealing step the budget allows imposes λ = η = 0 (the dual is not solved, the
+  warm start keeps its λ > 0); with a jump ESS floor no buffer meets it never does, and any
+  arrival comes from the dual (which stores λ = 0)."""
+  jumped = _arrival(_run(True, STEPS * N))
+  assert jumped is not None and jumped[1] > 0, jumped
+  refused = _arrival(_run(True, STEPS * N, plan_jump_min_ess=1.0))
+  assert refused is None or refused[1] == 0, refused
