@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -12,27 +14,31 @@ from methods_testing import gauss_target, small_flow
 N, STEPS = 256, 8
 
 
-def _run(plan: bool, budget: int, **kw):
+@functools.lru_cache(maxsize=None)
+def _run(plan: bool, budget: int, plan_jump_min_ess: float = 0.05):
+  """``(infos, λ kept for the warm start)`` of ``budget // N`` steps (cached: tests share
+  runs, each costs a compile). An imposed λ = η = 0 leaves the previous λ in the state, a
+  solved one stores 0."""
+  kw = {"plan_jump_min_ess": plan_jump_min_ess}
   flow, target = small_flow(), gauss_target()
   cfg = CMTConfig(n_samples=N, n_grad_steps=3, batch_size=64, eps_tr=0.02, eps_ent=0.02,
                   plan_budget=plan, refine_fraction=0.25, **kw)
   method = make_cmt(cfg, flow, target, n_steps=budget // N, max_target_evals=budget)
   state = method.init(jax.random.PRNGKey(0), flow.init(jax.random.PRNGKey(1)))
   step = jax.jit(method.step)
-  infos = []
+  infos, kept = [], []
   for i in range(budget // N):
     state, info = step(jax.random.PRNGKey(10 + i), state)
-    # The warm start λ kept in the state: an imposed λ = η = 0 leaves the previous one there,
-    # a solved one stores 0.
-    infos.append(info._replace(dual_iterations=state.method_state.lam))
-  return infos
+    infos.append(info)
+    kept.append(float(state.method_state.lam))
+  return infos, kept
 
 
 def test_a_small_budget_ends_at_the_target_only_with_the_plan():
-  unplanned = _run(False, STEPS * N)
+  unplanned = _run(False, STEPS * N)[0]
   assert not bool(unplanned[-1].at_target)  # ε = 0.02 needs more than 8 steps
   assert all(float(i.eps_scale) == 1.0 for i in unplanned)
-  planned = _run(True, STEPS * N)
+  planned = _run(True, STEPS * N)[0]
   reached = [int(i.at_target) for i in planned]
   # The target within the annealing share of the budget: 8 steps, a quarter kept at the target.
   assert reached[5] == 1, reached
@@ -51,11 +57,12 @@ def test_plan_settings_are_validated():
     CMTConfig(plan_jump_min_ess=2.0)
 
 
-def _arrival(infos):
+def _arrival(run):
   """(step, λ kept for the next warm start) of the step that reached the target, or None."""
+  infos, kept = run
   for i, info in enumerate(infos):
     if bool(info.at_target):
-      return i, float(info.dual_iterations)
+      return i, kept[i]
   return None
 
 
