@@ -121,17 +121,13 @@ class Coupling:
   def features(self, y_cond: Array) -> Array:
     """The conditioner's input from the conditioning coordinates ``[batch, n_cond]``."""
     circ = self.cond_circular
+    flat = y_cond[:, ~circ] if np.any(circ) else y_cond
+    if self.input_bound is not None:
+      flat = self.input_bound * jnp.tanh(flat / self.input_bound)
     if not np.any(circ):
-      flat = y_cond
-      return flat if self.input_bound is None else self.input_bound * jnp.tanh(
-          flat / self.input_bound)
-    parts = []
-    if np.any(~circ):
-      flat = y_cond[:, ~circ]
-      if self.input_bound is not None:
-        flat = self.input_bound * jnp.tanh(flat / self.input_bound)
-      parts.append(flat)
+      return flat
     angle = jnp.pi * y_cond[:, circ]
+    parts = [flat] if np.any(~circ) else []
     return jnp.concatenate(parts + [jnp.cos(angle), jnp.sin(angle)], axis=-1)
 
   def _take(self, y: Array, idx: np.ndarray) -> Array:
