@@ -11,9 +11,13 @@ giving energies in kJ/mol. The functional forms are those OpenMM evaluates for t
   * nonbonded: sum_{i<j} 4 eps_ij [(s_ij/r)^12 - (s_ij/r)^6] + k_e q_i q_j / r,
                Lorentz-Berthelot mixing, exceptions (1-2, 1-3 zeroed; 1-4 scaled) replacing the
                pair values, no cutoff.
-  * OBC2 generalised Born (Onufriev-Bashford-Case, alpha, beta, gamma = 1, 0.8, 4.85) with
-    dielectric offset 0.009 nm, plus the ACE non-polar surface term
-    sum_i 4 pi gamma_sa (rho_i + 0.14)^2 (rho_i / B_i)^6.
+  * OBC generalised Born (Onufriev-Bashford-Case; OBC2: alpha, beta, gamma = 1, 0.8, 4.85)
+    with dielectric offset 0.009 nm, plus the ACE non-polar surface term
+    sum_i 4 pi gamma_sa (rho_i + 0.14)^2 (rho_i / B_i)^6. Two routes give it: OpenMM's
+    ``GBSAOBCForce`` (``amber99_obc.xml``) and the ``CustomGBForce`` of ``implicit/obc2.xml``
+    (Amber14). They differ in one detail, the Born-integral term for an atom engulfed by a
+    neighbour's scaled sphere, which only ``GBSAOBCForce`` adds; ``GBSAParams.engulfed_term``
+    says which (``parameters.py`` reads the form from the force).
 
 Layout. Displacements are those of free space (no periodic box; what ``jax_md.space.free()``
 computes: plain differences). Internally the terms work batch-minor: coordinates are a tuple
@@ -235,8 +239,9 @@ def nonbonded_energy(r2: Array, qq: Array, sigma2: Array, eps4: Array) -> Array:
 
 
 def obc_born_radii(r: Array, eye: Array, offset_radius: Array, scaled_radius: Array,
-                   radius: Array) -> Array:
-  """OBC2 effective Born radii.
+                   radius: Array, obc: tuple = (OBC2_ALPHA, OBC2_BETA, OBC2_GAMMA),
+                   engulfed_term: bool = True) -> Array:
+  """OBC effective Born radii (OBC2 by default).
 
   Args:
     r: [n, n, batch] distances (nm), diagonal arbitrary but nonzero.
@@ -244,10 +249,14 @@ def obc_born_radii(r: Array, eye: Array, offset_radius: Array, scaled_radius: Ar
     offset_radius: [n] rho_i - 0.009 nm.
     scaled_radius: [n] (rho_j - 0.009 nm) * scale_j.
     radius: [n] rho_i (nm).
+    obc: (alpha, beta, gamma) of tanh(alpha psi - beta psi^2 + gamma psi^3).
+    engulfed_term: add 2 (1/o_i - l_ij) when atom i lies inside j's scaled sphere
+      (``GBSAOBCForce``; the ``CustomGBForce`` of ``implicit/obc2.xml`` leaves it out).
 
   Returns:
     [n, batch] Born radii B_i (nm).
   """
+  alpha, beta, gamma = obc
   oi = offset_radius[:, None, None]
   sj = scaled_radius[None, :, None]
   r_plus = r + sj
@@ -257,15 +266,18 @@ def obc_born_radii(r: Array, eye: Array, offset_radius: Array, scaled_radius: Ar
   l2, u2 = l * l, u * u
   term = (l - u + 0.25 * r * (u2 - l2) + (0.5 / r) * jnp.log(u / l)
           + (0.25 * sj * sj / r) * (l2 - u2))
-  term = term + jnp.where(oi < sj - r, 2.0 * (1.0 / oi - l), 0.0)
+  if engulfed_term:
+    term = term + jnp.where(oi < sj - r, 2.0 * (1.0 / oi - l), 0.0)
   psi = 0.5 * offset_radius[:, None] * jnp.sum(jnp.where(active, term, 0.0), axis=1)
-  tanh_sum = jnp.tanh(OBC2_ALPHA * psi - OBC2_BETA * psi**2 + OBC2_GAMMA * psi**3)
+  tanh_sum = jnp.tanh(alpha * psi - beta * psi**2 + gamma * psi**3)
   return 1.0 / (1.0 / offset_radius[:, None] - tanh_sum / radius[:, None])
 
 
 def gbsa_obc_energy(r2: Array, charge: Array, radius: Array, scale: Array, prefactor: float,
-                    surface_factor: float) -> Array:
-  """OBC2 generalised-Born polar solvation plus the ACE non-polar surface term.
+                    surface_factor: float, offset: float = DIELECTRIC_OFFSET,
+                    obc: tuple = (OBC2_ALPHA, OBC2_BETA, OBC2_GAMMA),
+                    engulfed_term: bool = True) -> Array:
+  """OBC generalised-Born polar solvation plus the ACE non-polar surface term.
 
   Args:
     r2: [n, n, batch] squared distances (nm^2).
@@ -274,13 +286,16 @@ def gbsa_obc_energy(r2: Array, charge: Array, radius: Array, scale: Array, prefa
     scale: [n] overlap scale factors.
     prefactor: -k_e (1/eps_solute - 1/eps_solvent) in kJ/mol nm e^-2.
     surface_factor: 4 pi gamma_sa in kJ/mol/nm^2.
+    offset: dielectric offset (nm).
+    obc, engulfed_term: the OBC form (see ``obc_born_radii``).
 
   Returns:
     [batch] energy in kJ/mol.
   """
   _, r, eye = _safe_distances(r2)
-  offset_radius = radius - DIELECTRIC_OFFSET
-  born = obc_born_radii(r, eye, offset_radius, offset_radius * scale, radius)
+  offset_radius = radius - offset
+  born = obc_born_radii(r, eye, offset_radius, offset_radius * scale, radius, obc,
+                        engulfed_term)
   bb = born[:, None, :] * born[None, :, :]
   f = jnp.sqrt(r2 + bb * jnp.exp(-r2 / (4.0 * bb)))
   qq = (charge[:, None] * charge[None, :])[:, :, None]
@@ -312,15 +327,19 @@ def nonbonded_energy_and_r2_grad(r2: Array, qq: Array, sigma2: Array,
 
 
 def gbsa_obc_energy_and_r2_grad(r2: Array, charge: Array, radius: Array, scale: Array,
-                                prefactor: float, surface_factor: float) -> tuple[Array, Array]:
+                                prefactor: float, surface_factor: float,
+                                offset: float = DIELECTRIC_OFFSET,
+                                obc: tuple = (OBC2_ALPHA, OBC2_BETA, OBC2_GAMMA),
+                                engulfed_term: bool = True) -> tuple[Array, Array]:
   """``gbsa_obc_energy`` and its closed-form gradient with respect to r2 (chain rule through
   the Born radii), without reverse-mode autodiff.
 
   Returns:
     ``([batch] energy, [n, n, batch] dE/d r2_ij)``.
   """
+  alpha, beta, gamma = obc
   r2_safe, r, eye = _safe_distances(r2)
-  offset_radius = radius - DIELECTRIC_OFFSET
+  offset_radius = radius - offset
   oi = offset_radius[:, None, None]
   sj = (offset_radius * scale)[None, :, None]
   # Born-radius integrand and its derivative in r (the max() branch is piecewise constant).
@@ -340,18 +359,19 @@ def gbsa_obc_energy_and_r2_grad(r2: Array, charge: Array, radius: Array, scale: 
   dterm = (dl - du + 0.25 * (u2 - l2) + 0.5 * r * (u * du - l * dl)
            - 0.5 * inv_r * inv_r * log_ratio + 0.5 * inv_r * (du / u - dl / l)
            - 0.25 * sj2 * inv_r * inv_r * (l2 - u2) + 0.5 * sj2 * inv_r * (l * dl - u * du))
-  inner = oi < sj - r
-  term = term + jnp.where(inner, 2.0 * (1.0 / oi - l), 0.0)
-  dterm = dterm - jnp.where(inner, 2.0 * dl, 0.0)
+  if engulfed_term:
+    inner = oi < sj - r
+    term = term + jnp.where(inner, 2.0 * (1.0 / oi - l), 0.0)
+    dterm = dterm - jnp.where(inner, 2.0 * dl, 0.0)
   term = jnp.where(active, term, 0.0)
   dterm = jnp.where(active, dterm, 0.0)
   half_off = 0.5 * offset_radius[:, None]
   psi = half_off * jnp.sum(term, axis=1)
-  arg = OBC2_ALPHA * psi - OBC2_BETA * psi**2 + OBC2_GAMMA * psi**3
+  arg = alpha * psi - beta * psi**2 + gamma * psi**3
   tanh_sum = jnp.tanh(arg)
   born = 1.0 / (1.0 / offset_radius[:, None] - tanh_sum / radius[:, None])
   dborn_dpsi = (born * born * (1.0 - tanh_sum * tanh_sum) / radius[:, None]
-                * (OBC2_ALPHA - 2.0 * OBC2_BETA * psi + 3.0 * OBC2_GAMMA * psi**2))
+                * (alpha - 2.0 * beta * psi + 3.0 * gamma * psi**2))
   # Polar term 1/2 pre sum_ij q_i q_j / f_ij,  f = sqrt(r2 + bb exp(-r2 / 4 bb)),  bb = B_i B_j.
   bb = born[:, None, :] * born[None, :, :]
   expo = jnp.exp(-r2 / (4.0 * bb))
@@ -422,8 +442,10 @@ def make_energy_fn(params: ForceFieldParams, dtype=jnp.float32) -> EnergyFns:
   gb = params.gbsa
   if gb is not None:
     arrays.update(gb_charge=gb.charge, gb_radius=gb.radius, gb_scale=gb.scale)
-    gb_prefactor = -ONE_4PI_EPS0 * (1.0 / gb.solute_dielectric - 1.0 / gb.solvent_dielectric)
+    gb_prefactor = -gb.coulomb * (1.0 / gb.solute_dielectric - 1.0 / gb.solvent_dielectric)
     gb_surface = 4.0 * np.pi * gb.surface_area_energy
+    gb_form = dict(offset=gb.offset, obc=(gb.alpha, gb.beta, gb.gamma),
+                   engulfed_term=gb.engulfed_term)
 
   np_dtype = np.float64 if dtype == jnp.float64 else np.float32
   # NumPy constants of the working dtype (closed over by the custom VJP below).
@@ -436,7 +458,8 @@ def make_energy_fn(params: ForceFieldParams, dtype=jnp.float32) -> EnergyFns:
     if gb is None:
       return (e_nb,), (P, (g_nb,))
     e_gb, g_gb = gbsa_obc_energy_and_r2_grad(r2, c["gb_charge"], c["gb_radius"],
-                                             c["gb_scale"], gb_prefactor, gb_surface)
+                                             c["gb_scale"], gb_prefactor, gb_surface,
+                                             **gb_form)
     return (e_nb, e_gb), (P, (g_nb, g_gb))
 
   @jax.custom_vjp
@@ -446,7 +469,7 @@ def make_energy_fn(params: ForceFieldParams, dtype=jnp.float32) -> EnergyFns:
     out = (nonbonded_energy(r2, c["qq"], c["sigma2"], c["eps4"]),)
     if gb is not None:
       out += (gbsa_obc_energy(r2, c["gb_charge"], c["gb_radius"], c["gb_scale"],
-                              gb_prefactor, gb_surface),)
+                              gb_prefactor, gb_surface, **gb_form),)
     return out
 
   def _pair_terms_bwd(res, cotangents):

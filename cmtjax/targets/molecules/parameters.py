@@ -2,14 +2,18 @@
 
 The JAX energy (``energy.py``) never calls OpenMM: OpenMM is used only here, at construction
 time, to assign AMBER parameters to a topology. Any PDB plus any force-field files that produce
-the supported force classes work (HarmonicBondForce, HarmonicAngleForce, PeriodicTorsionForce,
-NonbondedForce without cutoff, and optionally GBSAOBCForce).
+the supported force classes work (:data:`SUPPORTED_FORCES`: HarmonicBondForce,
+HarmonicAngleForce, PeriodicTorsionForce, NonbondedForce without cutoff, and optionally OBC
+implicit solvent, either as a GBSAOBCForce (``amber99_obc.xml``) or as the CustomGBForce that
+OpenMM's ``implicit/obc2.xml`` and ``implicit/obc1.xml`` create (e.g. with ``amber14-all.xml``)).
 
 Units: nm, rad, kJ/mol, elementary charges.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -20,6 +24,11 @@ ONE_4PI_EPS0 = 138.93545764438198
 MOLAR_GAS_CONSTANT = 8.31446261815324e-3
 
 DEFAULT_FORCEFIELD_FILES = ("amber99sbildn.xml", "amber99_obc.xml")
+
+SUPPORTED_FORCES = ("HarmonicBondForce", "HarmonicAngleForce", "PeriodicTorsionForce",
+                    "NonbondedForce (no cutoff)", "GBSAOBCForce (no cutoff)",
+                    "CustomGBForce of implicit/obc2.xml or implicit/obc1.xml (no cutoff, "
+                    "no salt)", "CMMotionRemover (ignored)")
 
 
 class GBSAParams(NamedTuple):
@@ -32,6 +41,13 @@ class GBSAParams(NamedTuple):
     solute_dielectric: scalar.
     solvent_dielectric: scalar.
     surface_area_energy: ACE surface tension (kJ/mol/nm^2).
+    offset: dielectric offset (nm): the Born integrals use rho - offset.
+    alpha, beta, gamma: the OBC rescaling tanh(alpha psi - beta psi^2 + gamma psi^3)
+      (OBC2: 1, 0.8, 4.85; OBC1: 0.8, 0, 2.909125).
+    coulomb: the Coulomb constant of the force (GBSAOBCForce: ``ONE_4PI_EPS0``; the
+      CustomGBForce expressions write 138.935485).
+    engulfed_term: whether the Born integral adds 2 (1/o_i - l_ij) for an atom inside a
+      neighbour's scaled sphere (GBSAOBCForce does, the CustomGBForce does not).
   """
   charge: np.ndarray
   radius: np.ndarray
@@ -39,6 +55,12 @@ class GBSAParams(NamedTuple):
   solute_dielectric: float
   solvent_dielectric: float
   surface_area_energy: float
+  offset: float = 0.009
+  alpha: float = 1.0
+  beta: float = 0.8
+  gamma: float = 4.85
+  coulomb: float = ONE_4PI_EPS0
+  engulfed_term: bool = True
 
 
 class ForceFieldParams(NamedTuple):
@@ -80,6 +102,11 @@ class ForceFieldParams(NamedTuple):
   gbsa: Optional[GBSAParams]
 
 
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip()
+  return text.splitlines()[0] if text else type(e).__name__
+
+
 def create_openmm_system(pdb_path: str,
                          forcefield_files: Sequence[str] = DEFAULT_FORCEFIELD_FILES):
   """Builds the OpenMM system of a PDB: no cutoff, no constraints, flexible water.
@@ -93,11 +120,26 @@ def create_openmm_system(pdb_path: str,
   """
   from openmm import app, unit  # pylint: disable=g-import-not-at-top
 
-  pdb = app.PDBFile(pdb_path)
-  forcefield = app.ForceField(*forcefield_files)
-  system = forcefield.createSystem(
-    pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False,
-    removeCMMotion=False)
+  if not os.path.isfile(pdb_path):
+    raise FileNotFoundError(f"PDB file {pdb_path!r} does not exist")
+  try:
+    pdb = app.PDBFile(pdb_path)
+  except Exception as e:  # OpenMM raises several types for unreadable files
+    raise ValueError(f"{pdb_path}: not a readable PDB file ({type(e).__name__}: "
+                     f"{_first_line(e)})") from None
+  try:
+    forcefield = app.ForceField(*forcefield_files)
+  except (ValueError, OSError, FileNotFoundError) as e:
+    raise ValueError(f"force-field files {list(forcefield_files)} could not be loaded: "
+                     f"{_first_line(e)}") from None
+  try:
+    system = forcefield.createSystem(
+      pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None, rigidWater=False,
+      removeCMMotion=False)
+  except ValueError as e:  # e.g. "No template found for residue 2 (XYZ). ..."
+    raise ValueError(f"{os.path.basename(pdb_path)}: the force field "
+                     f"({', '.join(forcefield_files)}) cannot parameterise it: "
+                     f"{_first_line(e)}") from None
   positions = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
   return system, pdb.topology, positions
 
@@ -145,14 +187,15 @@ def params_from_system(system) -> ForceFieldParams:
       if force.getNonbondedMethod() != openmm.NonbondedForce.NoCutoff:
         raise ValueError("only NonbondedForce.NoCutoff is supported")
       nonbonded = force
-    elif isinstance(force, openmm.GBSAOBCForce):
-      if force.getNonbondedMethod() != openmm.GBSAOBCForce.NoCutoff:
-        raise ValueError("only GBSAOBCForce.NoCutoff is supported")
+    elif isinstance(force, (openmm.GBSAOBCForce, openmm.CustomGBForce)):
+      if gbsa is not None:
+        raise ValueError("the system has two implicit-solvent forces")
       gbsa = force
     elif isinstance(force, openmm.CMMotionRemover):
       continue
     else:
-      raise ValueError(f"unsupported force {type(force).__name__}")
+      raise ValueError(f"unsupported force {type(force).__name__}; supported: "
+                       f"{'; '.join(SUPPORTED_FORCES)}")
   if nonbonded is None:
     raise ValueError("the system has no NonbondedForce")
 
@@ -169,7 +212,11 @@ def params_from_system(system) -> ForceFieldParams:
                        s.value_in_unit(unit.nanometer), e.value_in_unit(unit.kilojoule_per_mole)))
 
   gbsa_params = None
-  if gbsa is not None:
+  if isinstance(gbsa, openmm.CustomGBForce):
+    gbsa_params = _custom_gb_obc_params(gbsa, n)
+  elif gbsa is not None:
+    if gbsa.getNonbondedMethod() != openmm.GBSAOBCForce.NoCutoff:
+      raise ValueError("only GBSAOBCForce.NoCutoff is supported")
     gq, gr, gs = np.zeros(n), np.zeros(n), np.zeros(n)
     for i in range(n):
       q, r, s = gbsa.getParticleParameters(i)
@@ -202,3 +249,102 @@ def params_from_system(system) -> ForceFieldParams:
     charge=charge, sigma=sigma, epsilon=epsilon,
     exception_idx=exc_idx, exception_qq=exc_qq, exception_sigma=exc_s,
     exception_epsilon=exc_e, gbsa=gbsa_params)
+
+
+# The CustomGBForce that OpenMM's implicit/obc1.xml and obc2.xml build (with e.g.
+# amber14-all.xml), written as patterns of its expressions with whitespace removed; NUM stands
+# for a number that is read. Any other CustomGBForce (GBn, GBn2, HCT, salt, a cutoff) is refused.
+_NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+_CUSTOM_GB_I = ("select(step(r+sr2-or1),0.5*(1/L-1/U+0.25*(r-sr2^2/r)*(1/(U^2)-1/(L^2))"
+                "+0.5*log(L/U)/r),0);U=r+sr2;L=max(or1,D);D=abs(r-sr2)")
+_CUSTOM_GB_B = [  # (pattern, how to read alpha, beta, gamma from the groups)
+  (r"1/\(1/or-tanh\(psi-NUM\*psi\^2\+NUM\*psi\^3\)/radius\);psi=I\*or;"
+   r"radius=or\+offset;offset=NUM", lambda g: (1.0, float(g[0]), float(g[1]), float(g[2]))),
+  (r"1/\(1/or-tanh\(NUM\*psi\+NUM\*psi\^3\)/radius\);psi=I\*or;"
+   r"radius=or\+offset;offset=NUM", lambda g: (float(g[0]), 0.0, float(g[1]), float(g[2]))),
+]
+_CUSTOM_GB_TAIL = r"solventDielectric=NUM;soluteDielectric=NUM;kappa=NUM;offset=NUM"
+_CUSTOM_GB_SELF = r"-0\.5\*NUM\*\(1/soluteDielectric-1/solventDielectric\)\*charge\^2/B;"
+_CUSTOM_GB_ACE = r"NUM\*\(radius\+0\.14\)\^2\*\(radius/B\)\^6;radius=or\+offset;"
+_CUSTOM_GB_PAIR = (r"-NUM\*\(1/soluteDielectric-1/solventDielectric\)\*charge1\*charge2/f;"
+                   r"f=sqrt\(r\^2\+B1\*B2\*exp\(-r\^2/\(4\*B1\*B2\)\)\);")
+
+
+def _match(pattern: str, text: str):
+  m = re.fullmatch(pattern.replace("NUM", _NUM), text)
+  return None if m is None else m.groups()
+
+
+def _custom_gb_obc_params(force, n: int) -> GBSAParams:
+  """Reads the OBC CustomGBForce of ``implicit/obc2.xml`` / ``obc1.xml`` into GBSAParams.
+
+  Raises:
+    ValueError: any other CustomGBForce (naming what differs).
+  """
+  import openmm  # pylint: disable=g-import-not-at-top
+
+  def refuse(what: str):
+    raise ValueError(f"unsupported CustomGBForce ({what}); supported implicit solvent: "
+                     "GBSAOBCForce or the OBC CustomGBForce of implicit/obc2.xml or "
+                     "implicit/obc1.xml, without cutoff or salt")
+
+  if force.getNonbondedMethod() != openmm.CustomGBForce.NoCutoff:
+    refuse("a cutoff")
+  names = [force.getPerParticleParameterName(i)
+           for i in range(force.getNumPerParticleParameters())]
+  if names != ["charge", "or", "sr"] or force.getNumGlobalParameters() or (
+      force.getNumTabulatedFunctions() or force.getNumExclusions()):
+    refuse(f"per-particle parameters {names}, "
+           f"{force.getNumGlobalParameters()} global parameters, "
+           f"{force.getNumTabulatedFunctions()} tabulated functions")
+  compact = lambda e: "".join(e.split())  # noqa: E731
+  values = [force.getComputedValueParameters(i) for i in range(force.getNumComputedValues())]
+  if len(values) != 2 or values[0][0] != "I" or values[1][0] != "B":
+    refuse(f"computed values {[v[0] for v in values]}, not I and B")
+  if compact(values[0][1]) != _CUSTOM_GB_I:
+    refuse("a Born integral I other than OBC's")
+  obc = None
+  for pattern, read in _CUSTOM_GB_B:
+    groups = _match(pattern, compact(values[1][1]))
+    if groups is not None:
+      obc = read(groups)
+  if obc is None:
+    refuse("a Born radius B other than OBC's tanh form")
+  alpha, beta, gamma, offset = obc
+  terms = [compact(force.getEnergyTermParameters(i)[0])
+           for i in range(force.getNumEnergyTerms())]
+  coulomb, surface, tails = None, 0.0, []
+  for term in terms:
+    for pattern, kind in ((_CUSTOM_GB_SELF, "self"), (_CUSTOM_GB_ACE, "ace"),
+                          (_CUSTOM_GB_PAIR, "pair")):
+      groups = _match(pattern + _CUSTOM_GB_TAIL, term)
+      if groups is None:
+        continue
+      head, tail = float(groups[0]), [float(g) for g in groups[1:]]
+      tails.append(tail)
+      if kind == "ace":
+        surface = head
+      elif coulomb is None or coulomb == head:
+        coulomb = head
+      else:
+        refuse("two Coulomb constants")
+      break
+    else:
+      refuse(f"energy term {term[:60]!r}...")
+  if len(terms) not in (2, 3) or coulomb is None or any(t != tails[0] for t in tails):
+    refuse("energy terms other than OBC's self, pair and optional ACE terms")
+  solvent, solute, kappa, term_offset = tails[0]
+  if kappa != 0.0:
+    refuse(f"salt screening kappa = {kappa}")
+  if abs(term_offset - offset) > 1e-12:
+    refuse("two different dielectric offsets")
+  charge, radius, scale = np.zeros(n), np.zeros(n), np.zeros(n)
+  for i in range(n):
+    q, offset_radius, scaled_radius = force.getParticleParameters(i)
+    charge[i] = q
+    radius[i] = offset_radius + offset
+    scale[i] = scaled_radius / offset_radius
+  return GBSAParams(charge=charge, radius=radius, scale=scale, solute_dielectric=solute,
+                    solvent_dielectric=solvent, surface_area_energy=surface / (4.0 * np.pi),
+                    offset=offset, alpha=alpha, beta=beta, gamma=gamma, coulomb=coulomb,
+                    engulfed_term=False)
