@@ -7,7 +7,9 @@ Layout (one folder per concern):
   methods/  CMT and the baselines, each a Method for the one loop
   train/    the loop, the method interface, weighted forward-KL fitting
   metrics/  ESS, evidence bounds, mode coverage, evaluate()
-  io/       configs, presets, plots
+  io/       configs, presets, plots, samples files, reference generation
+  api.py    the Python API: fit(target, CMT(...), budget=...), load_run(DIR)
+  runner.py one run end to end (what `cmtjax train` and fit() call)
 """
 
 __version__ = "0.1.0"
@@ -21,6 +23,8 @@ _EXPORTS = {
     "CMTConfig": "methods", "ReverseKLConfig": "methods", "make_method": "methods",
     "Target": "targets", "make_target": "targets",
     "Method": "train", "TrainState": "train", "train": "train",
+    "CMT": "api", "FAB": "api", "ForwardKL": "api", "ReverseKL": "api", "TABG": "api",
+    "Run": "api", "fit": "api", "load_run": "api", "method": "api",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 

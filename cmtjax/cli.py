@@ -6,6 +6,11 @@
   cmtjax train --resume runs/demo                 (continue an interrupted run from its checkpoint)
   cmtjax train --target gmm40 --devices all --out runs/x            (split over all devices)
   cmtjax train --target gmm40 --set cmt.eps_tr=0.2 --dry-run        (check, print the config)
+  cmtjax train --target my_peptide.pdb --out runs/p                (a molecule of your own)
+  cmtjax train --target my_pkg.energies:make_target --out runs/e   (a Target from Python)
+  cmtjax sample --run runs/p -n 10000 --out more.npz   (more samples of a trained run)
+  cmtjax evaluate --run runs/p --reference ref.npz     (metrics.json again, e.g. new reference)
+  cmtjax reference --target my_peptide.pdb --out ref.npz   (replica-exchange reference samples)
 
 A multi-process run starts the same command in every process with ``--coordinator HOST:PORT
 --num-processes P --process-id I`` (or the ``CMTJAX_*`` environment variables).
@@ -25,14 +30,19 @@ import sys
 from cmtjax.io.config import ConfigError, build_config, load_file, parse_override
 from cmtjax.io.presets import preset_for
 from cmtjax.methods.registry import method_names
-from cmtjax.targets.registry import TARGET_NAMES
+from cmtjax.targets.registry import USER_SPEC_HELP, TARGET_NAMES, resolve_target_spec
 
 
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="cmtjax", description="Boltzmann generators with CMT.")
   sub = p.add_subparsers(dest="command", required=True)
   t = sub.add_parser("train", help="train a flow on a target and evaluate it")
-  t.add_argument("--target", help=f"target name ({', '.join(TARGET_NAMES)}); default gmm40")
+  t.add_argument("--target", help=f"target: {', '.join(TARGET_NAMES)}, or {USER_SPEC_HELP}; "
+                                  f"default gmm40")
+  t.add_argument("--forcefield", metavar="FILES",
+                 help="molecules: comma-separated OpenMM force-field files, e.g. "
+                      "amber14-all.xml,implicit/obc2.xml (default amber99sbildn.xml,"
+                      "amber99_obc.xml)")
   t.add_argument("--method", help=f"training method ({', '.join(method_names())}); default cmt")
   t.add_argument("--seed", type=int, help="PRNG seed (default 0)")
   t.add_argument("--out", help="output folder (required unless --resume)")
@@ -50,6 +60,19 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--no-progress", action="store_true", help="no progress bar")
   t.add_argument("--dry-run", action="store_true",
                  help="check the input and print the resolved configuration; run nothing")
+  s = sub.add_parser("sample", help="draw more samples from a trained run")
+  s.add_argument("--run", required=True, metavar="DIR", help="run folder")
+  s.add_argument("-n", type=int, default=10_000, help="number of samples (default 10000)")
+  s.add_argument("--out", required=True, metavar="FILE",
+                 help="output .npz (molecules: also FILE's .dcd and .pdb)")
+  s.add_argument("--seed", type=int, default=0, help="PRNG seed of the draw (default 0)")
+  e = sub.add_parser("evaluate", help="evaluate a trained run again and rewrite metrics.json")
+  e.add_argument("--run", required=True, metavar="DIR", help="run folder")
+  e.add_argument("--reference", metavar="FILE",
+                 help="molecules: reference samples (.npz, e.g. from `cmtjax reference`)")
+  r = sub.add_parser("reference", help="reference samples of a molecule by replica-exchange MD")
+  from cmtjax.io.reference_generation import add_arguments
+  add_arguments(r)
   return p
 
 
@@ -114,13 +137,16 @@ def _print_summary(metrics: dict, out: str) -> None:
     parts.append(f"log Z error {metrics['log_z_error']:+.2e} "
                  f"(standard error {metrics.get('log_z_se') or 0.0:.1e})")
   parts.append(f"{metrics['target_evals']:.3g} target evaluations")
-  parts.append(f"{metrics['timing']['total_seconds']:.0f} s")
+  timing = metrics.get("timing", {})
+  if "total_seconds" in timing:
+    parts.append(f"{timing['total_seconds']:.0f} s")
   print(f"{metrics['method']} on {metrics['target']} (seed {metrics['seed']}): "
         + ", ".join(parts))
   for w in metrics.get("warnings", []):
     print(f"WARNING: {w}")
-  pngs = sorted(f for f in os.listdir(out) if f.endswith(".png")) if os.path.isdir(out) else []
-  print(f"results in {out}: metrics.json, steps.jsonl" + "".join(f", {f}" for f in pngs))
+  files = sorted(f for f in os.listdir(out) if f.endswith((".png", ".npz", ".dcd"))
+                 ) if os.path.isdir(out) else []
+  print(f"results in {out}: metrics.json, steps.jsonl" + "".join(f", {f}" for f in files))
 
 
 def _print_config(cfg) -> int:
@@ -143,18 +169,58 @@ def _train(args) -> int:
   if args.seed is not None:
     flag_layer["seed"] = args.seed
   if args.budget is not None:
+    if args.budget < 1 or not float(args.budget).is_integer():
+      raise ConfigError(f"--budget must be a whole number of target evaluations >= 1, got "
+                        f"{args.budget:g}")
     flag_layer["max_target_evals"] = int(args.budget)
+  if args.forcefield is not None:
+    flag_layer["target_kwargs"] = {"forcefield_files": [
+        f.strip() for f in args.forcefield.split(",") if f.strip()]}
   overrides = [parse_override(s) for s in args.set]
   target = flag_layer.get("target", file_layer.get("target", "gmm40"))
-  if target not in TARGET_NAMES:
-    raise ConfigError(f"unknown target {target!r}; known targets: {', '.join(TARGET_NAMES)}")
+  flag_layer["target"] = resolve_target_spec(target)  # file paths made absolute
   # A saved config.json is complete: the preset only fills what a partial file leaves out.
-  cfg = build_config([preset_for(target), file_layer, *overrides, flag_layer])
+  cfg = build_config([preset_for(flag_layer["target"]), file_layer, *overrides, flag_layer])
+  precision = cfg.target_kwargs.get("precision")
+  if precision is not None and precision not in ("float32", "float64"):
+    raise ConfigError(f"target_kwargs.precision must be 'float32' or 'float64', got "
+                      f"{precision!r}")
   if args.dry_run:
     return _print_config(cfg)
   from cmtjax.runner import run  # heavy imports only once the input is known to be good
   metrics = run(cfg, args.out, progress=not args.no_progress)
   _print_summary(metrics, args.out)
+  return 0
+
+
+def _one_line(e: BaseException) -> str:
+  text = " ".join(str(e).split())
+  return text or type(e).__name__
+
+
+def _sample(args) -> int:
+  from cmtjax.api import load_run
+  if args.n < 1:
+    raise ConfigError(f"-n must be >= 1, got {args.n}")
+  run = load_run(args.run)
+  written = run.save_samples(args.out, args.n, seed=args.seed)
+  print(f"{args.n} samples of {args.run} -> {', '.join(written)}")
+  return 0
+
+
+def _evaluate(args) -> int:
+  from cmtjax.api import load_run
+  if args.reference is not None and not os.path.isfile(args.reference):
+    raise ConfigError(f"--reference {args.reference}: file not found")
+  run = load_run(args.run)
+  metrics = run.evaluate(args.reference)
+  _print_summary(metrics, args.run)
+  return 0
+
+
+def _reference(args) -> int:
+  from cmtjax.io.reference_generation import generate
+  generate(args)
   return 0
 
 
@@ -166,14 +232,20 @@ def main(argv=None) -> int:
   try:
     if args.command == "train":
       return _train(args)
+    if args.command == "sample":
+      return _sample(args)
+    if args.command == "evaluate":
+      return _evaluate(args)
+    if args.command == "reference":
+      return _reference(args)
   except TrainingStalled as e:
     print(f"cmtjax: {e}", file=sys.stderr)
     return 3
   except (ConfigError, ValueError, ImportError, CheckpointError) as e:
-    print(f"cmtjax: error: {e}", file=sys.stderr)
+    print(f"cmtjax: error: {_one_line(e)}", file=sys.stderr)
     return 2
-  except OSError as e:
-    print(f"cmtjax: error: {e}", file=sys.stderr)
+  except OSError as e:  # FileNotFoundError included
+    print(f"cmtjax: error: {_one_line(e)}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print("cmtjax: interrupted", file=sys.stderr)

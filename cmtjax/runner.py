@@ -7,6 +7,8 @@ Files left in the output folder:
   evals.jsonl     in-training evaluations (reverse ESS etc. against target evaluations)
   metrics.json    final figures (see :func:`run`)
   params.msgpack  final flow parameters (flax serialisation)
+  samples.npz     model samples with log q, log p̃, log importance weights (and energies in
+                  kJ/mol for molecules): ``cmtjax.io.samples``
   samples.png, schedule.png (CMT) or training.png, ess.png
   checkpoints/    orbax checkpoints of the last few steps (``run(..., resume=True)`` or
                   ``cmtjax train --resume DIR`` continues the run from the newest good one)
@@ -21,7 +23,7 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -35,8 +37,8 @@ from cmtjax.io import plots
 from cmtjax.io.config import RunConfig, save_config, to_dict
 from cmtjax.methods import get_method, make_method
 from cmtjax.metrics import evaluate, run_warnings
-from cmtjax.targets import make_target
-from cmtjax.train import (CheckpointOptions, fingerprint, initialize, is_primary, make_mesh,
+from cmtjax.targets import check_target, make_target
+from cmtjax.train import (CheckpointOptions, TargetNotFinite, fingerprint, initialize, is_primary, make_mesh,
                           plan_steps, train)
 
 # steps.jsonl uses "lambda" for λ (a Python keyword, hence "lam" in the info NamedTuples).
@@ -74,19 +76,46 @@ def prepare_out_dir(out_dir: str) -> str:
 
 
 
-def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
-        resume: bool = False) -> dict[str, Any]:
-  """Trains a flow on ``cfg.target`` with ``cfg.method`` and evaluates it.
+def build_target(cfg: RunConfig):
+  """The target of ``cfg`` (``cfg.target`` with ``cfg.target_kwargs``). A float64 molecule
+  (``target_kwargs.precision = "float64"``) turns on JAX's x64 mode first."""
+  if cfg.target_kwargs.get("precision") == "float64" and not jax.config.jax_enable_x64:
+    jax.config.update("jax_enable_x64", True)
+  return make_target(cfg.target, **cfg.target_kwargs)
+
+
+class RunOutcome(NamedTuple):
+  """What :func:`run_outcome` returns: the metrics and the trained model."""
+  metrics: dict
+  params: Any
+  flow: Any
+  target: Any
+
+
+def run(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=None,
+        progress: bool = True, resume: bool = False) -> dict[str, Any]:
+  """Trains a flow on a target with ``cfg.method`` and evaluates it; returns the metrics
+  (:func:`run_outcome` returns the trained parameters too)."""
+  return run_outcome(cfg, out_dir, target=target, flow=flow, progress=progress,
+                     resume=resume).metrics
+
+
+def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=None,
+                progress: bool = True, resume: bool = False) -> RunOutcome:
+  """Trains a flow on a target with ``cfg.method`` and evaluates it.
 
   Args:
     cfg: the validated run configuration.
     out_dir: folder for the outputs (None: write nothing, return the metrics only).
+    target: a ``Target`` object to train on instead of building ``cfg.target`` (a Python
+      energy of the user's own); ``cfg.target`` is then only its label.
+    flow: a ``Flow`` to train instead of building one from ``cfg.flow``.
     progress: show a progress bar.
     resume: continue the run whose checkpoints are in ``out_dir/checkpoints`` (its
       ``steps.jsonl`` and ``evals.jsonl`` are rewritten from the checkpoint, then continued).
 
   Returns:
-    The metrics dict written to ``metrics.json``: ``target``, ``method``, ``seed``,
+    A :class:`RunOutcome`. Its metrics are the dict written to ``metrics.json``: ``target``, ``method``, ``seed``,
     ``reverse_ess``, ``reverse_ess_clipped``, ``log_z``, ``target_evals``, ``grad_steps``,
     ``n_steps`` (taken), the figures of :func:`cmtjax.metrics.evaluate` (``log_z_error``,
     ``log_z_se``, ``modes_covered``, ``n_modes``, ``mode_tv``, ``eubo``, ``forward_ess`` ...
@@ -97,8 +126,16 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
     (``training_seconds``, ``compile_seconds``, ``eval_seconds``, ``total_seconds`` ...).
     Every key outside ``timing`` depends only on the configuration, the seed and the
     machine's arithmetic; ``timing`` holds all wall-clock figures.
+
+  Raises:
+    ValueError: a target or flow that fails :func:`cmtjax.targets.check_target`, or a target
+      whose log density is non-finite on the whole first buffer
+      (:class:`cmtjax.train.TargetNotFinite`).
   """
   t_start = time.perf_counter()
+  if target is None:
+    target = build_target(cfg)
+  check_target(target, flow_dim=None if flow is None else flow.dim)
   dist = cfg.distributed
   initialize(dist.coordinator or None, dist.num_processes or None,
              dist.process_id if dist.process_id >= 0 else None)
@@ -121,29 +158,22 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
                                     keep=cfg.checkpoint.keep, fingerprint=run_fingerprint(cfg),
                                     config=fingerprinted_config(cfg))
   mesh = make_mesh("all" if jax.process_count() > 1 else dist.devices)
-  target = make_target(cfg.target, **cfg.target_kwargs)
-  flow = flow_for_target(cfg.flow, target)
+  if flow is None:
+    flow = flow_for_target(cfg.flow, target)
   spec = get_method(cfg.method)
   method_cfg = cfg.method_config
   n_steps = plan_steps(method_cfg.evals_per_step, cfg.max_target_evals, cfg.max_steps)
   method = make_method(cfg.method, method_cfg, flow, target, n_steps,
                        max_target_evals=cfg.max_target_evals)
 
-  key = jax.random.PRNGKey(cfg.seed)
-  k_init, k_train, k_eval = jax.random.split(key, 3)
+  k_init, k_train, k_eval = run_keys(cfg.seed)
   params = flow.init(k_init)
-
   sample_fn = jax.jit(flow.sample_and_log_prob, static_argnums=(2,))
-  log_prob_fn = jax.jit(flow.log_prob)
-
-  def eval_with(params, k, n, repeats, full):
-    return evaluate(target, lambda kk, nn: sample_fn(params, kk, nn), k, n,
-                    log_prob_fn=(lambda x: log_prob_fn(params, x)) if full else None,
-                    n_repeats=repeats, chunk=cfg.eval.chunk)
 
   def eval_during(k, params):
     params = jax.device_get(params)  # evaluate on this process's default device
-    figures = eval_with(params, k, cfg.eval.n_samples_during, 1, False)
+    figures = evaluate(target, lambda kk, nn: sample_fn(params, kk, nn), k,
+                       cfg.eval.n_samples_during, n_repeats=1, chunk=cfg.eval.chunk)
     return {k_: v for k_, v in figures.items() if not isinstance(v, list)}
 
   files = {}
@@ -165,56 +195,108 @@ def run(cfg: RunConfig, out_dir: Optional[str], *, progress: bool = True,
                    on_eval=writer("evals"), progress=progress and primary,
                    desc=f"{cfg.method} on {cfg.target}", checkpoint=ckpt_opts, resume=resume,
                    mesh=mesh, max_stalled_steps=cfg.checkpoint.max_stalled_steps)
+  except TargetNotFinite as e:
+    raise TargetNotFinite(f"target {target.name!r}: {e}") from None
   finally:
     for f in files.values():
       f.close()
   params = jax.device_get(result.state.params)
 
-  t_eval = time.perf_counter()
-  final = eval_with(params, k_eval, cfg.eval.n_samples, cfg.eval.n_repeats, True)
-  eval_seconds = time.perf_counter() - t_eval
-  timing = {"training_seconds": result.wall_seconds,
-            "compile_seconds": result.compile_seconds, "eval_seconds": eval_seconds}
   metrics: dict[str, Any] = {
       "target": cfg.target, "method": cfg.method, "seed": cfg.seed,
-      "reverse_ess": final["reverse_ess"], "reverse_ess_clipped": final["reverse_ess_clipped"],
-      "log_z": final["log_z"], "target_evals": result.target_evals,
-      "grad_steps": result.grad_steps, "n_steps": len(result.records),
-      "cmtjax_version": __version__,
+      "target_evals": result.target_evals, "grad_steps": result.grad_steps,
+      "n_steps": len(result.records), "cmtjax_version": __version__,
   }
-  for k_, v in final.items():
-    metrics.setdefault(k_, v)
   if spec.summary is not None and result.records:
     metrics.update(spec.summary(result.records, method_cfg, target))
   metrics["n_devices"] = 1 if mesh is None else int(mesh.size)
   metrics["n_processes"] = jax.process_count()
   metrics["resumed_from"] = result.resumed_from
-  metrics["timing"] = timing
+  metrics["timing"] = {"training_seconds": result.wall_seconds,
+                       "compile_seconds": result.compile_seconds}
+  final_beta = result.records[-1].get("beta") if result.records else None
+  metrics["final_beta"] = final_beta
+  # Every process evaluates (the same numbers); only process 0 writes files.
+  evaluate_trained(cfg, target, flow, params, out_dir if primary else None, metrics, k_eval,
+                   molecular=primary)
+  metrics["timing"]["total_seconds"] = time.perf_counter() - t_start
+  if out_dir is not None and primary:
+    write_metrics(out_dir, metrics)
+    with open(os.path.join(out_dir, "params.msgpack"), "wb") as f:
+      f.write(serialization.to_bytes(params))
+    _write_training_plots(cfg, spec, out_dir, result)
+  return RunOutcome(metrics, params, flow, target)
 
-  if target.molecule is not None and primary:
+
+# The keys of metrics.json that training sets (the method's summary aside); the rest come from
+# the evaluation, which `cmtjax evaluate` recomputes.
+TRAINING_KEYS = ("target", "method", "seed", "target_evals", "grad_steps", "n_steps",
+                 "cmtjax_version", "n_devices", "n_processes", "resumed_from", "final_beta")
+
+
+def read_records(out_dir: str) -> list[dict]:
+  """The step records of a run folder's steps.jsonl (``lambda`` read back as ``lam``)."""
+  path = os.path.join(out_dir, "steps.jsonl")
+  if not os.path.isfile(path):
+    return []
+  back = {v: k for k, v in _RENAME.items()}
+  with open(path) as f:
+    return [{back.get(k, k): v for k, v in json.loads(line).items()} for line in f if line.strip()]
+
+
+def run_keys(seed: int):
+  """(init, train, eval) keys of a run with this seed."""
+  return tuple(jax.random.split(jax.random.PRNGKey(seed), 3))
+
+
+def write_metrics(out_dir: str, metrics: dict) -> None:
+  with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+    json.dump(metrics, f, indent=2, default=json_default)
+
+
+def evaluate_trained(cfg: RunConfig, target, flow, params, out_dir: Optional[str],
+                     metrics: dict, k_eval=None, *, reference_path: Optional[str] = None,
+                     molecular: bool = True) -> dict:
+  """The evaluation of trained parameters: final ESS and evidence figures, the molecular
+  report (molecules; skipped with ``molecular=False``), warnings, and with ``out_dir`` the
+  files ``samples.npz`` and ``samples.png``; updates and returns ``metrics`` (its ``timing``
+  gains ``eval_seconds``)."""
+  if k_eval is None:
+    k_eval = run_keys(cfg.seed)[2]
+  sample_fn = jax.jit(flow.sample_and_log_prob, static_argnums=(2,))
+  log_prob_fn = jax.jit(flow.log_prob)
+  timing = metrics.setdefault("timing", {})
+  t_eval = time.perf_counter()
+  final = evaluate(target, lambda kk, nn: sample_fn(params, kk, nn), k_eval,
+                   cfg.eval.n_samples, log_prob_fn=lambda x: log_prob_fn(params, x),
+                   n_repeats=cfg.eval.n_repeats, chunk=cfg.eval.chunk)
+  timing["eval_seconds"] = time.perf_counter() - t_eval
+  for k_ in ("reverse_ess", "reverse_ess_clipped", "log_z"):
+    metrics[k_] = final[k_]
+  for k_, v in final.items():
+    metrics[k_] = v
+  reference_path = reference_path or cfg.eval.reference or None
+  if target.molecule is not None and molecular:
     from cmtjax.io.molecular_report import molecular_report
     t_mol = time.perf_counter()
     metrics.update(molecular_report(
         target, lambda kk, nn: sample_fn(params, kk, nn), lambda x: log_prob_fn(params, x),
         jax.random.fold_in(k_eval, 1), cfg.eval.n_samples, out_dir,
-        reference_path=cfg.eval.reference or None, chunk=min(cfg.eval.chunk, 8192),
-        title=f"{cfg.method} on {cfg.target}"))
+        reference_path=reference_path, chunk=min(cfg.eval.chunk, 8192),
+        title=f"{cfg.method} on {target.name}"))
     timing["molecular_eval_seconds"] = time.perf_counter() - t_mol
-  final_beta = result.records[-1].get("beta") if result.records else None
-  metrics["warnings"] = run_warnings(metrics, final_beta)
-  timing["total_seconds"] = time.perf_counter() - t_start
-  if out_dir is not None and primary:
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-      json.dump(metrics, f, indent=2, default=json_default)
-    with open(os.path.join(out_dir, "params.msgpack"), "wb") as f:
-      f.write(serialization.to_bytes(params))
-    _write_plots(cfg, spec, target, out_dir, params, sample_fn, result)
+  metrics["warnings"] = run_warnings(metrics, metrics.get("final_beta"))
+  if out_dir is not None:
+    if cfg.eval.n_saved_samples:
+      from cmtjax.io.samples import draw_samples, save_samples
+      save_samples(os.path.join(out_dir, "samples.npz"),
+                   draw_samples(target, sample_fn, params, jax.random.fold_in(k_eval, 2),
+                                cfg.eval.n_saved_samples, chunk=min(cfg.eval.chunk, 8192)))
+    _write_sample_plot(cfg, target, out_dir, params, sample_fn)
   return metrics
 
 
-def _write_plots(cfg: RunConfig, spec, target, out_dir: str, params, sample_fn,
-                 result) -> None:
-  records = [{_RENAME.get(k, k): v for k, v in r.items()} for r in result.records]
+def _write_sample_plot(cfg: RunConfig, target, out_dir: str, params, sample_fn) -> None:
   x, _ = sample_fn(params, jax.random.PRNGKey(cfg.seed + 1), 5000)
   x = np.asarray(x)
   bounds = target.plot_bounds or (float(np.percentile(x[:, :2], 0.5)),
@@ -227,8 +309,12 @@ def _write_plots(cfg: RunConfig, spec, target, out_dir: str, params, sample_fn,
     ref = np.asarray(target.sample(jax.random.PRNGKey(cfg.seed + 2), 5000))
   centres = None if target.mode_centres is None else np.asarray(target.mode_centres)
   plots.plot_samples(os.path.join(out_dir, "samples.png"), log_prob_2d, x, bounds,
-                     title=f"{cfg.method} on {cfg.target} (first two coordinates)",
+                     title=f"{cfg.method} on {target.name} (first two coordinates)",
                      ref_x=ref, mode_centres=centres)
+
+
+def _write_training_plots(cfg: RunConfig, spec, out_dir: str, result) -> None:
+  records = [{_RENAME.get(k, k): v for k, v in r.items()} for r in result.records]
   if spec.plot is not None:
     spec.plot(out_dir, records, cfg.method_config, f"{cfg.method} on {cfg.target}")
   else:
@@ -238,4 +324,3 @@ def _write_plots(cfg: RunConfig, spec, target, out_dir: str, params, sample_fn,
   if result.evals:
     plots.plot_ess_vs_evals(os.path.join(out_dir, "ess.png"), {cfg.method: [result.evals]},
                             title=f"{cfg.target}: reverse ESS during training")
-

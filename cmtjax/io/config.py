@@ -41,6 +41,8 @@ class EvalSettings:
     chunk: largest batch sampled at once.
     reference: molecular targets: file of reference samples for the molecular figures
       (empty: the cached or shipped reference set of the molecule, if there is one).
+    n_saved_samples: model samples written to ``samples.npz`` with their log q, log p̃ and
+      log importance weights (0: none).
   """
 
   n_samples: int = 100_000
@@ -49,6 +51,7 @@ class EvalSettings:
   n_samples_during: int = 20_000
   chunk: int = 50_000
   reference: str = ""
+  n_saved_samples: int = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +107,8 @@ class RunConfig:
 
   Attributes:
     version: config schema version.
-    target: target name (see ``cmtjax.targets.TARGET_NAMES``).
+    target: target spec: a registered name (``cmtjax.targets.TARGET_NAMES``), a PDB file or a
+      Python factory ``module:function`` (see ``cmtjax.targets.registry``).
     target_kwargs: keyword arguments of the target factory.
     method: a registered method (:func:`cmtjax.methods.method_names`: ``"cmt"``,
       ``"reverse_kl"``, ``"fab"``, ``"tabg"``, ``"forward_kl"``).

@@ -122,7 +122,8 @@ def plot_energy_histograms(
   Args:
     path: PNG file to write.
     e_model: [n] model energies (kJ/mol).
-    e_ref: [m] reference energies (kJ/mol).
+    e_ref: [m] reference energies (kJ/mol), or None when there is no reference (the range
+      then comes from the model's own energies).
     model_weights: optional [n] importance weights of the model samples.
     bins: number of bins.
     quantiles: reference quantiles that set the range.
@@ -132,13 +133,16 @@ def plot_energy_histograms(
     ``path``.
   """
   e_model = np.asarray(e_model, np.float64).ravel()
-  e_ref = np.asarray(e_ref, np.float64).ravel()
-  e_ref = e_ref[np.isfinite(e_ref)]
-  if e_ref.size == 0:
-    raise ValueError("no finite reference energy")
-  w = _weights(model_weights, e_model.size) if model_weights is not None else None
   finite = np.isfinite(e_model)
-  lo, hi = np.quantile(e_ref, quantiles)
+  if e_ref is not None:
+    e_ref = np.asarray(e_ref, np.float64).ravel()
+    e_ref = e_ref[np.isfinite(e_ref)]
+    if e_ref.size == 0:
+      raise ValueError("no finite reference energy")
+  elif not np.any(finite):
+    raise ValueError("no finite model energy and no reference")
+  w = _weights(model_weights, e_model.size) if model_weights is not None else None
+  lo, hi = np.quantile(e_ref if e_ref is not None else e_model[finite], quantiles)
   pad = 0.1 * max(hi - lo, 1e-6)
   lo, hi = lo - pad, hi + pad
   em = e_model[finite]
@@ -158,8 +162,11 @@ def plot_energy_histograms(
     if np.sum(wm[inside]) > 0:
       ax.hist(em[inside], bins=edges, weights=wm[inside], density=True, histtype="step",
               lw=1.5, label=f"model, reweighted ({mass_out:.2g} of the weight beyond range)")
-  ax.hist(e_ref[(e_ref >= lo) & (e_ref <= hi)], bins=edges, density=True, histtype="stepfilled",
-          alpha=0.3, color="k", label=f"reference (n={e_ref.size})")
+  if e_ref is not None:
+    ax.hist(e_ref[(e_ref >= lo) & (e_ref <= hi)], bins=edges, density=True,
+            histtype="stepfilled", alpha=0.3, color="k", label=f"reference (n={e_ref.size})")
+  else:
+    ax.plot([], [], color="k", alpha=0.3, lw=6, label="no reference samples")
   ax.set_xlim(lo, hi)
   ax.set_xlabel("energy (kJ/mol)")
   ax.set_ylabel("density")

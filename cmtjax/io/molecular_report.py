@@ -28,15 +28,26 @@ from cmtjax.sampling.chunks import draw_in_chunks, map_in_chunks
 Array = jax.Array
 
 
-def load_reference_positions(name: str, path: Optional[str] = None) -> Optional[np.ndarray]:
-  """The reference samples of a shipped molecule, or None when there are none."""
+def load_reference_positions(name: str, path: Optional[str] = None, *,
+                             n_atoms: Optional[int] = None,
+                             spec: Optional[str] = None) -> Optional[np.ndarray]:
+  """A molecule's reference samples (``path``, else the cached or shipped set), or None when
+  there are none; an explicit ``path`` that cannot be read is an error."""
   from cmtjax.targets.molecules.reference import load_reference
   try:
-    return np.asarray(load_reference(name, path), np.float32)
+    return np.asarray(load_reference(name, path, n_atoms=n_atoms, spec=spec), np.float32)
   except FileNotFoundError:
     if path is not None:
       raise
     return None
+
+
+def no_reference_note(spec: str) -> str:
+  """What a report without reference samples says, and how to get some."""
+  return ("no reference samples: the figures against a reference (Ramachandran TV/KL, EUBO, "
+          "NLL, forward ESS, energy W1) are not computed; make a reference with `cmtjax "
+          f"reference --target {spec} --out REF.npz` and evaluate against it with `cmtjax "
+          "evaluate --run DIR --reference REF.npz` (or train with --set eval.reference=REF.npz)")
 
 
 def molecular_report(
@@ -80,12 +91,17 @@ def molecular_report(
   log_q = np.concatenate([np.asarray(p[1]) for p in parts])
   energy = map_in_chunks(spec.energy, x, chunk)
   log_w = map_in_chunks(target.log_prob, x, chunk) - log_q
+  from cmtjax.targets.molecules.systems import MOLECULAR_SYSTEMS
+  spec_name = target.name if target.name in MOLECULAR_SYSTEMS else spec.pdb_path
   if reference is None:
-    reference = load_reference_positions(target.name, reference_path)
+    reference = load_reference_positions(target.name, reference_path,
+                                         n_atoms=spec.topology.n_atoms, spec=spec_name)
     source = reference_path or (None if reference is None else "load_reference")
   else:
     source = "given"
   figures: dict[str, Any] = {"reference": source, "n_model_samples": int(len(x))}
+  if reference is None:
+    figures["reference_note"] = no_reference_note(spec_name)
   top = spec.topology
   if reference is None:
     figures["chirality_error_rate"] = chirality_error_rate(x, spec.chiral_centres,
@@ -122,5 +138,7 @@ def molecular_report(
                         model_weights=w, pairs="all",
                         titles=("model", "model, reweighted", "model (no reference)"),
                         title=title)
+      plot_energy_histograms(os.path.join(out_dir, "energies.png"), energy, None,
+                             model_weights=w, title=title)
     save_trajectory(os.path.join(out_dir, "samples"), x, spec.pdb_path, max_frames=2000)
   return figures

@@ -90,6 +90,14 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# A molecule from a PDB file (``--target my.pdb``): the alanine-dipeptide settings, a budget
+# for a small peptide; for a larger molecule, raise max_target_evals.
+MOLECULE_FROM_PDB = _MOLECULE_CPU | {"max_target_evals": 10_000_000}
+
+
 def preset_for(target: str) -> dict:
-  """The preset layer of ``target`` (empty for targets without one)."""
+  """The preset layer of ``target`` (a PDB file gets :data:`MOLECULE_FROM_PDB`; a Python
+  factory, like any target without a preset, none)."""
+  if target.lower().endswith(".pdb"):
+    return MOLECULE_FROM_PDB
   return PRESETS.get(target, {})

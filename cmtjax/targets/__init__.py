@@ -12,11 +12,13 @@ from cmtjax.targets.registry import (
     SYNTHETIC_TARGET_NAMES,
     TARGET_NAMES,
     make_target,
+    resolve_target_spec,
+    target_kind,
 )
 
-_EXPORTS = {"Target": "base", "double_well": "double_well", "gmm": "gmm",
+_EXPORTS = {"Target": "base", "check_target": "base", "double_well": "double_well", "gmm": "gmm",
             "many_well": "many_well"}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["MOLECULAR_TARGET_NAMES", "SYNTHETIC_TARGET_NAMES", "TARGET_NAMES", "make_target",
-           *_EXPORTS]
+           "resolve_target_spec", "target_kind", *_EXPORTS]

@@ -64,3 +64,51 @@ class Target:
     if self.mode_weights is None:
       return None
     return int(self.mode_weights.shape[0])
+
+
+def check_target(target: Target, flow_dim: Optional[int] = None) -> None:
+  """Checks a target at the boundary, before any training: what it is, its dimension, and what
+  its ``log_prob`` returns for a batch (by ``jax.eval_shape``: nothing is computed).
+
+  Args:
+    target: the target.
+    flow_dim: the dimension of the flow that will sample it, if one is given.
+
+  Raises:
+    ValueError: naming the problem (not a Target, a bad ``dim``, a dimension mismatch with the
+      flow, ``log_prob`` not callable, failing on a ``[batch, dim]`` input, or returning
+      anything but a ``[batch]`` array of a floating dtype).
+  """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  if not isinstance(target, Target):
+    raise ValueError(f"expected a cmtjax.Target, got {type(target).__name__}")
+  name = target.name
+  if not isinstance(target.dim, int) or isinstance(target.dim, bool) or target.dim < 1:
+    raise ValueError(f"target {name!r}: dim must be a positive int, got {target.dim!r}")
+  if flow_dim is not None and flow_dim != target.dim:
+    raise ValueError(f"the flow has dimension {flow_dim} but target {name!r} has dimension "
+                     f"{target.dim}")
+  if not callable(target.log_prob):
+    raise ValueError(f"target {name!r}: log_prob is not callable")
+  batch = 3
+  probe = jax.ShapeDtypeStruct((batch, target.dim), jnp.float32)
+  try:
+    out = jax.eval_shape(target.log_prob, probe)
+  except Exception as e:  # the user's function: any error while tracing it
+    raise ValueError(f"target {name!r}: log_prob failed on a batch x of shape "
+                     f"[batch, dim] = {list(probe.shape)}: {type(e).__name__}: "
+                     f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+  if not isinstance(out, jax.ShapeDtypeStruct):
+    raise ValueError(f"target {name!r}: log_prob must return one array of shape [batch], got "
+                     f"{type(out).__name__}")
+  if out.shape != (batch,):
+    hint = ""
+    if out.shape == ():
+      hint = " (a scalar: it must not sum or average over the batch)"
+    elif out.shape == (batch, 1):
+      hint = " ([batch, 1]: drop the last axis)"
+    raise ValueError(f"target {name!r}: log_prob must return shape [batch] = ({batch},) for x "
+                     f"of shape {list(probe.shape)}, got {tuple(out.shape)}{hint}")
+  if not jnp.issubdtype(out.dtype, jnp.floating):
+    raise ValueError(f"target {name!r}: log_prob must return a floating dtype, got {out.dtype}")

@@ -1,15 +1,29 @@
-"""Targets by name: ``make_target("gmm40")``.
+"""Targets by name: ``make_target("gmm40")``, or the user's own.
 
-Synthetic targets are built here. Molecular targets ("aldp", "ala4", "ala6", "elil") are
-delegated to ``cmtjax.targets.molecules.make_molecular_target(name, **kwargs)``, imported
-only when one of them is asked for, so the synthetic targets work without the molecular
-extra (openmm, mdtraj).
+A target spec (the ``target`` of a run config) is one of:
+
+  * a registered name (:data:`TARGET_NAMES`). Synthetic targets are built here; the shipped
+    molecules ("aldp", "ala4", "ala6", "elil") by
+    ``cmtjax.targets.molecules.make_molecular_target``, imported only when one of them is
+    asked for, so the synthetic targets work without the molecular extra (openmm, mdtraj);
+  * a PDB file (``path/to/molecule.pdb``, hydrogens present): the molecule with
+    AMBER99SB-ILDN + OBC2 by default (``target_kwargs.forcefield_files`` picks others, e.g.
+    ``["amber14-all.xml", "implicit/obc2.xml"]``);
+  * a Python factory returning a :class:`~cmtjax.targets.base.Target`:
+    ``package.module:function`` (importable; the working directory is searched too) or
+    ``path/to/file.py:function``. ``target_kwargs`` are passed to it.
+
+:func:`resolve_target_spec` checks a spec before anything heavy is imported and makes file
+paths absolute, so a saved config names the same files from any working directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
+import os
+import sys
 from typing import Any
 
 from typing import TYPE_CHECKING
@@ -64,16 +78,115 @@ def _make_molecular(name: str, **kwargs: Any) -> "Target":
   return make(name, **kwargs)
 
 
+USER_SPEC_HELP = ("a PDB file (path/to/molecule.pdb) or a Python factory returning a Target "
+                  "(package.module:function or path/to/file.py:function)")
+
+
+def target_kind(spec: str) -> str:
+  """``"registered"``, ``"pdb"`` or ``"python"`` (see the module docstring)."""
+  if spec in TARGET_NAMES:
+    return "registered"
+  if spec.lower().endswith(".pdb"):
+    return "pdb"
+  if ":" in spec:
+    return "python"
+  return "unknown"
+
+
+def resolve_target_spec(spec: str) -> str:
+  """Checks a target spec and returns it with file paths made absolute.
+
+  Raises:
+    ValueError: an unknown name, a missing file, or a malformed ``module:function``.
+  """
+  kind = target_kind(spec)
+  if kind == "registered":
+    return spec
+  if kind == "pdb":
+    if not os.path.isfile(spec):
+      raise ValueError(f"target {spec!r}: PDB file not found")
+    return os.path.abspath(spec)
+  if kind == "python":
+    module, _, function = spec.rpartition(":")
+    if not module or not function.isidentifier():
+      raise ValueError(f"target {spec!r}: expected package.module:function or "
+                       f"path/to/file.py:function")
+    if module.endswith(".py"):
+      if not os.path.isfile(module):
+        raise ValueError(f"target {spec!r}: Python file {module!r} not found")
+      return f"{os.path.abspath(module)}:{function}"
+    return spec
+  raise ValueError(f"unknown target {spec!r}; known targets: {', '.join(TARGET_NAMES)}; or "
+                   f"{USER_SPEC_HELP}")
+
+
+def _load_factory(spec: str):
+  module_name, _, function = spec.rpartition(":")
+  try:
+    if module_name.endswith(".py"):
+      unique = "cmtjax_user_target_" + str(abs(hash(os.path.abspath(module_name))))
+      module = sys.modules.get(unique)
+      if module is None:
+        loader_spec = importlib.util.spec_from_file_location(unique, module_name)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[unique] = module
+        loader_spec.loader.exec_module(module)
+    else:
+      if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # `cmtjax` run from a project folder finds its modules
+      module = importlib.import_module(module_name)
+  except Exception as e:  # the user's module: any error while importing it
+    raise ValueError(f"target {spec!r}: importing {module_name!r} failed with "
+                     f"{type(e).__name__}: {e}") from e
+  factory = getattr(module, function, None)
+  if not callable(factory):
+    raise ValueError(f"target {spec!r}: {module_name!r} has no function {function!r}")
+  return factory
+
+
+def _make_user_target(spec: str, **kwargs: Any) -> "Target":
+  from cmtjax.targets.base import Target
+  factory = _load_factory(spec)
+  try:
+    target = factory(**kwargs)
+  except TypeError as e:
+    raise ValueError(f"target {spec!r}: calling the factory with target_kwargs "
+                     f"{sorted(kwargs)} failed: {e}") from e
+  if not isinstance(target, Target):
+    raise ValueError(f"target {spec!r}: the factory returned {type(target).__name__}, not a "
+                     f"cmtjax.Target")
+  return target
+
+
+_PDB_KWARGS = ("forcefield_files", "temperature", "precision", "energy_log_threshold",
+               "energy_cap", "chunk_size", "name")
+
+
+def _make_pdb_target(path: str, **kwargs: Any) -> "Target":
+  unknown = sorted(set(kwargs) - set(_PDB_KWARGS))
+  if unknown:
+    raise ValueError(f"target {path!r} got unknown keyword argument(s) "
+                     f"{', '.join(map(repr, unknown))}; accepted: {', '.join(_PDB_KWARGS)}")
+  try:
+    from cmtjax.targets.molecules import make_molecular_system
+  except ImportError as e:
+    raise ImportError(f"a PDB target needs the 'molecules' extra (openmm, mdtraj): {e}") from e
+  if "forcefield_files" in kwargs:
+    kwargs["forcefield_files"] = tuple(kwargs["forcefield_files"])
+  return make_molecular_system(path, **kwargs).target
+
+
 def make_target(name: str, **kwargs: Any) -> "Target":
-  """Builds a registered target.
+  """Builds a target from its spec (see the module docstring).
 
   Args:
-    name: one of :data:`TARGET_NAMES`.
+    name: one of :data:`TARGET_NAMES`, a PDB file, or ``module:function``.
     **kwargs: overrides of the target's adjustable parameters (e.g. ``seed``, ``scale`` for
-      the GMMs, ``dim`` for "gmm16"); molecular targets pass them on unchanged.
+      the GMMs, ``dim`` for "gmm16"); molecular targets pass them on unchanged; a PDB takes
+      ``forcefield_files``, ``temperature``, ``precision``, ...; a factory gets them all.
 
   Returns:
-    The :class:`Target`, with ``target.name == name``.
+    The :class:`Target` (for a registered name, ``target.name == name``).
 
   Raises:
     ValueError: unknown name, or a keyword the target does not accept.
@@ -81,9 +194,13 @@ def make_target(name: str, **kwargs: Any) -> "Target":
   """
   if name in MOLECULAR_TARGET_NAMES:
     return _make_molecular(name, **kwargs)
+  kind = target_kind(name)
+  if kind == "pdb":
+    return _make_pdb_target(resolve_target_spec(name), **kwargs)
+  if kind == "python":
+    return _make_user_target(resolve_target_spec(name), **kwargs)
   if name not in _SYNTHETIC:
-    raise ValueError(
-        f"unknown target {name!r}; known targets: {', '.join(TARGET_NAMES)}")
+    resolve_target_spec(name)  # raises the unknown-target error
   entry = _SYNTHETIC[name]
   unknown = sorted(set(kwargs) - set(entry.defaults))
   if unknown:

@@ -80,6 +80,11 @@ class TrainingStalled(RuntimeError):
                      f"steps; {where}")
 
 
+class TargetNotFinite(ValueError):
+  """The target's log density was non-finite for every sample of the run's first step: a
+  problem of the target (or of where the initial flow puts its samples), not of training."""
+
+
 def stall_reason(method: Method, info: dict) -> Optional[str]:
   """Why a step made no progress, or None (read from its info's ``n_invalid``/``n_skipped``)."""
   reasons = []
@@ -254,6 +259,13 @@ def train(method: Method, key: jax.Array, params: Any, *,
         evaluate(i)
       host["compile_seconds"] = compile_base + _compile_estimate(step_times)
       reason = stall_reason(method, record)
+      n_invalid = record.get("n_invalid")
+      if i == 0 and n_invalid is not None and n_invalid >= (record.get("n_evals")
+                                                            or method.evals_per_step):
+        raise TargetNotFinite(
+            f"the target's log density was NaN or infinite for all {n_invalid} samples of the "
+            f"first step (drawn from the initial flow); check log_prob on such samples, e.g. "
+            f"its domain against the flow's base scale (flow.base_scale)")
       if reason is None:
         host["stalled"], stall_reason_first = 0, None
       else:

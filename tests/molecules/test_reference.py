@@ -170,13 +170,18 @@ def _write(path, n_atoms, n=5):
 
 def test_load_reference_missing_files_name_the_command(tmp_path, monkeypatch):
   monkeypatch.setenv("CMTJAX_DATA", str(tmp_path))
-  with pytest.raises(FileNotFoundError, match="generate_reference.py --system aldp"):
+  with pytest.raises(FileNotFoundError, match="cmtjax reference --target aldp"):
     ref.load_reference("aldp", path=str(tmp_path / "nope.npz"))
   # ala4 ships no reference set and there is no cached one.
-  with pytest.raises(FileNotFoundError, match=r"generate_reference.py --system ala4.*"):
+  with pytest.raises(FileNotFoundError, match=r"cmtjax reference --target ala4.*"):
     ref.load_reference("ala4")
-  with pytest.raises(ValueError, match="unknown molecular system"):
-    ref.load_reference("water")
+  # A molecule of the user's own: only the cache is searched; the hint names its PDB.
+  with pytest.raises(FileNotFoundError, match=r"cmtjax reference --target my/water.pdb"):
+    ref.load_reference("water", spec="my/water.pdb")
+  _write(tmp_path / "reference" / "water.npz", n_atoms=3)
+  assert ref.load_reference("water").shape == (5, 9)
+  with pytest.raises(ValueError, match="4 atoms"):
+    ref.load_reference("water", n_atoms=4)
 
 
 def test_load_reference_checks_the_atom_count(tmp_path):

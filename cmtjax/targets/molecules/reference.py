@@ -26,7 +26,7 @@ from cmtjax._lazy import lazy_exports
 from cmtjax.targets.molecules.systems import DATA_DIR, MOLECULAR_SYSTEMS
 
 FORMAT_VERSION = 1
-GENERATE_COMMAND = ("python experiments/molecules/generate_reference.py --system {name}")
+GENERATE_COMMAND = "cmtjax reference --target {name}"
 
 # Names that moved to their own modules, for callers of this module. Imported when first read:
 # cmtjax.sampling.replica_exchange imports cmtjax.targets.molecules, whose __init__ imports this
@@ -114,15 +114,19 @@ def save_reference(path: str, *, name: str, positions, energies, walker, tempera
   return path
 
 
-def load_reference_set(name: str, path: str | None = None) -> ReferenceSet:
+def load_reference_set(name: str, path: str | None = None, *,
+                       n_atoms: int | None = None, spec: str | None = None) -> ReferenceSet:
   """Reads a molecule's reference samples.
 
-  Looks in order at ``path`` (if given), ``$CMTJAX_DATA/reference/<name>.npz`` and the small
-  set shipped with the package.
+  Looks in order at ``path`` (if given), ``$CMTJAX_DATA/reference/<name>.npz`` and, for a
+  shipped molecule, the small set shipped with the package.
 
   Args:
-    name: system name ("aldp", ...).
+    name: system name ("aldp", ... or the stem of a user's PDB file).
     path: an explicit ``.npz`` file.
+    n_atoms: the molecule's atom count (default: the shipped molecule's; unchecked for
+      other molecules when not given).
+    spec: the target spec named in the "generate it with" hint (default ``name``).
 
   Returns:
     The ``ReferenceSet``.
@@ -131,22 +135,23 @@ def load_reference_set(name: str, path: str | None = None) -> ReferenceSet:
     ValueError: unknown system, or the file's atom count or format does not match.
     FileNotFoundError: no file (the message names the command that generates one).
   """
-  if name not in MOLECULAR_SYSTEMS:
-    raise ValueError(f"unknown molecular system {name!r}; known: {sorted(MOLECULAR_SYSTEMS)}")
-  command = GENERATE_COMMAND.format(name=name)
+  command = GENERATE_COMMAND.format(name=spec or name)
+  if n_atoms is None and name in MOLECULAR_SYSTEMS:
+    n_atoms = MOLECULAR_SYSTEMS[name][1]
   if path is not None:
     if not os.path.exists(path):
       raise FileNotFoundError(f"reference file {path!r} for {name!r} does not exist; generate "
                               f"it with `{command} --out {path}`")
     chosen = path
   else:
-    candidates = [cached_reference_path(name), shipped_reference_path(name)]
+    candidates = [cached_reference_path(name)]
+    if name in MOLECULAR_SYSTEMS:
+      candidates.append(shipped_reference_path(name))
     chosen = next((c for c in candidates if os.path.exists(c)), None)
     if chosen is None:
       raise FileNotFoundError(
-        f"no reference samples for {name!r}: looked at {candidates[0]} ($CMTJAX_DATA/reference) "
-        f"and {candidates[1]} (shipped). Generate them with `{command}` (writes "
-        f"{candidates[0]}).")
+        f"no reference samples for {name!r}: looked at {' and '.join(candidates)}. Generate "
+        f"them with `{command}` (writes {candidates[0]}).")
   with np.load(chosen, allow_pickle=False) as f:
     missing = {"positions", "energies", "temperature", "protocol", "format_version"} - set(
       f.files)
@@ -156,8 +161,8 @@ def load_reference_set(name: str, path: str | None = None) -> ReferenceSet:
     if version != FORMAT_VERSION:
       raise ValueError(f"{chosen}: format version {version}, this cmtjax reads {FORMAT_VERSION}")
     positions = np.asarray(f["positions"], np.float32)
-    n_atoms = MOLECULAR_SYSTEMS[name][1]
-    if positions.ndim != 2 or positions.shape[1] != 3 * n_atoms:
+    if positions.ndim != 2 or positions.shape[1] % 3 or (
+        n_atoms is not None and positions.shape[1] != 3 * n_atoms):
       raise ValueError(f"{chosen}: positions have shape {positions.shape}, but {name!r} has "
                        f"{n_atoms} atoms (expected [n, {3 * n_atoms}]); wrong system's file?")
     walker = (np.asarray(f["walker"], np.int32) if "walker" in f.files
@@ -168,6 +173,6 @@ def load_reference_set(name: str, path: str | None = None) -> ReferenceSet:
                         protocol=json.loads(str(f["protocol"])), path=os.path.abspath(chosen))
 
 
-def load_reference(name: str, path: str | None = None) -> np.ndarray:
+def load_reference(name: str, path: str | None = None, **kwargs) -> np.ndarray:
   """Reference positions of a molecule: [n, 3 n_atoms] float32 nm (see ``load_reference_set``)."""
-  return load_reference_set(name, path).positions
+  return load_reference_set(name, path, **kwargs).positions

@@ -1,0 +1,248 @@
+"""Generates equilibrium reference samples of a molecule by replica-exchange MD: the
+``cmtjax reference`` command (``experiments/molecules/generate_reference.py`` is the same).
+
+The molecule is any molecular target spec: a shipped one (``aldp``, ``ala4``, ``ala6``,
+``elil``) or a PDB file (``--forcefield`` picks the force-field files). Writes ``--out``
+(default ``$CMTJAX_DATA/reference/<name>.npz``, where training looks for it) and a JSON summary next to
+it (``<out>.json``: protocol, cost, swap acceptances, mean energies per temperature, and for
+alanine dipeptide the basin populations with walker-block error bars). With ``--ship PATH`` it
+also writes a thinned copy (``--ship-frames`` frames spread evenly over every walker), the small
+set shipped in the package.
+
+The run is resumable: it checkpoints after every jitted call (``--checkpoint``, by default a
+folder next to ``--out``), and the same command started again after an interruption continues
+where it stopped, giving the frames an uninterrupted run would.
+
+Examples (the shipped alanine-dipeptide files, see experiments/molecules/REFERENCE.md; a
+molecule of your own):
+
+  nice -n 10 cmtjax reference --target aldp --ship cmtjax/targets/molecules/data/aldp_reference.npz
+  cmtjax reference --target my.pdb --out my_reference.npz --walkers 8 --steps 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+# jax, OpenMM and the samplers are imported when a generation starts: `cmtjax --help` (which
+# lists these options) stays light.
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+  """The options of ``cmtjax reference``."""
+  p.add_argument("--target", "--system", dest="target", default="aldp",
+                 help="aldp | ala4 | ala6 | elil | path/to/molecule.pdb (default aldp)")
+  p.add_argument("--forcefield", default=None,
+                 help="PDB targets: comma-separated OpenMM force-field files (default "
+                      "amber99sbildn.xml,amber99_obc.xml)")
+  p.add_argument("--out", default=None,
+                 help="output .npz (default $CMTJAX_DATA/reference/<name>.npz)")
+  p.add_argument("--walkers", type=int, default=32, help="independent replica ladders")
+  p.add_argument("--temperatures", default=None,
+                 help="comma-separated ladder in K (overrides --t-min/--t-max/--n-replicas)")
+  p.add_argument("--t-min", type=float, default=300.0, help="sampled temperature, K")
+  p.add_argument("--t-max", type=float, default=700.0, help="hottest replica, K")
+  p.add_argument("--n-replicas", type=int, default=6, help="geometric ladder size")
+  p.add_argument("--steps", type=int, default=140_000, help="production MD steps")
+  p.add_argument("--burn-in", type=int, default=10_000, help="discarded MD steps")
+  p.add_argument("--save-every", type=int, default=200, help="steps between saved frames")
+  p.add_argument("--swap-every", type=int, default=100, help="steps between swap rounds")
+  p.add_argument("--dt", type=float, default=0.001, help="time step, ps")
+  p.add_argument("--friction", type=float, default=1.0, help="Langevin friction, 1/ps")
+  p.add_argument("--precision", default="float32", choices=("float32", "float64"))
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--frames-per-call", type=int, default=50,
+                 help="frames per jitted call (progress is printed after each)")
+  p.add_argument("--checkpoint", default=None,
+                 help="checkpoint folder, written after every call; a run started again with "
+                      "the same settings continues from it (default: <out without .npz>"
+                      "_checkpoint/, removed once the reference is written)")
+  p.add_argument("--keep-checkpoint", action="store_true",
+                 help="keep the checkpoint folder after the reference is written")
+  p.add_argument("--ship", default=None, help="also write a thinned set to this .npz")
+  p.add_argument("--ship-frames", type=int, default=4000, help="frames in the thinned set")
+  return p
+
+
+def _parse_args(argv=None) -> argparse.Namespace:
+  return add_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0])).parse_args(
+      argv)
+
+
+def molecular_system_for(spec: str, *, temperature: float, precision: str,
+                         forcefield_files=None):
+  """The ``MolecularSystem`` of a shipped molecule or of a PDB file.
+
+  Raises:
+    ValueError: a spec that is not a molecule, or force-field files for a shipped one.
+  """
+  from cmtjax.targets.molecules import load_molecular_system, make_molecular_system
+  from cmtjax.targets.molecules.systems import MOLECULAR_SYSTEMS
+  from cmtjax.targets.registry import resolve_target_spec, target_kind
+  kwargs = dict(temperature=temperature, precision=precision)
+  if forcefield_files:
+    kwargs["forcefield_files"] = tuple(forcefield_files)
+  if spec in MOLECULAR_SYSTEMS:
+    return load_molecular_system(spec, **kwargs)
+  if target_kind(spec) != "pdb":
+    raise ValueError(f"reference samples are made for molecules: a shipped one "
+                     f"({', '.join(MOLECULAR_SYSTEMS)}) or a PDB file, not {spec!r}")
+  return make_molecular_system(resolve_target_spec(spec), **kwargs)
+
+
+def _omega_indices(top) -> np.ndarray:
+  """[n, 4] atoms of the peptide-bond dihedrals CA(r)-C(r)-N(r+1)-CA(r+1), caps included."""
+  rows = []
+  for r in range(top.n_residues - 1):
+    a = top.find(r, "CA") if top.find(r, "CA") is not None else top.find(r, "CH3")
+    b, c = top.find(r, "C"), top.find(r + 1, "N")
+    d = top.find(r + 1, "CA")
+    if d is None and top.residue_names[list(top.residue_index).index(r + 1)] == "NME":
+      d = top.find(r + 1, "C")
+    if None not in (a, b, c, d):
+      rows.append((a, b, c, d))
+  return np.asarray(rows, np.int32).reshape(-1, 4)
+
+
+def _structure_checks(system, positions) -> dict:
+  """Fractions of frames with a cis peptide bond (|omega| < 90 deg) or a mirrored C-alpha."""
+  from cmtjax.targets.molecules.topology import (chiral_centres, chirality_signs,
+                                                 dihedral_angles, load_topology,
+                                                 wrong_chirality)
+  top = load_topology(system.pdb_path)
+  out = {}
+  omega_idx = _omega_indices(top)
+  if omega_idx.size:
+    omega = np.asarray(dihedral_angles(positions, omega_idx))
+    out["cis_peptide_fraction"] = float(np.mean(np.any(np.abs(omega) < np.pi / 2, axis=1)))
+    out["n_peptide_bonds"] = int(omega_idx.shape[0])
+  centres = chiral_centres(top)
+  if centres.size:
+    signs = chirality_signs(system.positions.reshape(1, -1), centres)[0]
+    out["wrong_chirality_fraction"] = float(np.mean(np.asarray(
+      wrong_chirality(positions, centres, signs))))
+  return out
+
+
+def _block_mean(values: np.ndarray, blocks: np.ndarray) -> dict:
+  labels = np.unique(blocks)
+  per = np.array([values[blocks == b].mean() for b in labels])
+  return {"mean": float(values.mean()),
+          "stderr": float(per.std(ddof=1) / np.sqrt(labels.size)) if labels.size > 1 else None}
+
+
+def _thin(result, n_frames: int) -> np.ndarray:
+  """Indices of ``n_frames // n_walkers`` frames per walker, evenly spread in time."""
+  walkers = np.unique(result.walker)
+  per = max(1, n_frames // walkers.size)
+  idx = []
+  for w in walkers:
+    rows = np.flatnonzero(result.walker == w)
+    take = np.unique(np.round(np.linspace(0, rows.size - 1, min(per, rows.size))).astype(int))
+    idx.append(rows[take])
+  return np.concatenate(idx)
+
+
+def _describe(system, positions, energies, walker) -> dict:
+  from cmtjax.metrics.basins import aldp_basin_populations_by_block
+  from cmtjax.targets.molecules.topology import (backbone_dihedral_pairs, dihedral_angles,
+                                                 load_topology)
+  out = {"n_frames": int(positions.shape[0]),
+         "energy_kj_mol": _block_mean(np.asarray(energies, np.float64), walker),
+         **_structure_checks(system, positions)}
+  if system.name == "aldp":
+    top = load_topology(system.pdb_path)
+    phi_idx, psi_idx = backbone_dihedral_pairs(top)
+    phi = np.asarray(dihedral_angles(positions, phi_idx))[:, 0]
+    psi = np.asarray(dihedral_angles(positions, psi_idx))[:, 0]
+    out["basin_populations"] = aldp_basin_populations_by_block(phi, psi, walker)
+  return out
+
+
+def main(argv=None) -> dict:
+  return generate(_parse_args(argv), argv)
+
+
+def generate(args: argparse.Namespace, argv=None) -> dict:
+  """Runs the generation described by ``args`` (see :func:`add_arguments`); returns the
+  summary written next to the output."""
+  import jax
+
+  from cmtjax.sampling.replica_exchange import replica_exchange
+  from cmtjax.sampling.temperatures import geometric_ladder
+  from cmtjax.targets.molecules import reference as ref
+  if args.temperatures:
+    temperatures = np.array([float(t) for t in args.temperatures.split(",")])
+  else:
+    temperatures = geometric_ladder(args.t_min, args.t_max, args.n_replicas)
+  system = molecular_system_for(
+      args.target, temperature=float(temperatures[0]), precision=args.precision,
+      forcefield_files=args.forcefield.split(",") if args.forcefield else None)
+  out = args.out or ref.cached_reference_path(system.name)
+  print(f"{system.name}: {system.n_atoms} atoms; T = {np.round(temperatures, 1).tolist()} K; "
+        f"{args.walkers} walkers x {temperatures.size} replicas; {args.burn_in} + {args.steps} "
+        f"steps of {args.dt * 1e3:g} fs -> {out}", flush=True)
+
+  checkpoint = args.checkpoint or os.path.splitext(out)[0] + "_checkpoint"
+  if os.path.isfile(os.path.join(checkpoint, "meta.json")):
+    print(f"continuing from the checkpoint in {checkpoint}", flush=True)
+
+  def progress(info):
+    acc = " ".join(f"{a:.2f}" for a in info["swap_acceptance"])
+    print(f"  {info['phase']:>10} {info['step']:>8}/{info['n_steps']} steps  "
+          f"{info['wall_s']:7.0f} s  swap acceptance [{acc}]", flush=True)
+
+  result = replica_exchange(
+    system, jax.random.key(args.seed), temperatures=temperatures, n_walkers=args.walkers,
+    n_steps=args.steps, burn_in=args.burn_in, save_every=args.save_every,
+    swap_every=args.swap_every, dt=args.dt, friction=args.friction,
+    frames_per_call=args.frames_per_call, progress=progress, checkpoint=checkpoint)
+  protocol = dict(result.protocol, seed=args.seed,
+                  command="python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
+                  if argv is None else "main(" + repr(argv) + ")",
+                  created=time.strftime("%Y-%m-%d %H:%M:%S %z"))
+  ref.save_reference(out, name=system.name, positions=result.positions,
+                     energies=result.energies, walker=result.walker,
+                     temperature=result.temperature, protocol=protocol)
+  summary = {
+    "file": out,
+    "protocol": protocol,
+    "cost": {k: protocol[k] for k in ("wall_seconds", "cpu_seconds", "energy_evaluations")},
+    "swap_acceptance": result.swap_acceptance.tolist(),
+    "swap_probability": result.swap_probability.tolist(),
+    "round_trips_per_walker": result.round_trips_per_walker,
+    "mean_energy_per_temperature": result.mean_energies.tolist(),
+    "kinetic_temperature_per_slot": result.kinetic_temperature.tolist(),
+    "reference": _describe(system, result.positions, result.energies, result.walker),
+  }
+  if args.ship:
+    idx = _thin(result, args.ship_frames)
+    ship_protocol = dict(protocol, thinned_from=os.path.basename(out),
+                         thinning="frames evenly spread over each walker's production run",
+                         n_frames=int(idx.size))
+    ref.save_reference(args.ship, name=system.name, positions=result.positions[idx],
+                       energies=result.energies[idx], walker=result.walker[idx],
+                       temperature=result.temperature, protocol=ship_protocol)
+    summary["shipped"] = {"file": args.ship, "bytes": os.path.getsize(args.ship),
+                          **_describe(system, result.positions[idx], result.energies[idx],
+                                      result.walker[idx])}
+  if not args.keep_checkpoint:
+    shutil.rmtree(checkpoint, ignore_errors=True)
+  summary_path = os.path.splitext(out)[0] + ".json"
+  with open(summary_path, "w") as f:
+    json.dump(summary, f, indent=2)
+  print(json.dumps({k: summary[k] for k in ("cost", "swap_acceptance",
+                                            "round_trips_per_walker", "reference")}, indent=1))
+  print(f"wrote {out}, {summary_path}" + (f", {args.ship}" if args.ship else ""))
+  return summary
+
+
+if __name__ == "__main__":
+  main()
