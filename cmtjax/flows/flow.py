@@ -50,6 +50,11 @@ class Flow(NamedTuple):
   forward: Callable[[Params, Array], tuple[Array, Array]]
   inverse: Callable[[Params, Array], tuple[Array, Array]]
 
+  @property
+  def dim(self) -> int:
+    """The dimension of x (``config.dim``)."""
+    return self.config.dim
+
 
 def _layer_name(layer: int) -> str:
   return f"coupling_{layer}"
