@@ -6,11 +6,11 @@
   cmtjax train --resume runs/demo                 (continue an interrupted run from its checkpoint)
   cmtjax train --target gmm40 --devices all --out runs/x            (split over all devices)
   cmtjax train --target gmm40 --set cmt.eps_tr=0.2 --dry-run        (check, print the config)
-  cmtjax train --target my_peptide.pdb --out runs/p                (a molecule of your own)
-  cmtjax train --target my_pkg.energies:make_target --out runs/e   (a Target from Python)
+  cmtjax train --target tests/data/valdp.pdb --out runs/p         (a molecule of your own)
+  cmtjax train --target tests/data/user_energy.py:two_wells --out runs/e   (a Target in Python)
   cmtjax sample --run runs/p -n 10000 --out more.npz   (more samples of a trained run)
   cmtjax evaluate --run runs/p --reference ref.npz     (metrics.json again, e.g. new reference)
-  cmtjax reference --target my_peptide.pdb --out ref.npz   (replica-exchange reference samples)
+  cmtjax reference --target tests/data/valdp.pdb --out ref.npz   (replica-exchange reference)
 
 A multi-process run starts the same command in every process with ``--coordinator HOST:PORT
 --num-processes P --process-id I`` (or the ``CMTJAX_*`` environment variables).

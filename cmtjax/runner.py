@@ -38,8 +38,8 @@ from cmtjax.io.config import RunConfig, save_config, to_dict
 from cmtjax.methods import get_method, make_method
 from cmtjax.metrics import evaluate, run_warnings
 from cmtjax.targets import check_target, make_target
-from cmtjax.train import (CheckpointOptions, TargetNotFinite, fingerprint, initialize, is_primary, make_mesh,
-                          plan_steps, train)
+from cmtjax.train import (CheckpointOptions, TargetNotFinite, fingerprint, initialize,
+                          is_primary, make_mesh, plan_steps, train)
 
 # steps.jsonl uses "lambda" for λ (a Python keyword, hence "lam" in the info NamedTuples).
 _RENAME = {"lam": "lambda"}
@@ -78,10 +78,12 @@ def prepare_out_dir(out_dir: str) -> str:
 
 def build_target(cfg: RunConfig):
   """The target of ``cfg`` (``cfg.target`` with ``cfg.target_kwargs``). A float64 molecule
-  (``target_kwargs.precision = "float64"``) turns on JAX's x64 mode first."""
-  if cfg.target_kwargs.get("precision") == "float64" and not jax.config.jax_enable_x64:
+  (``target_kwargs.precision = "float64"``) turns on JAX's x64 mode, for the rest of the
+  process, once the target has been built."""
+  target = make_target(cfg.target, **cfg.target_kwargs)
+  if target.info.get("precision") == "float64" and not jax.config.jax_enable_x64:
     jax.config.update("jax_enable_x64", True)
-  return make_target(cfg.target, **cfg.target_kwargs)
+  return target
 
 
 class RunOutcome(NamedTuple):
@@ -115,7 +117,8 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
       ``steps.jsonl`` and ``evals.jsonl`` are rewritten from the checkpoint, then continued).
 
   Returns:
-    A :class:`RunOutcome`. Its metrics are the dict written to ``metrics.json``: ``target``, ``method``, ``seed``,
+    A :class:`RunOutcome`. Its metrics are the dict written to ``metrics.json``: ``target``,
+    ``method``, ``seed``,
     ``reverse_ess``, ``reverse_ess_clipped``, ``log_z``, ``target_evals``, ``grad_steps``,
     ``n_steps`` (taken), the figures of :func:`cmtjax.metrics.evaluate` (``log_z_error``,
     ``log_z_se``, ``modes_covered``, ``n_modes``, ``mode_tv``, ``eubo``, ``forward_ess`` ...

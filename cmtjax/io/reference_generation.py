@@ -3,7 +3,8 @@
 
 The molecule is any molecular target spec: a shipped one (``aldp``, ``ala4``, ``ala6``,
 ``elil``) or a PDB file (``--forcefield`` picks the force-field files). Writes ``--out``
-(default ``$CMTJAX_DATA/reference/<name>.npz``, where training looks for it) and a JSON summary next to
+(default ``$CMTJAX_DATA/reference/<name>.npz``, where training looks for it) and a JSON
+summary next to
 it (``<out>.json``: protocol, cost, swap acceptances, mean energies per temperature, and for
 alanine dipeptide the basin populations with walker-block error bars). With ``--ship PATH`` it
 also writes a thinned copy (``--ship-frames`` frames spread evenly over every walker), the small

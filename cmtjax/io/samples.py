@@ -2,7 +2,8 @@
 
 ``samples.npz`` (in every run folder; ``cmtjax sample --run DIR`` writes more) holds
 
-  positions   [n, dim] float32 (float64 for a float64 run): samples x ~ q_θ (molecules: Cartesian, nm, atom-major)
+  positions   [n, dim] float32 (float64 for a float64 run): samples x ~ q_θ (molecules:
+              Cartesian, nm, atom-major)
   log_q       [n] log q_θ(x) of the flow
   log_p       [n] log p̃(x), the target's unnormalised log density
   log_w       [n] log importance weights log p̃(x) − log q_θ(x) (unnormalised; non-finite

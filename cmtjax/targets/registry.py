@@ -20,6 +20,7 @@ paths absolute, so a saved config names the same files from any working director
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -124,7 +125,8 @@ def _load_factory(spec: str):
   module_name, _, function = spec.rpartition(":")
   try:
     if module_name.endswith(".py"):
-      unique = "cmtjax_user_target_" + str(abs(hash(os.path.abspath(module_name))))
+      digest = hashlib.sha1(os.path.abspath(module_name).encode()).hexdigest()[:12]
+      unique = f"cmtjax_user_target_{digest}"
       module = sys.modules.get(unique)
       if module is None:
         loader_spec = importlib.util.spec_from_file_location(unique, module_name)

@@ -14,5 +14,5 @@ from cmtjax.train.state import Method, TrainState
 __all__ = ["BATCH_AXIS", "CheckpointError", "CheckpointOptions", "Checkpointer", "FIT_MODES",
            "FitInfo", "IncompatibleCheckpointError", "Method", "ProcessInfo", "Restored",
            "TargetNotFinite", "TrainResult", "TrainState", "TrainingStalled", "batch_sharding",
-           "fingerprint", "fit_weighted", "initialize", "is_primary", "make_mesh", "plan_steps", "replicate",
-           "replicated", "resolve_devices", "shard_batch", "stall_reason", "train"]
+           "fingerprint", "fit_weighted", "initialize", "is_primary", "make_mesh", "plan_steps",
+           "replicate", "replicated", "resolve_devices", "shard_batch", "stall_reason", "train"]

@@ -116,12 +116,37 @@ def test_a_run_that_cannot_progress_stops_and_names_its_checkpoint(tmp_path):
   assert [r["n_skipped"] for r in records] == [0, 0, K, K, K]
 
 
+def _breaks_after(n_good: int, config, bad_value, n_steps: int, flow=FLOW):
+  """A CMT method whose target is a Gaussian for the first ``n_good`` steps and ``bad_value``
+  everywhere afterwards (a traced switch on the step index)."""
+  good = make_cmt(config, flow, _target(_gauss), n_steps=n_steps)
+  bad = make_cmt(config, flow, _target(lambda x: jnp.full(x.shape[:1], bad_value)),
+                 n_steps=n_steps)
+
+  def step(key, state):
+    return jax.lax.cond(state.step < n_good, good.step, bad.step, key, state)
+
+  return good._replace(step=step)
+
+
 def test_without_a_checkpoint_the_message_says_so():
-  method = make_cmt(CMTConfig(n_samples=64, n_grad_steps=2, batch_size=16), FLOW,
-                    _target(lambda x: jnp.full(x.shape[:1], jnp.inf)), n_steps=5)
-  with pytest.raises(TrainingStalled, match=r"step 1: .* 2 consecutive steps; no checkpoint"):
+  method = _breaks_after(1, CMTConfig(n_samples=64, n_grad_steps=2, batch_size=16), jnp.inf, 5)
+  with pytest.raises(TrainingStalled, match=r"step 2: .* 2 consecutive steps; no checkpoint"):
     train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)), progress=False,
           max_stalled_steps=2)
+
+
+def test_a_target_non_finite_on_the_whole_first_buffer_stops_at_once():
+  """Not a stall to wait out: the target itself is broken (or the initial flow samples outside
+  its domain), and the error says so after the first step."""
+  from cmtjax.train import TargetNotFinite
+  method = make_cmt(CMTConfig(n_samples=64, n_grad_steps=2, batch_size=16), FLOW,
+                    _target(lambda x: jnp.full(x.shape[:1], jnp.nan)), n_steps=5)
+  records = []
+  with pytest.raises(TargetNotFinite, match="NaN or infinite for all 64 samples of the first"):
+    train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)), progress=False,
+          max_stalled_steps=2, on_record=records.append)
+  assert len(records) == 1
 
 
 def test_reverse_kl_counts_invalid_samples_exactly():
@@ -164,9 +189,12 @@ def test_the_cli_stops_a_stalled_run_with_exit_code_3(tmp_path, monkeypatch, cap
   import cmtjax.runner
   from cmtjax.cli import main
 
-  nan_target = Target(name="double_well2d", dim=2,
-                      log_prob=lambda x: jnp.full(x.shape[:1], jnp.nan))
-  monkeypatch.setattr(cmtjax.runner, "make_target", lambda name, **kw: nan_target)
+  # The target breaks after the first step (all NaN from step 1 on).
+  def make_method(name, config, flow, target, n_steps, **kw):
+    del name, target, kw
+    return _breaks_after(1, config, jnp.nan, n_steps, flow)
+
+  monkeypatch.setattr(cmtjax.runner, "make_method", make_method)
   out = tmp_path / "run"
   code = main(["train", "--target", "double_well2d", "--out", str(out), "--budget", "2560",
                "--set", "cmt.n_samples=256", "--set", "cmt.n_grad_steps=2", "--set",
@@ -175,8 +203,8 @@ def test_the_cli_stops_a_stalled_run_with_exit_code_3(tmp_path, monkeypatch, cap
                "--no-progress"])
   err = capsys.readouterr().err
   assert code == 3
-  ckpt = os.path.join(str(out), "checkpoints", "2")
-  assert f"training stopped at step 1: all 256 target evaluations were non-finite" in err
+  ckpt = os.path.join(str(out), "checkpoints", "3")
+  assert f"training stopped at step 2: all 256 target evaluations were non-finite" in err
   assert ckpt in err and os.path.isdir(ckpt)
-  assert len((out / "steps.jsonl").read_text().splitlines()) == 2
+  assert len((out / "steps.jsonl").read_text().splitlines()) == 3
   assert not (out / "metrics.json").exists()
