@@ -136,12 +136,13 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
       (:class:`cmtjax.train.TargetNotFinite`).
   """
   t_start = time.perf_counter()
+  dist = cfg.distributed
+  # A multi-process run initialises jax.distributed before any JAX call (the checks included).
+  initialize(dist.coordinator or None, dist.num_processes or None,
+             dist.process_id if dist.process_id >= 0 else None)
   if target is None:
     target = build_target(cfg)
   check_target(target, flow_dim=None if flow is None else flow.dim)
-  dist = cfg.distributed
-  initialize(dist.coordinator or None, dist.num_processes or None,
-             dist.process_id if dist.process_id >= 0 else None)
   primary = is_primary()
   if resume and out_dir is None:
     raise ValueError("resume needs the run's output folder")
