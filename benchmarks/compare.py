@@ -66,6 +66,13 @@ COLUMNS = (
     ("forward_ess", "forward ESS %", "pct"),
     ("ramachandran_tv", "Ram TV", ".2g"),
     ("ramachandran_tv_reweighted", "Ram TV reweighted", ".2g"),
+    # Noise floors beside the figures: the same TV between two halves of the reference and
+    # between two halves of the model sample (cmtjax.metrics.ramachandran_divergences).
+    ("ramachandran_tv_floor_reference", "Ram TV floor: ref halves", ".2g"),
+    ("ramachandran_tv_floor_model", "Ram TV floor: model halves", ".2g"),
+    ("ramachandran_tv_36", "Ram TV 36²", ".2g"),
+    ("ramachandran_tv_36_floor_reference", "36² floor: ref halves", ".2g"),
+    ("ramachandran_tv_36_floor_model", "36² floor: model halves", ".2g"),
     ("chirality_error_rate", "wrong chirality", ".2g"),
 )
 SUMMARY_KEYS = tuple(c[0] for c in COLUMNS) + ("log_z_error", "ais_log_z_error",

@@ -33,9 +33,14 @@ def load_reference_positions(name: str, path: Optional[str] = None, *,
                              spec: Optional[str] = None) -> Optional[np.ndarray]:
   """A molecule's reference samples (``path``, else the cached or shipped set), or None when
   there are none; an explicit ``path`` that cannot be read is an error."""
-  from cmtjax.targets.molecules.reference import load_reference
+  found = _load_reference_set(name, path, n_atoms=n_atoms, spec=spec)
+  return None if found is None else found.positions
+
+
+def _load_reference_set(name, path, **kwargs):
+  from cmtjax.targets.molecules.reference import load_reference_set
   try:
-    return np.asarray(load_reference(name, path, n_atoms=n_atoms, spec=spec), np.float32)
+    return load_reference_set(name, path, **kwargs)
   except FileNotFoundError:
     if path is not None:
       raise
@@ -93,10 +98,13 @@ def molecular_report(
   log_w = map_in_chunks(target.log_prob, x, chunk) - log_q
   from cmtjax.targets.molecules.systems import MOLECULAR_SYSTEMS
   spec_name = target.name if target.name in MOLECULAR_SYSTEMS else spec.pdb_path
+  blocks = None
   if reference is None:
-    reference = load_reference_positions(target.name, reference_path,
-                                         n_atoms=spec.topology.n_atoms, spec=spec_name)
-    source = reference_path or (None if reference is None else "load_reference")
+    found = _load_reference_set(target.name, reference_path, n_atoms=spec.topology.n_atoms,
+                                spec=spec_name)
+    reference = None if found is None else found.positions
+    blocks = None if found is None else found.walker
+    source = reference_path or (None if found is None else found.path)
   else:
     source = "given"
   figures: dict[str, Any] = {"reference": source, "n_model_samples": int(len(x))}
@@ -112,7 +120,7 @@ def molecular_report(
     log_p_ref = map_in_chunks(target.log_prob, x_ref, chunk)
     log_q_ref = map_in_chunks(log_prob_fn, x_ref, chunk)
     figures.update(molecular_figures(x, log_w, energy, x_ref, log_p_ref, log_q_ref, e_ref, top,
-                                     reference_signs=spec.chirality))
+                                     reference_signs=spec.chirality, ref_blocks=blocks))
   w = np.asarray(normalised_weights(log_w))
   angles = backbone_angles(x, top)
   ref_angles = None if reference is None else backbone_angles(reference, top)

@@ -188,6 +188,81 @@ def ramachandran_kl(model_phi_psi, ref_phi_psi, model_weights=None, bins: int = 
   return float(np.mean(np.maximum(terms.sum(axis=(1, 2)), 0.0)))
 
 
+RAMACHANDRAN_BINS = (100, 36)  # every report gives both binnings (CMT.md §7 uses 100)
+
+
+def _pair_divergences(p: np.ndarray, q: np.ndarray, bins: int,
+                      floor: float = KL_FLOOR) -> tuple[np.ndarray, np.ndarray]:
+  """Per backbone pair: TV(P, Q) and KL(Q ‖ P') with P floored as in :func:`ramachandran_kl`."""
+  tv = 0.5 * np.abs(p - q).sum(axis=(1, 2))
+  p = (p + floor) / (1.0 + bins * bins * floor)
+  terms = np.where(q > 0, q * (np.log(np.where(q > 0, q, 1.0)) - np.log(p)), 0.0)
+  return tv, np.maximum(terms.sum(axis=(1, 2)), 0.0)
+
+
+def split_halves(n: int, blocks=None) -> tuple[np.ndarray, np.ndarray]:
+  """Two disjoint halves of ``n`` samples for a noise floor.
+
+  With block labels (e.g. the independent walkers of a reference set, at least two of them),
+  alternate blocks go to either half, so the halves are independent of each other; otherwise
+  the first and the second half of the rows (independent for i.i.d. model samples, and the
+  least correlated split of a time series).
+  """
+  if blocks is not None:
+    blocks = np.asarray(blocks).ravel()
+    labels = np.unique(blocks)
+    if labels.size >= 2:
+      first = np.isin(blocks, labels[0::2])
+      return np.flatnonzero(first), np.flatnonzero(~first)
+  return np.arange(n // 2), np.arange(n // 2, 2 * (n // 2))
+
+
+def ramachandran_divergences(model_angles, ref_angles, model_weights=None, *,
+                             ref_blocks=None, bins: int = 100) -> dict:
+  """Ramachandran TV and KL(ref ‖ model) per backbone pair, with their noise floors.
+
+  A histogram distance between two finite samples is not zero even when both come from the
+  same distribution; the floors measure that part: the same statistic between two halves of
+  the reference (``floor_reference``; halves from :func:`split_halves` over ``ref_blocks``)
+  and between two halves of the model sample (``floor_model``, reweighted by each half's own
+  normalised weights when ``model_weights`` are given). Halves hold half the samples, so the
+  floors are somewhat above the noise of the full-size comparison (about √2 for TV): a figure
+  at or below its floor says the samples cannot tell the model from the reference.
+
+  Args:
+    model_angles: [n, n_pairs, 2] model (φ, ψ).
+    ref_angles: [m, n_pairs, 2] reference (φ, ψ).
+    model_weights: optional [n] importance weights (reweighted figures).
+    ref_blocks: optional [m] independent-block labels of the reference frames.
+    bins: bins per axis.
+
+  Returns:
+    ``{"tv", "kl"}`` (means over pairs), ``{"tv_per_pair", "kl_per_pair"}`` (lists), and
+    ``{"tv_floor_reference", "kl_floor_reference", "tv_floor_model", "kl_floor_model"}``
+    (means over pairs).
+  """
+  m, r = _as_pairs(model_angles), _as_pairs(ref_angles)
+  if m.shape[1] != r.shape[1]:
+    raise ValueError(f"model has {m.shape[1]} backbone pairs, reference {r.shape[1]}")
+  w = None if model_weights is None else _weights(model_weights, m.shape[0])
+
+  def hist(a, weights=None):
+    return ramachandran_histogram(a[..., 0], a[..., 1], weights, bins)
+
+  tv, kl = _pair_divergences(hist(m, w), hist(r), bins)
+  out = {"tv": float(tv.mean()), "kl": float(kl.mean()), "tv_per_pair": tv.tolist(),
+         "kl_per_pair": kl.tolist()}
+  ra, rb = split_halves(r.shape[0], ref_blocks)
+  tv_r, kl_r = _pair_divergences(hist(r[ra]), hist(r[rb]), bins)
+  ma, mb = split_halves(m.shape[0])
+  wa = None if w is None else w[ma] / max(w[ma].sum(), 1e-300)
+  wb = None if w is None else w[mb] / max(w[mb].sum(), 1e-300)
+  tv_m, kl_m = _pair_divergences(hist(m[ma], wa), hist(m[mb], wb), bins)
+  out.update(tv_floor_reference=float(tv_r.mean()), kl_floor_reference=float(kl_r.mean()),
+             tv_floor_model=float(tv_m.mean()), kl_floor_model=float(kl_m.mean()))
+  return out
+
+
 def _quantile_pieces(values: np.ndarray, weights: np.ndarray):
   order = np.argsort(values, kind="stable")
   v = values[order]
@@ -308,6 +383,7 @@ def molecular_figures(
     top: MolecularTopology,
     *,
     reference_signs=None,
+    ref_blocks=None,
     bins: int = 100,
     torus_n: int = 1000,
     seed: int = 0,
@@ -337,13 +413,19 @@ def molecular_figures(
     top: the molecule's topology.
     reference_signs: [n_centres] correct chirality signs; by default the majority sign of
       each stereocentre over ``x_ref``.
-    bins: Ramachandran histogram bins per axis.
+    ref_blocks: [m] independent-block (walker) labels of the reference frames, for the
+      reference halves of the noise floors.
+    bins: Ramachandran histogram bins per axis of the headline figures; every Ramachandran
+      figure is also given on 36×36 bins (suffix ``_36``).
     torus_n: subsample size of :func:`torus_w2`.
     seed: seed of the torus subsampling.
 
   Returns:
     A flat dict: floats ``eubo``, ``nll``, ``forward_ess``, ``log_z_forward``,
-    ``ramachandran_tv[_reweighted]``, ``ramachandran_kl[_reweighted]``,
+    ``ramachandran_tv[_reweighted]``, ``ramachandran_kl[_reweighted]``, the same on 36×36
+    bins (``ramachandran_tv_36`` ...), each with ``_per_pair`` lists and the noise floors of
+    :func:`ramachandran_divergences` (``ramachandran_tv_floor_reference``,
+    ``ramachandran_tv_floor_model``, ``ramachandran_tv_reweighted_floor_model``, ``..._36``),
     ``energy_w1[_reweighted]``, ``energy_w2[_reweighted]``, ``torus_w2[_reweighted]``,
     ``chirality_error_rate``; int counts ``n_wrong_chirality``, ``n_ref_outside_support``,
     ``n_ref_nonfinite``, ``n_model_nonfinite_log_w``, ``n_model``, ``n_ref``. Figures that
@@ -408,10 +490,19 @@ def molecular_figures(
   finite_a = np.all(np.isfinite(model_angles), axis=(1, 2))
   can_rama = finite_a.any() and m > 0 and ref_angles.shape[1] > 0
   w_a = w_bar[finite_a] if has_w and w_bar[finite_a].sum() > 0 else None
-  for name, fn in (("ramachandran_tv", ramachandran_tv), ("ramachandran_kl", ramachandran_kl)):
-    fig[name] = fn(model_angles[finite_a], ref_angles, None, bins) if can_rama else nan
-    fig[name + "_reweighted"] = (fn(model_angles[finite_a], ref_angles, w_a, bins)
-                                 if can_rama and w_a is not None else nan)
+  for b in dict.fromkeys((bins, *RAMACHANDRAN_BINS)):
+    sfx = "" if b == bins else f"_{b}"
+    for kind, weights in (("", None), ("_reweighted", w_a)):
+      ok = can_rama and (kind == "" or weights is not None)
+      d = (ramachandran_divergences(model_angles[finite_a], ref_angles, weights,
+                                    ref_blocks=ref_blocks, bins=b) if ok else {})
+      for stat in ("tv", "kl"):
+        name = f"ramachandran_{stat}{kind}{sfx}"
+        fig[name] = d.get(stat, nan)
+        fig[f"{name}_per_pair"] = d.get(f"{stat}_per_pair", [])
+        fig[f"{name}_floor_model"] = d.get(f"{stat}_floor_model", nan)
+        if kind == "":
+          fig[f"ramachandran_{stat}{sfx}_floor_reference"] = d.get(f"{stat}_floor_reference", nan)
 
   plain = energy_distance(e_model[keep], e_ref)
   rew = energy_distance(e_model[keep], e_ref, w_bar) if has_w else EnergyDistance(nan, nan)

@@ -14,8 +14,10 @@ from cmtjax.metrics import (
     energy_distance,
     molecular_figures,
     ramachandran_histogram,
+    ramachandran_divergences,
     ramachandran_kl,
     ramachandran_tv,
+    split_halves,
     torus_w2,
 )
 
@@ -41,7 +43,7 @@ def aldp():
   return _structure("aldp")
 
 
-def _angles(rng, n, centre, scale=0.3):
+def _wrapped_normal(rng, n, centre, scale=0.3):
   return np.pi - np.mod(np.pi - (centre + scale * rng.normal(size=(n, 2))), 2 * np.pi)
 
 
@@ -61,8 +63,8 @@ def test_histogram_normalised_and_edges():
 
 def test_tv_identical_zero_disjoint_one():
   rng = np.random.default_rng(0)
-  a = _angles(rng, 2000, np.array([-1.5, 2.5]), 0.2)
-  b = _angles(rng, 3000, np.array([1.0, -0.8]), 0.2)
+  a = _wrapped_normal(rng, 2000, np.array([-1.5, 2.5]), 0.2)
+  b = _wrapped_normal(rng, 3000, np.array([1.0, -0.8]), 0.2)
   assert ramachandran_tv(a, a) == pytest.approx(0.0, abs=1e-12)
   assert ramachandran_tv(a, b) == pytest.approx(1.0)
   # Two pairs: identical on one, disjoint on the other -> mean 0.5.
@@ -73,12 +75,12 @@ def test_tv_identical_zero_disjoint_one():
 
 def test_kl_nonnegative_and_zero_for_identical():
   rng = np.random.default_rng(1)
-  a = _angles(rng, 5000, np.array([-1.5, 2.5]), 0.5)
-  b = _angles(rng, 5000, np.array([-1.2, 2.0]), 0.7)
+  a = _wrapped_normal(rng, 5000, np.array([-1.5, 2.5]), 0.5)
+  b = _wrapped_normal(rng, 5000, np.array([-1.2, 2.0]), 0.7)
   assert 0.0 <= ramachandran_kl(a, a) < 1e-5
   assert ramachandran_kl(a, b) > 0.1
   # Disjoint: every reference bin is empty under the model, each costs ~ -log(floor).
-  c = _angles(rng, 5000, np.array([1.0, -0.8]), 0.2)
+  c = _wrapped_normal(rng, 5000, np.array([1.0, -0.8]), 0.2)
   assert ramachandran_kl(c, a) > 15.0
   w = rng.uniform(size=5000)
   assert ramachandran_kl(b, a, model_weights=w) >= 0.0
@@ -191,6 +193,11 @@ def test_molecular_figures_synthetic(aldp):
       "torus_w2_reweighted", "chirality_error_rate", "n_wrong_chirality",
       "n_ref_outside_support", "n_ref_nonfinite", "n_model_nonfinite_log_w", "n_model",
       "n_ref"}
+  rama = {f"ramachandran_{s}{k}{b}" for s in ("tv", "kl") for k in ("", "_reweighted")
+          for b in ("", "_36")}
+  expected_keys |= rama | {f"{n}_per_pair" for n in rama} | {f"{n}_floor_model" for n in rama}
+  expected_keys |= {f"ramachandran_{s}{b}_floor_reference" for s in ("tv", "kl")
+                    for b in ("", "_36")}
   assert set(fig) == expected_keys
   assert fig["n_ref_outside_support"] == 7
   assert fig["n_ref_nonfinite"] == 7
@@ -209,4 +216,50 @@ def test_molecular_figures_synthetic(aldp):
   # Reweighting drops the two non-finite log weights only: nearly identical.
   assert fig["ramachandran_tv_reweighted"] <= 2 / (m - 2) + 1e-9
   assert fig["energy_w1_reweighted"] < 1.0
-  assert all(isinstance(v, (int, float)) for v in fig.values())
+  assert all(isinstance(v, (int, float)) or (k.endswith("_per_pair") and len(v) == 1)
+             for k, v in fig.items())
+
+
+def _pair_angles(rng, n, centre, spread=0.5, n_pairs=2):
+  """[n, n_pairs, 2] wrapped-normal angles around ``centre``."""
+  a = centre + spread * rng.normal(size=(n, n_pairs, 2))
+  return np.angle(np.exp(1j * a))
+
+
+def test_noise_floors_separate_sampling_noise_from_a_real_difference():
+  rng = np.random.default_rng(0)
+  ref = _pair_angles(rng, 4000, 0.0)
+  blocks = np.repeat(np.arange(8), 500)
+  same = ramachandran_divergences(_pair_angles(rng, 4000, 0.0), ref, ref_blocks=blocks, bins=36)
+  # Same distribution: the distance is of the size of its floors (sampling noise only), and
+  # the floors (half-size samples) are above it, by about sqrt(2) for TV.
+  for stat in ("tv", "kl"):
+    assert same[stat] > 0
+    assert 0.8 * same[stat] < same[f"{stat}_floor_reference"] < 3.0 * same[stat], stat
+    assert 0.8 * same[stat] < same[f"{stat}_floor_model"] < 3.0 * same[stat], stat
+  assert len(same["tv_per_pair"]) == 2
+  # A shifted model: far above both floors.
+  shifted = ramachandran_divergences(_pair_angles(rng, 4000, 1.5), ref, ref_blocks=blocks,
+                                     bins=36)
+  assert shifted["tv"] > 5 * shifted["tv_floor_reference"]
+  assert shifted["tv"] > 5 * shifted["tv_floor_model"]
+  # Finer bins, more noise: the floor grows with the number of bins for the same samples.
+  fine = ramachandran_divergences(_pair_angles(rng, 4000, 0.0), ref, ref_blocks=blocks, bins=100)
+  assert fine["tv_floor_reference"] > same["tv_floor_reference"]
+  # Reweighting: uniform weights change nothing; the model floor uses each half's weights.
+  model = _pair_angles(rng, 4000, 0.0)
+  plain = ramachandran_divergences(model, ref, ref_blocks=blocks, bins=36)
+  uniform = ramachandran_divergences(model, ref, np.full(4000, 3.0), ref_blocks=blocks, bins=36)
+  for key in ("tv", "kl", "tv_floor_model", "tv_floor_reference"):
+    assert uniform[key] == pytest.approx(plain[key], rel=1e-9), key
+
+
+def test_split_halves_keeps_blocks_whole():
+  blocks = np.array([0, 0, 1, 1, 2, 2, 3, 3, 3])
+  a, b = split_halves(9, blocks)
+  assert set(blocks[a]) == {0, 2} and set(blocks[b]) == {1, 3}
+  assert sorted(np.concatenate([a, b]).tolist()) == list(range(9))
+  a, b = split_halves(9)  # no blocks: first and second half, equal sizes
+  assert a.tolist() == [0, 1, 2, 3] and b.tolist() == [4, 5, 6, 7]
+  a, b = split_halves(4, np.zeros(4))  # one block only: halves of the rows
+  assert a.tolist() == [0, 1] and b.tolist() == [2, 3]
