@@ -151,19 +151,38 @@ def _thin(result, n_frames: int) -> np.ndarray:
   return np.concatenate(idx)
 
 
-def _describe(system, positions, energies, walker) -> dict:
+def _describe(system, positions, energies, walker, frame_ps=None) -> dict:
+  """Size, mean energy, structure checks, decorrelation of the backbone dihedrals (effective
+  samples; only meaningful for time-ordered frames) and, for alanine dipeptide, the basin
+  populations with walker-block errors."""
+  from cmtjax.metrics.autocorrelation import dihedral_decorrelation
   from cmtjax.metrics.basins import aldp_basin_populations_by_block
   from cmtjax.targets.molecules.topology import (backbone_dihedral_pairs, dihedral_angles,
                                                  load_topology)
   out = {"n_frames": int(positions.shape[0]),
          "energy_kj_mol": _block_mean(np.asarray(energies, np.float64), walker),
          **_structure_checks(system, positions)}
-  if system.name == "aldp":
-    top = load_topology(system.pdb_path)
-    phi_idx, psi_idx = backbone_dihedral_pairs(top)
-    phi = np.asarray(dihedral_angles(positions, phi_idx))[:, 0]
-    psi = np.asarray(dihedral_angles(positions, psi_idx))[:, 0]
-    out["basin_populations"] = aldp_basin_populations_by_block(phi, psi, walker)
+  top = load_topology(system.pdb_path)
+  phi_idx, psi_idx = backbone_dihedral_pairs(top)
+  if phi_idx.size:
+    phi = np.asarray(dihedral_angles(positions, phi_idx))
+    psi = np.asarray(dihedral_angles(positions, psi_idx))
+    names = [f"{a}{i}" for i in range(phi.shape[1]) for a in ("phi", "psi")]
+    angles = np.stack([phi, psi], axis=2).reshape(phi.shape[0], -1)
+    try:
+      out["decorrelation"] = dihedral_decorrelation(angles, walker, names, frame_ps)
+    except ValueError as e:  # too few frames per walker to estimate
+      out["decorrelation"] = {"error": str(e)}
+    # The noise floor of the Ramachandran figures this set can support: TV between two halves
+    # (alternate walkers), per binning, mean over backbone pairs and per pair.
+    from cmtjax.metrics.molecular import RAMACHANDRAN_BINS, ramachandran_divergences
+    pairs = np.stack([phi, psi], axis=2)
+    out["half_vs_half_tv"] = {}
+    for b in RAMACHANDRAN_BINS:
+      d = ramachandran_divergences(pairs, pairs, ref_blocks=walker, bins=b)
+      out["half_vs_half_tv"][f"{b}x{b}"] = d["tv_floor_reference"]
+    if system.name == "aldp":
+      out["basin_populations"] = aldp_basin_populations_by_block(phi[:, 0], psi[:, 0], walker)
   return out
 
 
@@ -221,7 +240,8 @@ def generate(args: argparse.Namespace, argv=None) -> dict:
     "round_trips_per_walker": result.round_trips_per_walker,
     "mean_energy_per_temperature": result.mean_energies.tolist(),
     "kinetic_temperature_per_slot": result.kinetic_temperature.tolist(),
-    "reference": _describe(system, result.positions, result.energies, result.walker),
+    "reference": _describe(system, result.positions, result.energies, result.walker,
+                           frame_ps=args.save_every * args.dt),
   }
   if args.ship:
     idx = _thin(result, args.ship_frames)
