@@ -173,8 +173,10 @@ def make_kernel(log_prob: Callable[[Params, Array], Array], optimizer, *, n_grad
                           n_active=n_active)
 
     def no_fit(_):
-      nan = jnp.full((), jnp.nan, log_wbar.dtype)
-      return params, opt_state, FitInfo(loss_first=nan, loss_last=nan,
+      like = jax.eval_shape(fit, None)[2]  # the fit's own dtypes (the flow's, not the buffer's)
+      nan = lambda s: jnp.full(s.shape, jnp.nan, s.dtype)  # noqa: E731
+      return params, opt_state, FitInfo(loss_first=nan(like.loss_first),
+                                        loss_last=nan(like.loss_last),
                                         n_skipped=jnp.asarray(n_grad_steps, jnp.int32))
 
     new_params, new_opt_state, info = jax.lax.cond(buffer.n_valid > 0, fit, no_fit, None)

@@ -370,9 +370,12 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
                       imposed=at_target_fixed | imposed(state) | last_call)
     previous = Multipliers(lam=ms.lam, eta=ms.eta, iterations=jnp.zeros((), jnp.int32),
                            converged=jnp.array(True))
-    mult = jax.lax.cond(masks.solve, choose_multipliers,
-                        lambda *_: target_multipliers(ms.lam.dtype), buf, previous, state.step,
-                        eps_scale)
+    def solved(*args):  # in the state's dtype (float64 under x64, whatever the solver used)
+      m = choose_multipliers(*args)
+      return m._replace(lam=m.lam.astype(ms.lam.dtype), eta=m.eta.astype(ms.lam.dtype))
+
+    mult = jax.lax.cond(masks.solve, solved, lambda *_: target_multipliers(ms.lam.dtype), buf,
+                        previous, state.step, eps_scale)
     # Without a valid sample (and nothing imposed) the previous multipliers stand.
     mult = jax.tree_util.tree_map(lambda a, b: jnp.where(masks.has_samples | masks.imposed, a, b),
                                   mult, previous)
