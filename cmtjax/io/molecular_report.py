@@ -98,7 +98,7 @@ def molecular_report(
   log_w = map_in_chunks(target.log_prob, x, chunk) - log_q
   from cmtjax.targets.molecules.systems import MOLECULAR_SYSTEMS
   spec_name = target.name if target.name in MOLECULAR_SYSTEMS else spec.pdb_path
-  blocks = None
+  blocks, found = None, None
   if reference is None:
     found = _load_reference_set(target.name, reference_path, n_atoms=spec.topology.n_atoms,
                                 spec=spec_name)
@@ -119,11 +119,21 @@ def molecular_report(
     e_ref = map_in_chunks(spec.energy, x_ref, chunk)
     log_p_ref = map_in_chunks(target.log_prob, x_ref, chunk)
     log_q_ref = map_in_chunks(log_prob_fn, x_ref, chunk)
-    figures.update(molecular_figures(x, log_w, energy, x_ref, log_p_ref, log_q_ref, e_ref, top,
-                                     reference_signs=spec.chirality, ref_blocks=blocks))
+    compact = found is not None and found.all_angles is not None
+    if compact:  # every frame's angles and energies; coordinates of a decorrelated subset
+      blocks = found.all_walker
+      figures["n_reference_frames"] = int(found.all_angles.shape[0])
+    figures.update(molecular_figures(
+        x, log_w, energy, x_ref, log_p_ref, log_q_ref, e_ref, top,
+        reference_signs=spec.chirality, ref_blocks=blocks,
+        ref_angles_all=found.all_angles if compact else None,
+        e_ref_all=found.all_energies if compact else None))
   w = np.asarray(normalised_weights(log_w))
   angles = backbone_angles(x, top)
   ref_angles = None if reference is None else backbone_angles(reference, top)
+  ref_energies = None
+  if found is not None and found.all_angles is not None:
+    ref_angles, ref_energies = np.asarray(found.all_angles, np.float64), found.all_energies
   if target.name == "aldp" and angles.shape[1] == 1:
     from cmtjax.metrics.basins import aldp_basin_populations
     figures["basins_model"] = aldp_basin_populations(angles[:, 0, 0], angles[:, 0, 1])
@@ -139,6 +149,7 @@ def molecular_report(
       plot_ramachandran(os.path.join(out_dir, "ramachandran.png"), angles, ref_angles,
                         model_weights=w, pairs="all", title=title)
       plot_energy_histograms(os.path.join(out_dir, "energies.png"), energy,
+                             ref_energies if ref_energies is not None else
                              map_in_chunks(spec.energy, np.asarray(reference, np.float32), chunk),
                              model_weights=w, title=title)
     else:  # no reference: the model against its own reweighting

@@ -69,6 +69,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                  help="keep the checkpoint folder after the reference is written")
   p.add_argument("--ship", default=None, help="also write a thinned set to this .npz")
   p.add_argument("--ship-frames", type=int, default=4000, help="frames in the thinned set")
+  p.add_argument("--compact", default=None,
+                 help="also write a compact set to this .npz: backbone dihedrals and energies "
+                      "of every frame, coordinates of a decorrelated subset (what the metrics "
+                      "need, small enough for git)")
+  p.add_argument("--compact-frames", type=int, default=20_000,
+                 help="most frames with coordinates in the compact set (default 20000)")
+  p.add_argument("--compact-from", default=None, metavar="FULL.npz",
+                 help="run no MD: write --compact from this existing full reference set")
   return p
 
 
@@ -141,11 +149,15 @@ def _block_mean(values: np.ndarray, blocks: np.ndarray) -> dict:
 
 def _thin(result, n_frames: int) -> np.ndarray:
   """Indices of ``n_frames // n_walkers`` frames per walker, evenly spread in time."""
-  walkers = np.unique(result.walker)
+  return _thin_walkers(result.walker, n_frames)
+
+
+def _thin_walkers(walker: np.ndarray, n_frames: int) -> np.ndarray:
+  walkers = np.unique(walker)
   per = max(1, n_frames // walkers.size)
   idx = []
   for w in walkers:
-    rows = np.flatnonzero(result.walker == w)
+    rows = np.flatnonzero(walker == w)
     take = np.unique(np.round(np.linspace(0, rows.size - 1, min(per, rows.size))).astype(int))
     idx.append(rows[take])
   return np.concatenate(idx)
@@ -186,6 +198,60 @@ def _describe(system, positions, energies, walker, frame_ps=None) -> dict:
   return out
 
 
+def write_compact(system, positions, energies, walker, temperature: float, protocol: dict,
+                  out: str, max_frames: int, frame_ps=None) -> dict:
+  """Writes the compact set of a full reference: (φ, ψ) and energy of every frame, and the
+  coordinates of frames spread evenly over each walker, one per integrated autocorrelation
+  time of the slowest backbone dihedral (at most ``max_frames``). Returns its description."""
+  from cmtjax.metrics.autocorrelation import dihedral_decorrelation
+  from cmtjax.metrics.molecular import backbone_angles
+  from cmtjax.targets.molecules import reference as ref
+  from cmtjax.targets.molecules.topology import load_topology
+  top = load_topology(system.pdb_path)
+  angles = np.asarray(backbone_angles(positions, top), np.float32)  # [N, n_pairs, 2]
+  decorrelation = dihedral_decorrelation(angles.reshape(angles.shape[0], -1), walker,
+                                         frame_ps=frame_ps)
+  n_sub = int(min(max_frames, max(np.unique(walker).size, decorrelation["effective_samples"])))
+  idx = _thin_walkers(np.asarray(walker), n_sub)
+  compact_protocol = dict(protocol, compact={
+      "frames": int(positions.shape[0]), "frames_with_coordinates": int(idx.size),
+      "selection": "frames evenly spread over each walker, about one per integrated "
+                   "autocorrelation time of the slowest backbone dihedral",
+      "tau_max_frames": decorrelation["tau_max_frames"]})
+  ref.save_reference(out, name=system.name, positions=positions[idx], energies=energies[idx],
+                     walker=np.asarray(walker)[idx], temperature=temperature,
+                     protocol=compact_protocol, all_angles=angles, all_energies=energies,
+                     all_walker=walker)
+  return {"file": out, "bytes": os.path.getsize(out), "frames": int(positions.shape[0]),
+          "frames_with_coordinates": int(idx.size), "decorrelation": decorrelation}
+
+
+def _compact_only(args) -> dict:
+  from cmtjax.targets.molecules import reference as ref
+  system = molecular_system_for(
+      args.target, temperature=300.0, precision=args.precision,
+      forcefield_files=args.forcefield.split(",") if args.forcefield else None)
+  full = ref.load_reference_set(system.name, args.compact_from, n_atoms=system.n_atoms)
+  system = molecular_system_for(
+      args.target, temperature=full.temperature, precision=args.precision,
+      forcefield_files=args.forcefield.split(",") if args.forcefield else None)
+  frame_ps = None
+  if {"save_every", "dt"} <= set(full.protocol):
+    frame_ps = float(full.protocol["save_every"]) * float(full.protocol["dt"])
+  summary = {"compact": write_compact(system, full.positions, full.energies, full.walker,
+                                      full.temperature, dict(full.protocol, compacted_from=
+                                                             os.path.basename(full.path)),
+                                      args.compact, args.compact_frames, frame_ps),
+             "reference": _describe(system, full.positions, full.energies, full.walker,
+                                    frame_ps=frame_ps)}
+  summary_path = os.path.splitext(args.compact)[0] + ".json"
+  with open(summary_path, "w") as f:
+    json.dump(summary, f, indent=2)
+  print(json.dumps(summary, indent=1))
+  print(f"wrote {args.compact}, {summary_path}")
+  return summary
+
+
 def main(argv=None) -> dict:
   return generate(_parse_args(argv), argv)
 
@@ -193,6 +259,10 @@ def main(argv=None) -> dict:
 def generate(args: argparse.Namespace, argv=None) -> dict:
   """Runs the generation described by ``args`` (see :func:`add_arguments`); returns the
   summary written next to the output."""
+  if args.compact_from:
+    if not args.compact:
+      raise ValueError("--compact-from needs --compact OUT.npz")
+    return _compact_only(args)
   import jax
 
   from cmtjax.sampling.replica_exchange import replica_exchange
@@ -254,6 +324,10 @@ def generate(args: argparse.Namespace, argv=None) -> dict:
     summary["shipped"] = {"file": args.ship, "bytes": os.path.getsize(args.ship),
                           **_describe(system, result.positions[idx], result.energies[idx],
                                       result.walker[idx])}
+  if args.compact:
+    summary["compact"] = write_compact(system, result.positions, result.energies, result.walker,
+                                       result.temperature, protocol, args.compact,
+                                       args.compact_frames, args.save_every * args.dt)
   if not args.keep_checkpoint:
     shutil.rmtree(checkpoint, ignore_errors=True)
   summary_path = os.path.splitext(out)[0] + ".json"

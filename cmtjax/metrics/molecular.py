@@ -384,6 +384,8 @@ def molecular_figures(
     *,
     reference_signs=None,
     ref_blocks=None,
+    ref_angles_all=None,
+    e_ref_all=None,
     bins: int = 100,
     torus_n: int = 1000,
     seed: int = 0,
@@ -413,8 +415,13 @@ def molecular_figures(
     top: the molecule's topology.
     reference_signs: [n_centres] correct chirality signs; by default the majority sign of
       each stereocentre over ``x_ref``.
-    ref_blocks: [m] independent-block (walker) labels of the reference frames, for the
-      reference halves of the noise floors.
+    ref_blocks: independent-block (walker) labels of the reference frames the Ramachandran
+      figures use ([m], or [M] with ``ref_angles_all``), for the reference halves of the
+      noise floors.
+    ref_angles_all: [M, n_pairs, 2] backbone angles of every frame of a compact reference
+      (``x_ref`` then holds a decorrelated subset): the Ramachandran and torus figures use
+      them instead of the angles of ``x_ref``.
+    e_ref_all: [M] energies of every frame of a compact reference, for the energy figures.
     bins: Ramachandran histogram bins per axis of the headline figures; every Ramachandran
       figure is also given on 36×36 bins (suffix ``_36``).
     torus_n: subsample size of :func:`torus_w2`.
@@ -485,10 +492,13 @@ def molecular_figures(
   lw_kept = log_w_model[keep]
   w_bar = np.asarray(normalised_weights(jnp.asarray(lw_kept)), np.float64)
   has_w = lw_kept.size > 0 and w_bar.sum() > 0
-  ref_angles = backbone_angles(x_ref, top)
+  ref_angles = (backbone_angles(x_ref, top) if ref_angles_all is None
+                else np.asarray(ref_angles_all, np.float64))
+  if e_ref_all is not None:
+    e_ref = np.asarray(e_ref_all, np.float64).ravel()
   model_angles = backbone_angles(x_model[keep], top)
   finite_a = np.all(np.isfinite(model_angles), axis=(1, 2))
-  can_rama = finite_a.any() and m > 0 and ref_angles.shape[1] > 0
+  can_rama = finite_a.any() and ref_angles.shape[0] > 0 and ref_angles.shape[1] > 0
   w_a = w_bar[finite_a] if has_w and w_bar[finite_a].sum() > 0 else None
   for b in dict.fromkeys((bins, *RAMACHANDRAN_BINS)):
     sfx = "" if b == bins else f"_{b}"

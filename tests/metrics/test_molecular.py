@@ -263,3 +263,27 @@ def test_split_halves_keeps_blocks_whole():
   assert a.tolist() == [0, 1, 2, 3] and b.tolist() == [4, 5, 6, 7]
   a, b = split_halves(4, np.zeros(4))  # one block only: halves of the rows
   assert a.tolist() == [0, 1] and b.tolist() == [2, 3]
+
+
+def test_molecular_figures_of_a_compact_reference(aldp):
+  """Ramachandran and energy figures from every frame's angles and energies; EUBO and the
+  other forward figures from the coordinates of the subset."""
+  top, x0 = aldp
+  rng = np.random.default_rng(6)
+  m = 300
+  x_ref = x0 + 0.01 * rng.normal(size=(m, x0.shape[1]))
+  e_ref = rng.normal(size=m) * 10.0 - 50.0
+  log_p_ref = -e_ref / 2.5
+  log_q_ref = log_p_ref - 0.3
+  args = (x_ref, np.zeros(m), e_ref, x_ref, log_p_ref, log_q_ref, e_ref, top)
+  plain = molecular_figures(*args)
+  angles = backbone_angles(x_ref, top)
+  same = molecular_figures(*args, ref_angles_all=angles, e_ref_all=e_ref)
+  for key in ("ramachandran_tv", "ramachandran_tv_36", "energy_w1", "eubo", "forward_ess"):
+    assert same[key] == pytest.approx(plain[key]), key
+  # All frames elsewhere (angles shifted by 1 rad, energies by 20 kJ/mol): the histogram and
+  # energy figures see them, the forward figures (subset coordinates) do not.
+  far = molecular_figures(*args, ref_angles_all=np.angle(np.exp(1j * (angles + 1.0))),
+                          e_ref_all=e_ref + 20.0, ref_blocks=np.arange(m) % 4)
+  assert far["ramachandran_tv"] > 0.9 and far["energy_w1"] == pytest.approx(20.0, rel=1e-6)
+  assert far["eubo"] == pytest.approx(plain["eubo"])

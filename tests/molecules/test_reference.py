@@ -255,3 +255,31 @@ def test_shipped_aldp_reference(shipped):
   centres = chiral_centres(top)
   signs = chirality_signs(system.positions.reshape(1, -1), centres)[0]
   assert not np.any(np.asarray(wrong_chirality(shipped.positions, centres, signs)))
+
+
+def test_a_compact_set_keeps_every_frames_angles_and_a_decorrelated_subset(tmp_path):
+  """`cmtjax reference --compact-from FULL --compact OUT`: angles and energies of every frame,
+  coordinates of about one frame per autocorrelation time; the molecular report then takes
+  its Ramachandran figures (and their walker-split floors) from all frames."""
+  from cmtjax.cli import main
+  from cmtjax.metrics.molecular import backbone_angles
+  from cmtjax.targets.molecules.topology import load_topology
+  full = ref.load_reference_set("aldp")  # the shipped set: 4,000 frames of 32 walkers
+  out = tmp_path / "compact.npz"
+  assert main(["reference", "--target", "aldp", "--compact-from", full.path, "--compact",
+               str(out), "--compact-frames", "1000"]) == 0
+  got = ref.load_reference_set("aldp", str(out))
+  assert got.all_angles.shape == (4000, 1, 2) and got.all_energies.shape == (4000,)
+  np.testing.assert_array_equal(got.all_walker, full.walker)
+  np.testing.assert_array_equal(got.all_energies, full.energies)
+  top = load_topology(ref.shipped_reference_path("aldp").replace("_reference.npz", ".pdb"))
+  np.testing.assert_allclose(got.all_angles, backbone_angles(full.positions, top), atol=1e-5)
+  # Coordinates: a subset, spread over every walker, no more than asked for.
+  assert 32 <= got.positions.shape[0] <= 1000
+  assert set(np.unique(got.walker)) == set(np.unique(full.walker))
+  summary = json.loads((tmp_path / "compact.json").read_text())
+  tau = summary["compact"]["decorrelation"]["tau_max_frames"]
+  assert tau >= 1.0 and got.protocol["compact"]["tau_max_frames"] == tau
+  assert set(summary["reference"]["half_vs_half_tv"]) == {"100x100", "36x36"}
+  # An old-style file has no per-frame extras.
+  assert full.all_angles is None

@@ -44,14 +44,21 @@ __getattr__, __dir__ = lazy_exports(__name__, _MOVED)
 class ReferenceSet(NamedTuple):
   """Reference samples of a molecule read from an ``.npz``.
 
+  A compact set (``save_reference(..., all_angles=...)``) keeps full coordinates only for a
+  decorrelated subset of the frames, and the backbone dihedrals and energies of every frame:
+  the Ramachandran and energy figures use all frames, EUBO / NLL / forward ESS the subset.
+
   Attributes:
     name: system name.
-    positions: [n, 3 n_atoms] float32 nm.
-    energies: [n] float32 kJ/mol.
+    positions: [n, 3 n_atoms] float32 nm (a compact set: the subset).
+    energies: [n] float32 kJ/mol of ``positions``.
     walker: [n] int32 independent-walker (block) label of each frame.
     temperature: K.
     protocol: dict (how the samples were made).
     path: the file read.
+    all_angles: compact sets: [N, n_pairs, 2] float32 backbone (φ, ψ) of every frame, else None.
+    all_energies: compact sets: [N] float32 kJ/mol of every frame, else None.
+    all_walker: compact sets: [N] int32 walker of every frame, else None.
   """
   name: str
   positions: np.ndarray
@@ -60,6 +67,9 @@ class ReferenceSet(NamedTuple):
   temperature: float
   protocol: dict
   path: str
+  all_angles: np.ndarray | None = None
+  all_energies: np.ndarray | None = None
+  all_walker: np.ndarray | None = None
 
 
 def data_root() -> str:
@@ -82,7 +92,7 @@ def shipped_reference_path(name: str) -> str:
 
 
 def save_reference(path: str, *, name: str, positions, energies, walker, temperature: float,
-                   protocol: dict) -> str:
+                   protocol: dict, all_angles=None, all_energies=None, all_walker=None) -> str:
   """Writes a reference set (float32 positions) to ``path`` (.npz, compressed).
 
   Args:
@@ -93,6 +103,8 @@ def save_reference(path: str, *, name: str, positions, energies, walker, tempera
     walker: [n] int block labels.
     temperature: K.
     protocol: JSON-serialisable dict.
+    all_angles, all_energies, all_walker: a compact set's backbone (φ, ψ) [N, n_pairs, 2],
+      energies [N] and walkers [N] of every frame (``positions`` then holds a subset).
 
   Returns:
     The path written.
@@ -105,12 +117,24 @@ def save_reference(path: str, *, name: str, positions, energies, walker, tempera
       walker.shape != (n,)):
     raise ValueError(f"shapes: positions {positions.shape}, energies {energies.shape}, "
                      f"walker {walker.shape}; need [n, 3 n_atoms], [n], [n]")
+  extra = {}
+  if all_angles is not None:
+    all_angles = np.asarray(all_angles, np.float32)
+    big = all_angles.shape[0]
+    all_energies = np.asarray(all_energies, np.float32).reshape(-1)
+    all_walker = np.asarray(all_walker, np.int32).reshape(-1)
+    if all_angles.ndim != 3 or all_angles.shape[2] != 2 or all_energies.shape != (big,) or (
+        all_walker.shape != (big,)):
+      raise ValueError(f"shapes: all_angles {all_angles.shape}, all_energies "
+                       f"{all_energies.shape}, all_walker {all_walker.shape}; need "
+                       f"[N, n_pairs, 2], [N], [N]")
+    extra = dict(all_angles=all_angles, all_energies=all_energies, all_walker=all_walker)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   np.savez_compressed(path, positions=positions, energies=energies, walker=walker,
                       temperature=np.float64(temperature), name=np.str_(name),
                       n_atoms=np.int32(positions.shape[1] // 3),
                       protocol=np.str_(json.dumps(protocol, sort_keys=True)),
-                      format_version=np.int32(FORMAT_VERSION))
+                      format_version=np.int32(FORMAT_VERSION), **extra)
   return path
 
 
@@ -167,10 +191,13 @@ def load_reference_set(name: str, path: str | None = None, *,
                        f"{n_atoms} atoms (expected [n, {3 * n_atoms}]); wrong system's file?")
     walker = (np.asarray(f["walker"], np.int32) if "walker" in f.files
               else np.zeros(positions.shape[0], np.int32))
+    compact = {k: np.asarray(f[k]) for k in ("all_angles", "all_energies", "all_walker")
+               if k in f.files}
     return ReferenceSet(name=name, positions=positions,
                         energies=np.asarray(f["energies"], np.float32), walker=walker,
                         temperature=float(f["temperature"]),
-                        protocol=json.loads(str(f["protocol"])), path=os.path.abspath(chosen))
+                        protocol=json.loads(str(f["protocol"])), path=os.path.abspath(chosen),
+                        **compact)
 
 
 def load_reference(name: str, path: str | None = None, **kwargs) -> np.ndarray:
