@@ -67,7 +67,7 @@ def test_parallel_runs_keep_the_fixed_schedule_after_its_cmt_run(tmp_path):
          "--set", "cmt.n_samples=500", "--set", "cmt.n_grad_steps=3",
          "--set", "cmt.batch_size=128", "--set", "eval.n_samples=500",
          "--set", "eval.n_samples_during=200", "--set", "eval.every=2",
-         "--set", "eval.n_repeats=1"]
+         "--set", "eval.n_repeats=1", "--set", "flow.n_layers=2", "--set", "flow.hidden=[16]"]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -199,7 +199,8 @@ def test_ablation_tiny_grid_and_skip_done(tmp_path):
           "--set", "cmt.n_samples_annealing=500",
           "--set", "cmt.n_grad_steps=3", "--set", "cmt.batch_size=128",
           "--set", "eval.n_samples=500", "--set", "eval.every=0", "--set", "eval.n_repeats=1",
-          "--set", "checkpoint.enabled=false", "--skip-done"]
+          "--set", "checkpoint.enabled=false", "--set", "flow.n_layers=2",
+          "--set", "flow.hidden=[16]", "--skip-done"]
   ablation.main(argv)
   rows = json.loads((tmp_path / "res" / "tiny.json").read_text())
   assert [r["variant"] for r in rows] == ["cmt", "fixed_geometric"]

@@ -38,7 +38,8 @@ def test_a_tiny_grid_writes_one_row_per_run(tmp_path):
          "--set", "cmt.n_samples=500", "--set", "cmt.n_samples_annealing=1000",
          "--set", "cmt.n_grad_steps=3", "--set", "cmt.batch_size=128",
          "--set", "eval.n_samples=1000", "--set", "eval.every=0", "--set", "eval.n_repeats=1",
-         "--set", "checkpoint.enabled=false"]
+         "--set", "checkpoint.enabled=false", "--set", "flow.n_layers=2",
+         "--set", "flow.hidden=[16]"]
   out = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert out.returncode == 0, out.stderr[-3000:]
