@@ -75,8 +75,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                       "need, small enough for git)")
   p.add_argument("--compact-frames", type=int, default=20_000,
                  help="most frames with coordinates in the compact set (default 20000)")
-  p.add_argument("--compact-from", default=None, metavar="FULL.npz",
-                 help="run no MD: write --compact from this existing full reference set")
+  p.add_argument("--compact-from", default=None, metavar="FULL.npz[,FULL2.npz...]",
+                 help="run no MD: write --compact from existing full reference sets (several "
+                      "independent runs, comma-separated, are pooled; their walkers stay "
+                      "separate blocks)")
   return p
 
 
@@ -231,7 +233,20 @@ def _compact_only(args) -> dict:
   system = molecular_system_for(
       args.target, temperature=300.0, precision=args.precision,
       forcefield_files=args.forcefield.split(",") if args.forcefield else None)
-  full = ref.load_reference_set(system.name, args.compact_from, n_atoms=system.n_atoms)
+  runs = [ref.load_reference_set(system.name, path, n_atoms=system.n_atoms)
+           for path in args.compact_from.split(",")]
+  if len({r.temperature for r in runs}) > 1:
+    raise ValueError(f"--compact-from: the sets have different temperatures "
+                     f"{[r.temperature for r in runs]}")
+  walkers, offset = [], 0
+  for r in runs:  # every run's walkers become blocks of their own
+    walkers.append(r.walker - r.walker.min() + offset)
+    offset = int(walkers[-1].max()) + 1
+  full = runs[0]._replace(
+      positions=np.concatenate([r.positions for r in runs]),
+      energies=np.concatenate([r.energies for r in runs]), walker=np.concatenate(walkers),
+      protocol=runs[0].protocol if len(runs) == 1 else dict(
+          runs[0].protocol, pooled_runs=[r.protocol for r in runs]))
   system = molecular_system_for(
       args.target, temperature=full.temperature, precision=args.precision,
       forcefield_files=args.forcefield.split(",") if args.forcefield else None)
@@ -239,8 +254,8 @@ def _compact_only(args) -> dict:
   if {"save_every", "dt"} <= set(full.protocol):
     frame_ps = float(full.protocol["save_every"]) * float(full.protocol["dt"])
   summary = {"compact": write_compact(system, full.positions, full.energies, full.walker,
-                                      full.temperature, dict(full.protocol, compacted_from=
-                                                             os.path.basename(full.path)),
+                                      full.temperature, dict(full.protocol, compacted_from=[
+                                          os.path.basename(r.path) for r in runs]),
                                       args.compact, args.compact_frames, frame_ps),
              "reference": _describe(system, full.positions, full.energies, full.walker,
                                     frame_ps=frame_ps)}

@@ -283,3 +283,10 @@ def test_a_compact_set_keeps_every_frames_angles_and_a_decorrelated_subset(tmp_p
   assert set(summary["reference"]["half_vs_half_tv"]) == {"100x100", "36x36"}
   # An old-style file has no per-frame extras.
   assert full.all_angles is None
+  # Independent runs pool, their walkers kept apart as blocks of their own.
+  pooled = tmp_path / "pooled.npz"
+  assert main(["reference", "--target", "aldp", "--compact-from", f"{full.path},{full.path}",
+               "--compact", str(pooled), "--compact-frames", "100"]) == 0
+  got = ref.load_reference_set("aldp", str(pooled))
+  assert got.all_angles.shape == (8000, 1, 2) and np.unique(got.all_walker).size == 64
+  assert len(got.protocol["pooled_runs"]) == 2
