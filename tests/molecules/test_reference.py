@@ -264,12 +264,18 @@ def test_a_compact_set_keeps_every_frames_angles_and_a_decorrelated_subset(tmp_p
   from cmtjax.cli import main
   from cmtjax.metrics.molecular import backbone_angles
   from cmtjax.targets.molecules.topology import load_topology
-  full = ref.load_reference_set("aldp")  # the shipped set: 4,000 frames of 32 walkers
+  shipped = ref.load_reference_set("aldp", ref.shipped_reference_path("aldp"))
+  path = ref.save_reference(  # a full (old-style) set: coordinates of every frame
+      str(tmp_path / "full.npz"), name="aldp", positions=shipped.positions,
+      energies=shipped.energies, walker=shipped.walker, temperature=shipped.temperature,
+      protocol=shipped.protocol)
+  full = ref.load_reference_set("aldp", path)
+  n = full.positions.shape[0]
   out = tmp_path / "compact.npz"
   assert main(["reference", "--target", "aldp", "--compact-from", full.path, "--compact",
                str(out), "--compact-frames", "1000"]) == 0
   got = ref.load_reference_set("aldp", str(out))
-  assert got.all_angles.shape == (4000, 1, 2) and got.all_energies.shape == (4000,)
+  assert got.all_angles.shape == (n, 1, 2) and got.all_energies.shape == (n,)
   np.testing.assert_array_equal(got.all_walker, full.walker)
   np.testing.assert_array_equal(got.all_energies, full.energies)
   top = load_topology(ref.shipped_reference_path("aldp").replace("_reference.npz", ".pdb"))
@@ -288,5 +294,7 @@ def test_a_compact_set_keeps_every_frames_angles_and_a_decorrelated_subset(tmp_p
   assert main(["reference", "--target", "aldp", "--compact-from", f"{full.path},{full.path}",
                "--compact", str(pooled), "--compact-frames", "100"]) == 0
   got = ref.load_reference_set("aldp", str(pooled))
-  assert got.all_angles.shape == (8000, 1, 2) and np.unique(got.all_walker).size == 64
+  walkers = np.unique(full.walker).size
+  assert got.all_angles.shape == (2 * n, 1, 2)
+  assert np.unique(got.all_walker).size == 2 * walkers
   assert len(got.protocol["pooled_runs"]) == 2
