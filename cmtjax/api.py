@@ -191,7 +191,7 @@ def fit(target, method: Optional[MethodChoice] = None, *, budget: Optional[float
   from cmtjax.io.presets import preset_for
   from cmtjax.runner import run_outcome
   from cmtjax.targets.base import Target
-  from cmtjax.targets.registry import resolve_target_spec
+  from cmtjax.targets.registry import OBJECT_PREFIX, resolve_target_spec
 
   method = method if method is not None else MethodChoice("cmt", {})
   if not isinstance(method, MethodChoice):
@@ -199,7 +199,7 @@ def fit(target, method: Optional[MethodChoice] = None, *, budget: Optional[float
                      f"etc., got {type(method).__name__}")
   target_obj = None
   if isinstance(target, Target):
-    target_obj, spec, preset = target, target.name, {}
+    target_obj, spec, preset = target, OBJECT_PREFIX + target.name, {}
     if target_kwargs:
       raise ValueError("target_kwargs go with a target spec, not a Target object")
   elif isinstance(target, str):
@@ -225,6 +225,8 @@ def fit(target, method: Optional[MethodChoice] = None, *, budget: Optional[float
     layer["max_steps"] = int(max_steps)
   if eval:
     layer["eval"] = dict(eval)
+    if layer["eval"].get("reference"):  # found again from any working directory
+      layer["eval"]["reference"] = os.path.abspath(layer["eval"]["reference"])
   if checkpoint:
     layer["checkpoint"] = dict(checkpoint)
   cfg = build_config([preset, layer])
@@ -259,9 +261,9 @@ def load_run(run_dir: str, *, target=None, flow=None) -> Run:
       raise FileNotFoundError(f"{run_dir!r} is not a finished run folder: no {name} there")
   cfg = build_config([load_file(os.path.join(run_dir, "config.json"))])
   if target is None:
-    if target_kind(cfg.target) == "unknown":
-      raise ValueError(f"run {run_dir!r} was trained on a Target object named "
-                       f"{cfg.target!r}, which its config cannot rebuild; use "
+    if target_kind(cfg.target) in ("object", "unknown"):
+      raise ValueError(f"run {run_dir!r} was trained on a Target object ({cfg.target!r}), "
+                       f"which its config cannot rebuild; use "
                        f"cmtjax.load_run({run_dir!r}, target=...) from Python")
     target = build_target(cfg)
   check_target(target, flow_dim=None if flow is None else flow.dim)

@@ -100,8 +100,8 @@ def _int(text: str, flag: str) -> int:
 
 
 def _resume(args) -> int:
-  given = [f"--{n}" for n in ("target", "method", "seed", "config", "budget", "out")
-           if getattr(args, n) is not None]
+  given = [f"--{n}" for n in ("target", "forcefield", "method", "seed", "config", "budget",
+                               "out") if getattr(args, n) is not None]
   if given:
     raise ConfigError(f"--resume takes the run's configuration from its folder; drop "
                       f"{', '.join(given)}")
@@ -181,6 +181,10 @@ def _train(args) -> int:
   flag_layer["target"] = resolve_target_spec(target)  # file paths made absolute
   # A saved config.json is complete: the preset only fills what a partial file leaves out.
   cfg = build_config([preset_for(flag_layer["target"]), file_layer, *overrides, flag_layer])
+  if cfg.eval.reference:  # found again from any working directory (evaluate, resume)
+    import dataclasses
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(
+        cfg.eval, reference=os.path.abspath(cfg.eval.reference)))
   precision = cfg.target_kwargs.get("precision")
   if precision is not None and precision not in ("float32", "float64"):
     raise ConfigError(f"target_kwargs.precision must be 'float32' or 'float64', got "

@@ -19,6 +19,8 @@ the training step is split over the devices along the sample axis; process 0 wri
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -38,6 +40,7 @@ from cmtjax.io.config import RunConfig, save_config, to_dict
 from cmtjax.methods import get_method, make_method
 from cmtjax.metrics import evaluate, run_warnings
 from cmtjax.targets import check_target, make_target
+from cmtjax.targets.registry import OBJECT_PREFIX, target_kind
 from cmtjax.train import (CheckpointOptions, TargetNotFinite, fingerprint, initialize,
                           is_primary, make_mesh, plan_steps, train)
 
@@ -51,9 +54,18 @@ CHECKPOINT_DIR = "checkpoints"
 
 def fingerprinted_config(cfg: RunConfig) -> dict:
   """The part of ``cfg`` that decides what a run computes (checkpoint/distributed left out),
-  as plain JSON types."""
-  return json.loads(json.dumps({k: v for k, v in to_dict(cfg).items()
-                                if k not in _NOT_FINGERPRINTED}))
+  as plain JSON types; a target read from a file (PDB, ``file.py:function``) adds the file's
+  SHA-256, so an edited file is not resumed as if it were the same target."""
+  out = json.loads(json.dumps({k: v for k, v in to_dict(cfg).items()
+                               if k not in _NOT_FINGERPRINTED}))
+  from cmtjax.targets.registry import target_kind
+  kind = target_kind(cfg.target)
+  path = (cfg.target if kind == "pdb" else cfg.target.rpartition(":")[0] if kind == "python"
+          else "")
+  if path.endswith((".pdb", ".py")) and os.path.isfile(path):
+    with open(path, "rb") as f:
+      out["target_file_sha256"] = hashlib.sha256(f.read()).hexdigest()
+  return out
 
 
 def run_fingerprint(cfg: RunConfig) -> str:
@@ -142,6 +154,8 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
              dist.process_id if dist.process_id >= 0 else None)
   if target is None:
     target = build_target(cfg)
+  elif target_kind(cfg.target) != "object":  # the saved config must not name another target
+    cfg = dataclasses.replace(cfg, target=OBJECT_PREFIX + getattr(target, "name", "target"))
   check_target(target, flow_dim=None if flow is None else flow.dim)
   primary = is_primary()
   if resume and out_dir is None:
@@ -275,10 +289,7 @@ def evaluate_trained(cfg: RunConfig, target, flow, params, out_dir: Optional[str
                    cfg.eval.n_samples, log_prob_fn=lambda x: log_prob_fn(params, x),
                    n_repeats=cfg.eval.n_repeats, chunk=cfg.eval.chunk)
   timing["eval_seconds"] = time.perf_counter() - t_eval
-  for k_ in ("reverse_ess", "reverse_ess_clipped", "log_z"):
-    metrics[k_] = final[k_]
-  for k_, v in final.items():
-    metrics[k_] = v
+  metrics.update(final)
   reference_path = reference_path or cfg.eval.reference or None
   if target.molecule is not None and molecular:
     from cmtjax.io.molecular_report import molecular_report

@@ -46,8 +46,14 @@ def test_the_readme_snippet_runs_and_writes_the_run_folder(tmp_path, monkeypatch
   again = cmtjax.load_run(str(out), target=namespace["target"])
   s = again.sample(100, seed=1)
   np.testing.assert_allclose(s["log_q"], run.sample(100, seed=1)["log_q"], rtol=1e-6)
-  with pytest.raises(ValueError, match="trained on a Target object named 'two_wells'"):
+  with pytest.raises(ValueError, match=r"trained on a Target object \('object:two_wells'\)"):
     cmtjax.load_run(str(out))
+  # Its config names no buildable target: neither the CLI nor a resume can rebuild another.
+  config = json.loads((out / "config.json").read_text())
+  assert config["target"] == "object:two_wells"
+  from cmtjax.cli import main
+  assert main(["evaluate", "--run", str(out)]) == 2
+  assert "was trained on a Target object" in capsys.readouterr().err
 
 
 def _target(log_prob, dim=6, name="mine"):
@@ -97,3 +103,21 @@ def test_a_built_flow_and_a_budget_in_target_evaluations():
   x = run.sample(10)["positions"]
   assert x.shape == (10, 3) and np.all(np.isfinite(x))
   assert jax.tree.structure(run.params) == jax.tree.structure(flow.init(jax.random.PRNGKey(0)))
+
+
+def test_a_python_file_target_is_read_again_after_a_fix(tmp_path):
+  """A file that failed to import is not cached broken; an edited file is read again; the file
+  can import a module next to it."""
+  from cmtjax.targets import make_target
+  (tmp_path / "helper_mod.py").write_text("SCALE = 2.0\n")
+  path = tmp_path / "mine.py"
+  path.write_text("def make(:\n")
+  with pytest.raises(ValueError, match="importing .* failed with SyntaxError"):
+    make_target(f"{path}:make")
+  with pytest.raises(ValueError, match="failed with SyntaxError"):  # the real error again
+    make_target(f"{path}:make")
+  path.write_text("import jax.numpy as jnp\nimport cmtjax\nfrom helper_mod import SCALE\n"
+                  "def make():\n  return cmtjax.Target(name='m', dim=2, "
+                  "log_prob=lambda x: -SCALE * jnp.sum(x**2, -1))\n")
+  t = make_target(f"{path}:make")
+  assert float(t.log_prob(jnp.ones((1, 2)))[0]) == -4.0

@@ -47,12 +47,23 @@ def _load_reference_set(name, path, **kwargs):
     return None
 
 
-def no_reference_note(spec: str) -> str:
-  """What a report without reference samples says, and how to get some."""
-  return ("no reference samples: the figures against a reference (Ramachandran TV/KL, EUBO, "
-          "NLL, forward ESS, energy W1) are not computed; make a reference with `cmtjax "
-          f"reference --target {spec} --out REF.npz` and evaluate against it with `cmtjax "
-          "evaluate --run DIR --reference REF.npz` (or train with --set eval.reference=REF.npz)")
+def no_reference_note(spec: str, target=None, why: str = "") -> str:
+  """What a report without reference samples says, and how to get some (the command carries
+  the target's force field and temperature when they are not the defaults)."""
+  flags = ""
+  if target is not None:
+    from cmtjax.targets.molecules.parameters import DEFAULT_FORCEFIELD_FILES
+    files = list(target.info.get("forcefield_files", DEFAULT_FORCEFIELD_FILES))
+    if files != list(DEFAULT_FORCEFIELD_FILES):
+      flags += f" --forcefield {','.join(files)}"
+    temperature = float(target.info.get("temperature", 300.0))
+    if temperature != 300.0:
+      flags += f" --t-min {temperature:g}"
+  return (f"no reference samples{' (' + why + ')' if why else ''}: the figures against a "
+          "reference (Ramachandran TV/KL, EUBO, NLL, forward ESS, energy W1) are not computed; "
+          f"make a reference with `cmtjax reference --target {spec}{flags} --out REF.npz` and "
+          "evaluate against it with `cmtjax evaluate --run DIR --reference REF.npz` (or train "
+          "with --set eval.reference=REF.npz)")
 
 
 def molecular_report(
@@ -96,12 +107,19 @@ def molecular_report(
   log_q = np.concatenate([np.asarray(p[1]) for p in parts])
   energy = map_in_chunks(spec.energy, x, chunk)
   log_w = map_in_chunks(target.log_prob, x, chunk) - log_q
-  from cmtjax.targets.molecules.systems import MOLECULAR_SYSTEMS
-  spec_name = target.name if target.name in MOLECULAR_SYSTEMS else spec.pdb_path
-  blocks, found = None, None
+  from cmtjax.targets.molecules.reference import (reference_key, reference_mismatch,
+                                                  shipped_molecule)
+  shipped = shipped_molecule(target)
+  spec_name = shipped or spec.pdb_path
+  blocks, found, why = None, None, ""
   if reference is None:
-    found = _load_reference_set(target.name, reference_path, n_atoms=spec.topology.n_atoms,
-                                spec=spec_name)
+    found = _load_reference_set(reference_key(target), reference_path,
+                                n_atoms=spec.topology.n_atoms, spec=spec_name)
+    mismatch = None if found is None else reference_mismatch(found, target)
+    if mismatch is not None:
+      if reference_path is not None:
+        raise ValueError(f"reference {reference_path}: {mismatch}")
+      found, why = None, f"{mismatch}: not used"
     reference = None if found is None else found.positions
     blocks = None if found is None else found.walker
     source = reference_path or (None if found is None else found.path)
@@ -109,7 +127,7 @@ def molecular_report(
     source = "given"
   figures: dict[str, Any] = {"reference": source, "n_model_samples": int(len(x))}
   if reference is None:
-    figures["reference_note"] = no_reference_note(spec_name)
+    figures["reference_note"] = no_reference_note(spec_name, target, why)
   top = spec.topology
   if reference is None:
     figures["chirality_error_rate"] = chirality_error_rate(x, spec.chiral_centres,
@@ -134,7 +152,7 @@ def molecular_report(
   ref_energies = None
   if found is not None and found.all_angles is not None:
     ref_angles, ref_energies = np.asarray(found.all_angles, np.float64), found.all_energies
-  if target.name == "aldp" and angles.shape[1] == 1:
+  if shipped == "aldp" and angles.shape[1] == 1:
     from cmtjax.metrics.basins import aldp_basin_populations
     figures["basins_model"] = aldp_basin_populations(angles[:, 0, 0], angles[:, 0, 1])
     figures["basins_model_reweighted"] = aldp_basin_populations(angles[:, 0, 0],

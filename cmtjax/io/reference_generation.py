@@ -24,6 +24,7 @@ molecule of your own):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -230,11 +231,7 @@ def write_compact(system, positions, energies, walker, temperature: float, proto
 
 def _compact_only(args) -> dict:
   from cmtjax.targets.molecules import reference as ref
-  system = molecular_system_for(
-      args.target, temperature=300.0, precision=args.precision,
-      forcefield_files=args.forcefield.split(",") if args.forcefield else None)
-  runs = [ref.load_reference_set(system.name, path, n_atoms=system.n_atoms)
-           for path in args.compact_from.split(",")]
+  runs = [ref.load_reference_set("reference", path) for path in args.compact_from.split(",")]
   if len({r.temperature for r in runs}) > 1:
     raise ValueError(f"--compact-from: the sets have different temperatures "
                      f"{[r.temperature for r in runs]}")
@@ -250,9 +247,12 @@ def _compact_only(args) -> dict:
   system = molecular_system_for(
       args.target, temperature=full.temperature, precision=args.precision,
       forcefield_files=args.forcefield.split(",") if args.forcefield else None)
+  if full.positions.shape[1] != 3 * system.n_atoms:
+    raise ValueError(f"--compact-from: the sets hold {full.positions.shape[1] // 3} atoms, "
+                     f"{args.target!r} has {system.n_atoms}")
   frame_ps = None
-  if {"save_every", "dt"} <= set(full.protocol):
-    frame_ps = float(full.protocol["save_every"]) * float(full.protocol["dt"])
+  if {"save_every", "dt_ps"} <= set(full.protocol):
+    frame_ps = float(full.protocol["save_every"]) * float(full.protocol["dt_ps"])
   summary = {"compact": write_compact(system, full.positions, full.energies, full.walker,
                                       full.temperature, dict(full.protocol, compacted_from=[
                                           os.path.basename(r.path) for r in runs]),
@@ -274,6 +274,9 @@ def main(argv=None) -> dict:
 def generate(args: argparse.Namespace, argv=None) -> dict:
   """Runs the generation described by ``args`` (see :func:`add_arguments`); returns the
   summary written next to the output."""
+  if args.precision == "float64":
+    import jax
+    jax.config.update("jax_enable_x64", True)
   if args.compact_from:
     if not args.compact:
       raise ValueError("--compact-from needs --compact OUT.npz")
@@ -290,7 +293,7 @@ def generate(args: argparse.Namespace, argv=None) -> dict:
   system = molecular_system_for(
       args.target, temperature=float(temperatures[0]), precision=args.precision,
       forcefield_files=args.forcefield.split(",") if args.forcefield else None)
-  out = args.out or ref.cached_reference_path(system.name)
+  out = args.out or ref.cached_reference_path(ref.reference_key(system.target))
   print(f"{system.name}: {system.n_atoms} atoms; T = {np.round(temperatures, 1).tolist()} K; "
         f"{args.walkers} walkers x {temperatures.size} replicas; {args.burn_in} + {args.steps} "
         f"steps of {args.dt * 1e3:g} fs -> {out}", flush=True)
@@ -309,7 +312,10 @@ def generate(args: argparse.Namespace, argv=None) -> dict:
     n_steps=args.steps, burn_in=args.burn_in, save_every=args.save_every,
     swap_every=args.swap_every, dt=args.dt, friction=args.friction,
     frames_per_call=args.frames_per_call, progress=progress, checkpoint=checkpoint)
-  protocol = dict(result.protocol, seed=args.seed,
+  with open(system.pdb_path, "rb") as f:
+    pdb_sha256 = hashlib.sha256(f.read()).hexdigest()
+  protocol = dict(result.protocol, seed=args.seed, pdb=system.pdb_path, pdb_sha256=pdb_sha256,
+                  forcefield_files=list(system.forcefield_files),
                   command="python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
                   if argv is None else "main(" + repr(argv) + ")",
                   created=time.strftime("%Y-%m-%d %H:%M:%S %z"))

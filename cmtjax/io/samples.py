@@ -10,7 +10,7 @@
               where the target is); self-normalised weights w = exp(log_w − max) / Σ reweight
               any observable: E_p[f] ≈ Σ w f(x) / Σ w
   energies    [n] potential energies in kJ/mol (molecules only)
-  target      the target spec, ``dim``, ``kbt`` (molecules), ``format_version``
+  target      the target's name, ``dim``, ``kbt`` (molecules), ``format_version``
 
 Read it with :func:`load_samples` or plain ``numpy.load``.
 """

@@ -83,16 +83,22 @@ def check_target(target: Target, flow_dim: Optional[int] = None) -> None:
 
   if not isinstance(target, Target):
     raise ValueError(f"expected a cmtjax.Target, got {type(target).__name__}")
+  import operator  # pylint: disable=g-import-not-at-top
   name = target.name
-  if not isinstance(target.dim, int) or isinstance(target.dim, bool) or target.dim < 1:
-    raise ValueError(f"target {name!r}: dim must be a positive int, got {target.dim!r}")
-  if flow_dim is not None and flow_dim != target.dim:
+  try:
+    dim = operator.index(target.dim)  # int or NumPy integer
+  except TypeError:
+    dim = None
+  if dim is None or isinstance(target.dim, bool) or dim < 1:
+    raise ValueError(f"target {name!r}: dim must be a positive int, got {target.dim!r} "
+                     f"({type(target.dim).__name__})")
+  if flow_dim is not None and flow_dim != dim:
     raise ValueError(f"the flow has dimension {flow_dim} but target {name!r} has dimension "
                      f"{target.dim}")
   if not callable(target.log_prob):
     raise ValueError(f"target {name!r}: log_prob is not callable")
   batch = 3
-  probe = jax.ShapeDtypeStruct((batch, target.dim), jnp.float32)
+  probe = jax.ShapeDtypeStruct((batch, dim), jnp.float32)
   try:
     out = jax.eval_shape(target.log_prob, probe)
   except Exception as e:  # the user's function: any error while tracing it

@@ -11,10 +11,13 @@ A target spec (the ``target`` of a run config) is one of:
     ``["amber14-all.xml", "implicit/obc2.xml"]``);
   * a Python factory returning a :class:`~cmtjax.targets.base.Target`:
     ``package.module:function`` (importable; the working directory is searched too) or
-    ``path/to/file.py:function``. ``target_kwargs`` are passed to it.
+    ``path/to/file.py:function`` (the file's own folder is searched for its imports).
+    ``target_kwargs`` are passed to it.
 
 :func:`resolve_target_spec` checks a spec before anything heavy is imported and makes file
-paths absolute, so a saved config names the same files from any working directory.
+paths absolute, so a saved config names the same PDB or ``.py`` file from any working directory
+(a ``package.module`` is found wherever Python finds it). A Target object given from Python is
+labelled ``object:<name>``: no config can rebuild it.
 """
 
 from __future__ import annotations
@@ -83,10 +86,17 @@ USER_SPEC_HELP = ("a PDB file (path/to/molecule.pdb) or a Python factory returni
                   "(package.module:function or path/to/file.py:function)")
 
 
+OBJECT_PREFIX = "object:"
+
+
 def target_kind(spec: str) -> str:
-  """``"registered"``, ``"pdb"`` or ``"python"`` (see the module docstring)."""
+  """``"registered"``, ``"pdb"``, ``"python"`` (see the module docstring), ``"object"`` (the
+  label ``object:<name>`` of a Target object given to ``runner.run`` / ``cmtjax.fit``, which a
+  config cannot rebuild) or ``"unknown"``."""
   if spec in TARGET_NAMES:
     return "registered"
+  if spec.startswith(OBJECT_PREFIX):
+    return "object"
   if spec.lower().endswith(".pdb"):
     return "pdb"
   if ":" in spec:
@@ -103,6 +113,10 @@ def resolve_target_spec(spec: str) -> str:
   kind = target_kind(spec)
   if kind == "registered":
     return spec
+  if kind == "object":
+    raise ValueError(f"target {spec!r} was a Target object given from Python: a config cannot "
+                     f"rebuild it; pass the object again (cmtjax.load_run(DIR, target=...), "
+                     f"cmtjax.fit(target, ..., resume=True))")
   if kind == "pdb":
     if not os.path.isfile(spec):
       raise ValueError(f"target {spec!r}: PDB file not found")
@@ -125,14 +139,24 @@ def _load_factory(spec: str):
   module_name, _, function = spec.rpartition(":")
   try:
     if module_name.endswith(".py"):
-      digest = hashlib.sha1(os.path.abspath(module_name).encode()).hexdigest()[:12]
+      path = os.path.abspath(module_name)
+      with open(path, "rb") as f:  # a module per file content: an edited file is read again
+        digest = hashlib.sha1(path.encode() + f.read()).hexdigest()[:16]
       unique = f"cmtjax_user_target_{digest}"
       module = sys.modules.get(unique)
       if module is None:
-        loader_spec = importlib.util.spec_from_file_location(unique, module_name)
+        loader_spec = importlib.util.spec_from_file_location(unique, path)
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[unique] = module
-        loader_spec.loader.exec_module(module)
+        folder = os.path.dirname(path)
+        sys.path.insert(0, folder)  # the file may import modules next to it
+        try:
+          loader_spec.loader.exec_module(module)
+        except BaseException:
+          del sys.modules[unique]  # a later attempt reports the real error again
+          raise
+        finally:
+          sys.path.remove(folder)
     else:
       if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())  # `cmtjax` run from a project folder finds its modules
@@ -160,19 +184,17 @@ def _make_user_target(spec: str, **kwargs: Any) -> "Target":
   return target
 
 
-_PDB_KWARGS = ("forcefield_files", "temperature", "precision", "energy_log_threshold",
-               "energy_cap", "chunk_size", "name")
-
-
 def _make_pdb_target(path: str, **kwargs: Any) -> "Target":
-  unknown = sorted(set(kwargs) - set(_PDB_KWARGS))
-  if unknown:
-    raise ValueError(f"target {path!r} got unknown keyword argument(s) "
-                     f"{', '.join(map(repr, unknown))}; accepted: {', '.join(_PDB_KWARGS)}")
   try:
     from cmtjax.targets.molecules import make_molecular_system
+    from cmtjax.targets.molecules.systems import SYSTEM_KWARGS
   except ImportError as e:
     raise ImportError(f"a PDB target needs the 'molecules' extra (openmm, mdtraj): {e}") from e
+  accepted = (*SYSTEM_KWARGS, "name")
+  unknown = sorted(set(kwargs) - set(accepted))
+  if unknown:
+    raise ValueError(f"target {path!r} got unknown keyword argument(s) "
+                     f"{', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}")
   if "forcefield_files" in kwargs:
     kwargs["forcefield_files"] = tuple(kwargs["forcefield_files"])
   return make_molecular_system(path, **kwargs).target
@@ -199,7 +221,7 @@ def make_target(name: str, **kwargs: Any) -> "Target":
   kind = target_kind(name)
   if kind == "pdb":
     return _make_pdb_target(resolve_target_spec(name), **kwargs)
-  if kind == "python":
+  if kind in ("python", "object"):
     return _make_user_target(resolve_target_spec(name), **kwargs)
   if name not in _SYNTHETIC:
     resolve_target_spec(name)  # raises the unknown-target error

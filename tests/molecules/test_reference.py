@@ -298,3 +298,25 @@ def test_a_compact_set_keeps_every_frames_angles_and_a_decorrelated_subset(tmp_p
   assert got.all_angles.shape == (2 * n, 1, 2)
   assert np.unique(got.all_walker).size == 2 * walkers
   assert len(got.protocol["pooled_runs"]) == 2
+
+
+def test_reference_sets_are_kept_apart_by_force_field_temperature_and_file(tmp_path):
+  from cmtjax.targets.molecules import load_molecular_system, make_molecular_system
+  valdp = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "valdp.pdb")
+  aldp = load_molecular_system("aldp").target
+  assert ref.shipped_molecule(aldp) == "aldp" and ref.reference_key(aldp) == "aldp"
+  amber14 = load_molecular_system("aldp", forcefield_files=(
+      "amber14-all.xml", "implicit/obc2.xml")).target
+  warm = load_molecular_system("aldp", temperature=350.0).target
+  assert ref.reference_key(amber14).startswith("aldp_ff") and ref.reference_key(warm) == "aldp_350K"
+  # A user's file named aldp.pdb is not the shipped molecule.
+  copy = tmp_path / "aldp.pdb"
+  copy.write_text(open(valdp).read())
+  mine = make_molecular_system(str(copy)).target
+  assert ref.shipped_molecule(mine) is None and ref.reference_key(mine).startswith("aldp_")
+  shipped = ref.load_reference_set("aldp", ref.shipped_reference_path("aldp"))
+  assert ref.reference_mismatch(shipped, aldp) is None
+  assert "350 K" in ref.reference_mismatch(shipped, warm)
+  made_with = shipped._replace(protocol=dict(shipped.protocol, forcefield_files=[
+      "amber99sbildn.xml", "amber99_obc.xml"]))
+  assert "amber14-all.xml" in ref.reference_mismatch(made_with, amber14)

@@ -16,6 +16,7 @@ imported on first use.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import NamedTuple
@@ -79,6 +80,47 @@ def data_root() -> str:
     return os.path.abspath(os.path.expanduser(env))
   package = os.path.dirname(os.path.dirname(os.path.dirname(DATA_DIR)))  # .../cmtjax
   return os.path.join(os.path.dirname(package), "data")
+
+
+def shipped_molecule(target) -> str | None:
+  """The shipped molecule a molecular target is (its name, when built from the shipped PDB),
+  else None (a user's file, even one named ``aldp.pdb``)."""
+  spec = target.molecule
+  if spec is None or target.name not in MOLECULAR_SYSTEMS:
+    return None
+  shipped_pdb = os.path.join(DATA_DIR, MOLECULAR_SYSTEMS[target.name][0])
+  return target.name if os.path.abspath(spec.pdb_path) == os.path.abspath(shipped_pdb) else None
+
+
+def reference_key(target) -> str:
+  """The name a molecular target's reference set is cached under: the shipped molecule's name
+  with the default force field at 300 K; otherwise the name plus what differs (a user's PDB:
+  a hash of the file; other force-field files: a hash of their names; another temperature)."""
+  from cmtjax.targets.molecules.parameters import DEFAULT_FORCEFIELD_FILES
+  info = target.info
+  key = target.name
+  if shipped_molecule(target) is None:
+    with open(target.molecule.pdb_path, "rb") as f:
+      key += "_" + hashlib.sha256(f.read()).hexdigest()[:8]
+  files = list(info.get("forcefield_files", DEFAULT_FORCEFIELD_FILES))
+  if files != list(DEFAULT_FORCEFIELD_FILES):
+    key += "_ff" + hashlib.sha256(",".join(files).encode()).hexdigest()[:8]
+  if float(info.get("temperature", 300.0)) != 300.0:
+    key += f"_{float(info['temperature']):g}K"
+  return key
+
+
+def reference_mismatch(found: "ReferenceSet", target) -> str | None:
+  """Why a reference set does not belong to a target (force field, temperature), or None."""
+  info, protocol = target.info, found.protocol
+  if abs(found.temperature - float(info.get("temperature", found.temperature))) > 1e-6:
+    return (f"the reference was sampled at {found.temperature:g} K, the target is at "
+            f"{float(info['temperature']):g} K")
+  files = protocol.get("forcefield_files")
+  if files is not None and list(files) != list(info.get("forcefield_files", files)):
+    return (f"the reference was made with the force field {list(files)}, the target uses "
+            f"{list(info['forcefield_files'])}")
+  return None
 
 
 def cached_reference_path(name: str) -> str:
@@ -156,7 +198,7 @@ def load_reference_set(name: str, path: str | None = None, *,
     The ``ReferenceSet``.
 
   Raises:
-    ValueError: unknown system, or the file's atom count or format does not match.
+    ValueError: the file's atom count or format does not match.
     FileNotFoundError: no file (the message names the command that generates one).
   """
   command = GENERATE_COMMAND.format(name=spec or name)
@@ -187,8 +229,9 @@ def load_reference_set(name: str, path: str | None = None, *,
     positions = np.asarray(f["positions"], np.float32)
     if positions.ndim != 2 or positions.shape[1] % 3 or (
         n_atoms is not None and positions.shape[1] != 3 * n_atoms):
+      expected = "3 n_atoms" if n_atoms is None else 3 * n_atoms
       raise ValueError(f"{chosen}: positions have shape {positions.shape}, but {name!r} has "
-                       f"{n_atoms} atoms (expected [n, {3 * n_atoms}]); wrong system's file?")
+                       f"{n_atoms} atoms (expected [n, {expected}]); wrong system's file?")
     walker = (np.asarray(f["walker"], np.int32) if "walker" in f.files
               else np.zeros(positions.shape[0], np.int32))
     compact = {k: np.asarray(f[k]) for k in ("all_angles", "all_energies", "all_walker")

@@ -270,7 +270,7 @@ def make_molecular_system(
     energy_and_forces=energy_and_forces, log_prob_with_info=log_prob_with_info, target=target)
 
 
-_SYSTEM_KWARGS = ("forcefield_files", "temperature", "precision", "energy_log_threshold",
+SYSTEM_KWARGS = ("forcefield_files", "temperature", "precision", "energy_log_threshold",
                   "energy_cap", "chunk_size")
 
 
@@ -290,10 +290,10 @@ def load_molecular_system(name: str, **kwargs) -> MolecularSystem:
   """
   if name not in MOLECULAR_SYSTEMS:
     raise ValueError(f"unknown molecular system {name!r}; known: {sorted(MOLECULAR_SYSTEMS)}")
-  unknown = sorted(set(kwargs) - set(_SYSTEM_KWARGS))
+  unknown = sorted(set(kwargs) - set(SYSTEM_KWARGS))
   if unknown:
     raise ValueError(f"molecular target {name!r} got unknown keyword argument(s) "
-                     f"{', '.join(map(repr, unknown))}; accepted: {', '.join(_SYSTEM_KWARGS)}")
+                     f"{', '.join(map(repr, unknown))}; accepted: {', '.join(SYSTEM_KWARGS)}")
   filename, n_atoms, description = MOLECULAR_SYSTEMS[name]
   system = make_molecular_system(os.path.join(DATA_DIR, filename), name=name, **kwargs)
   if system.n_atoms != n_atoms:
