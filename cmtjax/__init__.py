@@ -23,7 +23,8 @@ _EXPORTS = {
     "CMTConfig": "methods", "ReverseKLConfig": "methods", "make_method": "methods",
     "Target": "targets", "make_target": "targets",
     "Method": "train", "TrainState": "train", "train": "train",
-    "CMT": "api", "FAB": "api", "ForwardKL": "api", "ReverseKL": "api", "TABG": "api",
+    "CMT": "api", "FAB": "api", "ForwardKL": "api", "ReverseKL": "api", "SMC": "api",
+    "TABG": "api",
     "Run": "api", "fit": "api", "load_run": "api", "method": "api",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -89,6 +89,12 @@ def ForwardKL(**hyperparameters: Any) -> MethodChoice:
   return method("forward_kl", **hyperparameters)
 
 
+def SMC(**hyperparameters: Any) -> MethodChoice:
+  """Adaptive tempered SMC (blackjax; :class:`cmtjax.methods.smc.SMCConfig` fields): the
+  non-ML baseline. Its result is a weighted particle set, not a flow."""
+  return method("smc", **hyperparameters)
+
+
 @dataclasses.dataclass
 class Run:
   """A trained model and its figures.
@@ -109,9 +115,18 @@ class Run:
   metrics: dict
   out_dir: Optional[str] = None
 
+  def _needs_flow(self, what: str) -> None:
+    from cmtjax.methods import get_method
+    if get_method(self.config.method).particle_method:
+      where = os.path.join(self.out_dir, "samples.npz") if self.out_dir else "its samples"
+      raise ValueError(f"method {self.config.method!r} is a particle sampler: it trained no "
+                       f"flow to {what}; its weighted particles are in {where} "
+                       f"(cmtjax.io.samples.load_samples)")
+
   def sample(self, n: int, seed: int = 0, *, chunk: int = 8192) -> dict:
     """``n`` model samples with log q, log p̃, log importance weights (and energies in kJ/mol
     for molecules): the arrays of :mod:`cmtjax.io.samples`."""
+    self._needs_flow("sample")
     from cmtjax.io.samples import draw_samples
     sample_fn = jax.jit(self.flow.sample_and_log_prob, static_argnums=(2,))
     return draw_samples(self.target, sample_fn, self.params, jax.random.PRNGKey(seed), int(n),
@@ -135,6 +150,7 @@ class Run:
     """Evaluates the trained flow again (e.g. against a new reference file for a molecule):
     the figures of the end of training, recomputed with the run's evaluation key; with
     ``write`` and a run folder, metrics.json, samples.npz and the plots are rewritten."""
+    self._needs_flow("evaluate")
     from cmtjax.runner import TRAINING_KEYS, evaluate_trained, read_records, write_metrics
     metrics = {k: self.metrics[k] for k in TRAINING_KEYS if k in self.metrics}
     spec = get_method(self.config.method)

@@ -125,14 +125,18 @@ def _resume(args) -> int:
 
 def _print_summary(metrics: dict, out: str) -> None:
   """The run's key figures: a JSON line for scripts, then a short summary for people."""
-  keys = ("target", "method", "seed", "reverse_ess", "reverse_ess_clipped", "log_z",
+  keys = ("target", "method", "seed", "reverse_ess", "reverse_ess_clipped", "particle_ess",
+          "log_z",
           "log_z_error", "log_z_se", "modes_covered", "n_modes", "mode_tv", "target_evals",
           "warnings", "timing")
   print(json.dumps({k: metrics[k] for k in keys if k in metrics}))
   parts = []
   if metrics.get("n_modes") is not None:
     parts.append(f"{metrics['modes_covered']}/{metrics['n_modes']} modes")
-  parts.append(f"reverse ESS {metrics['reverse_ess']:.3f}")
+  if "reverse_ess" in metrics:
+    parts.append(f"reverse ESS {metrics['reverse_ess']:.3f}")
+  else:  # a particle method (SMC)
+    parts.append(f"particle ESS {metrics['particle_ess']:.3f} of {metrics['n_particles']}")
   if metrics.get("log_z_error") is not None:
     parts.append(f"log Z error {metrics['log_z_error']:+.2e} "
                  f"(standard error {metrics.get('log_z_se') or 0.0:.1e})")

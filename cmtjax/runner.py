@@ -38,7 +38,7 @@ from cmtjax.flows import flow_for_target
 from cmtjax.io import plots
 from cmtjax.io.config import RunConfig, save_config, to_dict
 from cmtjax.methods import get_method, make_method
-from cmtjax.metrics import evaluate, run_warnings
+from cmtjax.metrics import evaluate, evaluate_particles, run_warnings
 from cmtjax.targets import check_target, make_target
 from cmtjax.targets.registry import OBJECT_PREFIX, target_kind
 from cmtjax.train import (CheckpointOptions, TargetNotFinite, fingerprint, initialize,
@@ -208,7 +208,9 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
     return write
 
   try:
-    result = train(method, k_train, params, eval_fn=eval_during if cfg.eval.every else None,
+    # A particle method's flow is not trained: evaluating it during training says nothing.
+    in_training = cfg.eval.every and method.particles is None
+    result = train(method, k_train, params, eval_fn=eval_during if in_training else None,
                    eval_every=cfg.eval.every, on_record=writer("steps"),
                    on_eval=writer("evals"), progress=progress and primary,
                    desc=f"{cfg.method} on {cfg.target}", checkpoint=ckpt_opts, resume=resume,
@@ -235,8 +237,15 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
   final_beta = result.records[-1].get("beta") if result.records else None
   metrics["final_beta"] = final_beta
   # Every process evaluates (the same numbers); only process 0 writes files.
-  evaluate_trained(cfg, target, flow, params, out_dir if primary else None, metrics, k_eval,
-                   molecular=primary)
+  if method.particles is not None:  # a particle method (SMC): its particles are the result
+    evaluate_particle_run(cfg, target, method.particles(result.state),
+                          out_dir if primary else None, metrics, molecular=primary)
+    if out_dir is not None and primary:
+      with open(os.path.join(out_dir, "state.msgpack"), "wb") as f:
+        f.write(serialization.to_bytes(jax.device_get(result.state.method_state)))
+  else:
+    evaluate_trained(cfg, target, flow, params, out_dir if primary else None, metrics, k_eval,
+                     molecular=primary)
   metrics["timing"]["total_seconds"] = time.perf_counter() - t_start
   if out_dir is not None and primary:
     write_metrics(out_dir, metrics)
@@ -308,6 +317,41 @@ def evaluate_trained(cfg: RunConfig, target, flow, params, out_dir: Optional[str
                    draw_samples(target, sample_fn, params, jax.random.fold_in(k_eval, 2),
                                 cfg.eval.n_saved_samples, chunk=min(cfg.eval.chunk, 8192)))
     _write_sample_plot(cfg, target, out_dir, params, sample_fn)
+  return metrics
+
+
+def evaluate_particle_run(cfg: RunConfig, target, particles, out_dir: Optional[str],
+                          metrics: dict, *, reference_path: Optional[str] = None,
+                          molecular: bool = True) -> dict:
+  """The evaluation of a particle method's result ``(x, log_w, log_z)``: the particles' ESS,
+  log Z and mode figures (:func:`cmtjax.metrics.evaluate_particles`), the molecular report
+  of the weighted particles (no forward figures: there is no model density), warnings, and
+  with ``out_dir`` the files ``samples.npz`` (every particle) and ``samples.png``; updates
+  and returns ``metrics``."""
+  x, log_w, log_z = (np.asarray(a) for a in jax.device_get(particles))
+  timing = metrics.setdefault("timing", {})
+  t_eval = time.perf_counter()
+  metrics.update(evaluate_particles(target, x, log_w, float(log_z), chunk=cfg.eval.chunk))
+  timing["eval_seconds"] = time.perf_counter() - t_eval
+  reference_path = reference_path or cfg.eval.reference or None
+  if target.molecule is not None and molecular:
+    from cmtjax.io.molecular_report import molecular_report
+    t_mol = time.perf_counter()
+    metrics.update(molecular_report(
+        target, None, None, None, len(x), out_dir, samples=(x, log_w),
+        reference_path=reference_path, chunk=min(cfg.eval.chunk, 8192),
+        title=f"{cfg.method} on {target.name}"))
+    timing["molecular_eval_seconds"] = time.perf_counter() - t_mol
+  metrics["warnings"] = run_warnings(metrics, metrics.get("final_beta"))
+  if out_dir is not None:
+    from cmtjax.io.samples import particle_samples, save_samples
+    save_samples(os.path.join(out_dir, "samples.npz"),
+                 particle_samples(target, x, log_w, chunk=min(cfg.eval.chunk, 8192)))
+    rng = np.random.default_rng(cfg.seed)
+    w = np.exp(log_w - np.max(log_w))
+    idx = rng.choice(len(x), size=min(5000, len(x)), p=w / w.sum())
+    _write_sample_plot(cfg, target, out_dir, None,
+                       lambda _p, _k, _n: (jnp.asarray(x[idx]), None))
   return metrics
 
 

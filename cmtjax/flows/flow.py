@@ -14,7 +14,7 @@ samples). With zero-initialised conditioners every coupling is the identity, so 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import chex
 import jax
@@ -41,6 +41,15 @@ class Flow(NamedTuple):
       the map from base (standardised) z to x and log |det dx/dz|.
     inverse: ``(params, x: [batch, dim]) -> (z: [batch, dim], log_det: [batch])``,
       the map from x to z and log |det dz/dx|.
+    base_sample: ``(key, n) -> z: [n, dim_z]``, draws of the base variable.
+    base_log_prob: ``z: [batch, dim_z] -> [batch]``, the base log density (-inf outside
+      its support).
+    base_wrap: ``z -> z``, maps a point of the base space to its canonical representative
+      (periodic base coordinates, e.g. the free dihedrals of a molecular flow, are taken
+      modulo their period; the identity for a Gaussian base). Samplers that move in base
+      space (:mod:`cmtjax.methods.smc`) evaluate the base and ``forward`` at
+      ``base_wrap(z)``. These three are None for a flow built elsewhere that does not
+      provide them.
   """
 
   config: FlowConfig
@@ -49,6 +58,9 @@ class Flow(NamedTuple):
   log_prob: Callable[[Params, Array], Array]
   forward: Callable[[Params, Array], tuple[Array, Array]]
   inverse: Callable[[Params, Array], tuple[Array, Array]]
+  base_sample: Optional[Callable[[Array, int], Array]] = None
+  base_log_prob: Optional[Callable[[Array], Array]] = None
+  base_wrap: Optional[Callable[[Array], Array]] = None
 
   @property
   def dim(self) -> int:
@@ -183,4 +195,6 @@ def make_flow(config: FlowConfig) -> Flow:
 
   return Flow(config=config, init=init,
               sample_and_log_prob=sample_and_log_prob, log_prob=log_prob,
-              forward=forward, inverse=inverse)
+              forward=forward, inverse=inverse,
+              base_sample=lambda key, n: jax.random.normal(key, (n, dim), jnp.float32),
+              base_log_prob=standard_normal_log_prob, base_wrap=lambda z: z)

@@ -191,5 +191,10 @@ def make_internal_flow(config: FlowConfig, ic: InternalCoordinates) -> Flow:
     x, ld_ic = ic.to_cartesian(y)
     return x, base_log_prob(y0) - ld - ld_ic
 
+  def base_wrap(y0: Array) -> Array:
+    """Free dihedrals (uniform on [-1, 1), periodic) taken modulo 2 into [-1, 1)."""
+    return jnp.where(bounded_mask, y0, jnp.mod(y0 + 1.0, 2.0) - 1.0)
+
   return Flow(config=config, init=init, sample_and_log_prob=sample_and_log_prob,
-              log_prob=log_prob, forward=forward, inverse=inverse)
+              log_prob=log_prob, forward=forward, inverse=inverse,
+              base_sample=base_sample, base_log_prob=base_log_prob, base_wrap=base_wrap)

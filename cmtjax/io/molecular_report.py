@@ -68,12 +68,13 @@ def no_reference_note(spec: str, target=None, why: str = "") -> str:
 
 def molecular_report(
     target,
-    sample_and_log_prob: Callable[[Array, int], tuple[Array, Array]],
-    log_prob_fn: Callable[[Array], Array],
-    key: Array,
+    sample_and_log_prob: Optional[Callable[[Array, int], tuple[Array, Array]]],
+    log_prob_fn: Optional[Callable[[Array], Array]],
+    key: Optional[Array],
     n_samples: int,
     out_dir: Optional[str] = None,
     *,
+    samples: Optional[tuple] = None,
     reference: Optional[np.ndarray] = None,
     reference_path: Optional[str] = None,
     chunk: int = 8192,
@@ -85,9 +86,12 @@ def molecular_report(
     target: a molecular ``Target`` (``target.molecule`` set).
     sample_and_log_prob: ``(key, n) -> (x: [n, 3N], log_q: [n])`` Cartesian samples and
       Cartesian log density.
-    log_prob_fn: ``x: [n, 3N] -> [n]`` Cartesian log q.
+    log_prob_fn: ``x: [n, 3N] -> [n]`` Cartesian log q (None: a sampler without a density;
+      the forward figures, which need log q at the reference, are left out).
     key: PRNG key.
     n_samples: model samples.
+    samples: ``(x [n, 3N], log_w [n])``, a weighted particle set to report instead of
+      drawing from ``sample_and_log_prob`` (e.g. SMC's particles and their log weights).
     out_dir: folder for the plots and the trajectory (None: figures only).
     reference: [m, 3N] reference positions; default ``load_reference(target.name,
       reference_path)`` when one exists.
@@ -102,11 +106,15 @@ def molecular_report(
   spec = target.molecule
   if spec is None:
     raise ValueError(f"target {target.name!r} is not a molecule")
-  parts = list(draw_in_chunks(sample_and_log_prob, key, n_samples, chunk))
-  x = np.concatenate([np.asarray(p[0]) for p in parts])
-  log_q = np.concatenate([np.asarray(p[1]) for p in parts])
+  if samples is not None:
+    x = np.asarray(samples[0])
+    log_w = np.asarray(samples[1], np.float64)
+  else:
+    parts = list(draw_in_chunks(sample_and_log_prob, key, n_samples, chunk))
+    x = np.concatenate([np.asarray(p[0]) for p in parts])
+    log_q = np.concatenate([np.asarray(p[1]) for p in parts])
+    log_w = map_in_chunks(target.log_prob, x, chunk) - log_q
   energy = map_in_chunks(spec.energy, x, chunk)
-  log_w = map_in_chunks(target.log_prob, x, chunk) - log_q
   from cmtjax.targets.molecules.reference import (reference_key, reference_mismatch,
                                                   shipped_molecule)
   shipped = shipped_molecule(target)
@@ -136,7 +144,8 @@ def molecular_report(
     x_ref = np.asarray(reference, np.float32)
     e_ref = map_in_chunks(spec.energy, x_ref, chunk)
     log_p_ref = map_in_chunks(target.log_prob, x_ref, chunk)
-    log_q_ref = map_in_chunks(log_prob_fn, x_ref, chunk)
+    log_q_ref = (map_in_chunks(log_prob_fn, x_ref, chunk) if log_prob_fn is not None
+                 else np.full(len(x_ref), np.nan))
     compact = found is not None and found.all_angles is not None
     if compact:  # every frame's angles and energies; coordinates of a decorrelated subset
       blocks = found.all_walker
@@ -146,6 +155,10 @@ def molecular_report(
         reference_signs=spec.chirality, ref_blocks=blocks,
         ref_angles_all=found.all_angles if compact else None,
         e_ref_all=found.all_energies if compact else None))
+    if log_prob_fn is None:  # no model density: no forward figures
+      for k in ("eubo", "nll", "forward_ess", "log_z_forward", "n_ref_outside_support",
+                "n_ref_nonfinite"):
+        figures.pop(k, None)
   w = np.asarray(normalised_weights(log_w))
   angles = backbone_angles(x, top)
   ref_angles = None if reference is None else backbone_angles(reference, top)

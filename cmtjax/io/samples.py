@@ -12,6 +12,10 @@
   energies    [n] potential energies in kJ/mol (molecules only)
   target      the target's name, ``dim``, ``kbt`` (molecules), ``format_version``
 
+A particle method (``--method smc``) has no density: its ``samples.npz`` holds its final
+weighted particles, ``log_q`` is NaN and ``log_w`` is the particles' own log weight
+(:func:`particle_samples`).
+
 Read it with :func:`load_samples` or plain ``numpy.load``.
 """
 
@@ -53,6 +57,20 @@ def draw_samples(target, sample_fn: Callable, params, key: jax.Array, n: int, *,
   log_p = np.asarray(map_in_chunks(target.log_prob, x, chunk), np.float64)
   out = {"positions": x, "log_q": log_q, "log_p": log_p, "log_w": log_p - log_q,
          "target": target.name, "dim": target.dim}
+  if target.molecule is not None:
+    out["energies"] = np.asarray(map_in_chunks(target.molecule.energy, x, chunk), np.float64)
+    out["kbt"] = float(target.molecule.kbt)
+  return out
+
+
+def particle_samples(target, x, log_w, *, chunk: int = 8192) -> dict[str, Any]:
+  """The samples.npz dict of a weighted particle set (no density: ``log_q`` is NaN)."""
+  x = np.asarray(x)
+  if x.dtype != np.float64:
+    x = x.astype(np.float32)
+  log_p = np.asarray(map_in_chunks(target.log_prob, x, chunk), np.float64)
+  out = {"positions": x, "log_q": np.full(len(x), np.nan), "log_p": log_p,
+         "log_w": np.asarray(log_w, np.float64), "target": target.name, "dim": target.dim}
   if target.molecule is not None:
     out["energies"] = np.asarray(map_in_chunks(target.molecule.energy, x, chunk), np.float64)
     out["kbt"] = float(target.molecule.kbt)

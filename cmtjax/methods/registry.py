@@ -24,6 +24,7 @@ METHOD_MODULES: dict[str, str] = {
     "fab": "cmtjax.methods.fab",
     "tabg": "cmtjax.methods.tabg",
     "forward_kl": "cmtjax.methods.forward_kl",
+    "smc": "cmtjax.methods.smc",
 }
 
 _REGISTERED: dict[str, "MethodSpec"] = {}
@@ -45,6 +46,8 @@ class MethodSpec:
       from the step records (None: none).
     plot: ``(out_dir, records, config, title) -> None`` writes the method's own training
       plot (None: the loop's generic loss / ESS curve, ``training.png``).
+    particle_method: the method's result is a weighted particle set, not a trained flow
+      (its ``Method.particles`` is set; a run folder then has no flow to sample).
   """
 
   name: str
@@ -52,6 +55,7 @@ class MethodSpec:
   make: Callable[..., Any]
   summary: Optional[Callable[[list, Any, Any], dict]] = None
   plot: Optional[Callable[[str, list, Any, str], None]] = None
+  particle_method: bool = False
 
 
 def method_names() -> tuple[str, ...]:

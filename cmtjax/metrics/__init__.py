@@ -14,7 +14,7 @@ from cmtjax.metrics.basins import (
 )
 from cmtjax.metrics.checks import run_warnings
 from cmtjax.metrics.ess import forward_ess, reverse_ess, reverse_ess_clipped
-from cmtjax.metrics.evaluate import evaluate
+from cmtjax.metrics.evaluate import evaluate, evaluate_particles
 from cmtjax.metrics.evidence import elbo, eubo, log_z_forward, log_z_reverse
 from cmtjax.metrics.modes import (
     mode_occupancy,
@@ -51,6 +51,7 @@ __all__ = [
     "energy_distance",
     "eubo",
     "evaluate",
+    "evaluate_particles",
     "forward_ess",
     "log_z_forward",
     "log_z_reverse",

@@ -31,8 +31,8 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None) ->
     out.append(f"only {k} of {n} modes covered: the flow misses mass that reverse ESS "
                f"cannot see")
   err, se = metrics.get("log_z_error"), metrics.get("log_z_se")
-  if err is not None:
-    limit = max(LOG_Z_SIGMAS * (se or 0.0), LOG_Z_FLOOR)
+  if err is not None and se is not None:  # a particle sampler's log Z has no error bar here
+    limit = max(LOG_Z_SIGMAS * se, LOG_Z_FLOOR)
     if not abs(err) <= limit:
       out.append(f"log Z error {err:+.3g} exceeds {LOG_Z_SIGMAS:g} standard errors "
                  f"({limit:.2g}): mass is missing or misplaced")

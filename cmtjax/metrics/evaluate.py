@@ -13,7 +13,7 @@ from cmtjax.metrics.ess import forward_ess, reverse_ess, reverse_ess_clipped
 from cmtjax.metrics.evidence import elbo, eubo, log_z_forward, log_z_reverse
 from cmtjax.metrics.modes import _weighted_fraction, mode_occupancy, mode_tv, modes_covered
 from cmtjax.metrics.weights import count_nonfinite, normalised_weights
-from cmtjax.sampling.chunks import draw_in_chunks
+from cmtjax.sampling.chunks import draw_in_chunks, map_in_chunks
 from cmtjax.targets.base import Target
 
 Array = jax.Array
@@ -196,4 +196,61 @@ def evaluate(
     ref = _batched_stats(target, draw_ref, key_ref, n_samples * n_repeats, chunk)
     result.update(_to_python(_forward_figures(jnp.asarray(ref["log_w"]),
                                               jnp.asarray(ref["log_q"]))))
+  return result
+
+
+def evaluate_particles(
+    target: Target,
+    x: Array,
+    log_w: Array,
+    log_z: Optional[float] = None,
+    *,
+    chunk: int = 16384,
+    mode_threshold: float = 0.25,
+) -> dict[str, Any]:
+  """Evaluates a weighted particle set (a sampler without a density, e.g. SMC).
+
+  The flow figures of :func:`evaluate` need a model density; a particle set has none, so
+  this gives what it can: the particles' own ESS, the sampler's log Z, and the mode or well
+  figures of the unweighted (``modes_covered``, ``mode_tv``) and weighted
+  (``mode_tv_reweighted``) particles.
+
+  Args:
+    target: the target.
+    x: [N, dim] particles.
+    log_w: [N] their log weights (normalised or not; -inf for weight 0).
+    log_z: the sampler's own log Z estimate (None: not reported).
+    chunk: particles per call of the target's mode assignment.
+    mode_threshold: a mode is covered when it holds ≥ this × its true share.
+
+  Returns:
+    ``particle_ess`` (ESS of the weights as a fraction of N), ``n_particles``, ``log_z``
+    and ``log_z_error`` (when both are known), and the mode / well figures.
+  """
+  x = np.asarray(x)
+  log_w = np.asarray(log_w, np.float64)
+  n = int(x.shape[0])
+  if x.ndim != 2 or log_w.shape != (n,) or n < 1:
+    raise ValueError(f"need x [N, dim] and log_w [N], got {x.shape} and {log_w.shape}")
+  w_bar = np.asarray(normalised_weights(jnp.asarray(log_w)), np.float64)
+  result: dict[str, Any] = {
+      "particle_ess": float(1.0 / np.sum(w_bar ** 2) / n) if w_bar.sum() > 0 else 0.0,
+      "n_particles": n,
+  }
+  if log_z is not None:
+    result["log_z"] = float(log_z)
+    if target.log_Z is not None:
+      result["log_z_error"] = result["log_z"] - float(target.log_Z)
+  finite = jnp.asarray(np.isfinite(log_w).astype(np.float32))
+  if target.mode_weights is not None:
+    true_w = jnp.asarray(target.mode_weights, jnp.float32)
+    mode_idx = jnp.asarray(map_in_chunks(target.assign_modes, x, chunk))
+    result.update(_to_python(_mode_figures(mode_idx, finite, jnp.asarray(w_bar, jnp.float32),
+                                           true_w, mode_threshold,
+                                           n_modes=int(true_w.shape[0]))))
+    result["n_modes"] = int(true_w.shape[0])
+  if "well_boundary" in target.info and "right_well_prob" in target.info:
+    right = jnp.asarray(x[:, 0::2] > target.info["well_boundary"])
+    result.update(_to_python(_well_figures(right, finite, jnp.asarray(w_bar, jnp.float32),
+                                           float(target.info["right_well_prob"]))))
   return result

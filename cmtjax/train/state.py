@@ -67,6 +67,9 @@ class Method(NamedTuple):
       evaluations the next step will make (None: always ``evals_per_step``).
     max_target_evals: the loop stops before a step that would exceed this many target
       evaluations in all (None: no limit beyond ``n_steps``).
+    particles: for a method whose result is a weighted particle set rather than a trained
+      flow (the SMC baseline): ``TrainState -> (x [N, dim], log_w [N], log_z)``; the runner
+      then evaluates the particles (None: a flow method, evaluated through its flow).
   """
 
   name: str
@@ -77,3 +80,4 @@ class Method(NamedTuple):
   n_steps: int
   step_evals: Optional[Callable[[TrainState], int]] = None
   max_target_evals: Optional[int] = None
+  particles: Optional[Callable[[TrainState], tuple[Array, Array, Array]]] = None

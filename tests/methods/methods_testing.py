@@ -6,6 +6,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cmtjax.flows import FlowConfig, make_flow
 from cmtjax.metrics import reverse_ess
@@ -57,7 +58,9 @@ def counting(target: Target) -> tuple[Target, Counter, Counter]:
   c_lp, c_s = Counter(), Counter()
 
   def log_prob(x):
-    jax.debug.callback(c_lp.add, x.shape[0])
+    # The rows are read from the array itself, so that a call under vmap (SMC evaluates
+    # one particle at a time, vmapped) counts every particle.
+    jax.debug.callback(lambda a: c_lp.add(int(np.prod(np.shape(a)[:-1]))), x)
     return target.log_prob(x)
 
   sample = None
