@@ -5,7 +5,7 @@ budget of target evaluations, the same evaluation), each in its own folder. A me
 as a spec ``name[:key=value[,key=value…]]``; keys without a dot belong to the method's config
 section, dotted keys are full config paths:
 
-  cmt  reverse_kl  fab  tabg  forward_kl
+  cmt  reverse_kl  fab  tabg  forward_kl  smc
   cmt:path=geometric          CMT ablations (trust region only; also tempered, none)
   cmt:schedule=linear_beta    fixed schedules (also geometric_beta, geometric_temperature)
   fab:n_leapfrog=10,flow.n_bins=16
@@ -32,6 +32,9 @@ on a linear and a log scale) in ``--results-dir``, and each run's folder under
 ``--runs-dir/<target>/<method>/seed<k>``. ``--resume`` reuses runs
 whose ``metrics.json`` exists (a long table can be finished in several sittings);
 ``--report-only`` runs nothing and writes the table and plot of the finished runs.
+``--merge earlier/compare_<target>.json`` adds the rows of an earlier comparison of the same
+target and budget for the methods not run now (rows made in another sitting or on another
+machine; the table names where each merged row came from).
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ COLUMNS = (
     ("training_seconds", "training s", ".3g"),
     ("reverse_ess", "reverse ESS %", "pct"),
     ("reverse_ess_clipped", "clipped ESS %", "pct"),
+    # A particle sampler (smc) has no model density: the ESS of its final particles' weights.
+    ("particle_ess", "particle ESS %", "pct"),
+    ("log_z", "log Z", ".5g"),
     ("eubo", "EUBO", ".4g"),
     ("abs_log_z_error", "abs log Z error", ".2g"),
     ("abs_ais_log_z_error", "AIS abs log Z error", ".2g"),
@@ -131,7 +137,10 @@ def markdown_table(target: str, summaries: dict[str, dict], budget: float,
            "Reverse ESS: median of the evaluation's repeats per run. Modes covered: a mode "
            "counts when it holds at least a quarter of its true share. A run stops at the "
            "last whole outer step within the budget, so its target evaluations can fall "
-           "short of it by less than one step's cost.", "",
+           "short of it by less than one step's cost. Particle ESS (smc, a particle sampler "
+           "without a model density, so reverse ESS, EUBO and forward ESS do not apply): the "
+           "ESS of its final particles' weights; its molecular figures are those of the "
+           "weighted particles.", "",
            *grid.md_table(["method", "runs", *(c[1] for c in cols)], rows)]
   return "\n".join(lines) + "\n"
 
@@ -155,6 +164,11 @@ def main(argv=None) -> int:
   ap.add_argument("--report-only", action="store_true",
                   help="run nothing: write the table and plot from the runs in --runs-dir that "
                        "have a metrics.json (e.g. while a long table is still running)")
+  ap.add_argument("--merge", action="append", default=[], metavar="COMPARE.json",
+                  help="add the runs of an earlier comparison of the same target and budget "
+                       "(a compare_<target>.json) for the methods this invocation does not "
+                       "run, e.g. rows made on another machine or in another sitting; "
+                       "repeatable")
   ap.add_argument("--jobs", type=int, default=1,
                   help="runs in parallel, each in its own process pinned to a share of the "
                        "CPUs (their wall times then compare with each other only)")
@@ -184,6 +198,8 @@ def main(argv=None) -> int:
       "target": args.target, "budget": int(args.budget), "seeds": args.seeds,
       "command": " ".join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:])),
       "methods": {s: {"spec": s, "overrides": parsed[s][1], "runs": []} for s in specs}}
+  merged = _merge(args.merge, args.target, int(args.budget), specs)
+  results["methods"].update(merged)
   cmt_anneal_steps: dict[int, int] = {}
   collected: dict[tuple[str, int], dict] = {}
   notes: dict[tuple[str, int], dict] = {}
@@ -259,6 +275,29 @@ def main(argv=None) -> int:
   return 0
 
 
+def _merge(paths: list[str], target: str, budget: int, specs: list[str]) -> dict:
+  """The method entries of earlier comparisons (same target and budget) whose spec this
+  invocation does not run; each run keeps its metrics and is marked ``merged_from``."""
+  out: dict[str, dict] = {}
+  for path in paths:
+    try:
+      with open(path) as f:
+        earlier = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      raise SystemExit(f"compare.py: --merge {path}: {e}") from None
+    if earlier.get("target") != target or int(earlier.get("budget", -1)) != budget:
+      raise SystemExit(f"compare.py: --merge {path}: a comparison of "
+                       f"{earlier.get('target')!r} at {earlier.get('budget')}, not of "
+                       f"{target!r} at {budget}")
+    for spec, entry in earlier.get("methods", {}).items():
+      if spec in specs or spec in out:
+        continue
+      runs = [dict(r, merged_from=path) for r in entry.get("runs", [])]
+      out[spec] = {"spec": spec, "overrides": entry.get("overrides", {}), "runs": runs,
+                   "merged_from": path, "command": earlier.get("command")}
+  return out
+
+
 def _is_fixed_schedule(parsed_spec: tuple[str, dict]) -> bool:
   name, layer = parsed_spec
   cmt = layer.get("cmt", {})
@@ -268,7 +307,8 @@ def _is_fixed_schedule(parsed_spec: tuple[str, dict]) -> bool:
 
 def _curve(run: dict) -> list[dict]:
   """A run's in-training evaluations, ending with its final evaluation."""
-  curve = grid.load_jsonl(os.path.join(run["folder"], "evals.jsonl"))
+  path = os.path.join(run.get("folder") or "", "evals.jsonl")
+  curve = grid.load_jsonl(path) if os.path.isfile(path) else []  # merged runs: final point
   last = curve[-1]["target_evals"] if curve else -1
   if run.get("target_evals") is not None and run["target_evals"] > last:
     curve.append({"target_evals": run["target_evals"], "reverse_ess": run.get("reverse_ess")})
@@ -283,6 +323,10 @@ def _write(results: dict, stem: str, final: bool = False) -> None:
   with open(stem + ".md", "w") as f:
     f.write(markdown_table(results["target"], summaries, results["budget"], results["seeds"]))
     f.write(f"\nCommand: `{results['command']}`\n")
+    for spec, e in results["methods"].items():
+      if e.get("merged_from"):
+        f.write(f"\nRow {spec}: merged from {e['merged_from']} (command: "
+                f"`{e.get('command')}`)\n")
   if final:
     curves = {s: [_curve(r) for r in e["runs"] if "error" not in r]
               for s, e in results["methods"].items()}

@@ -114,6 +114,38 @@ def test_report_only_tables_the_finished_runs(tmp_path):
   assert (res / "compare_gmm40.png").stat().st_size > 1000
 
 
+def test_merge_adds_the_rows_of_an_earlier_comparison(tmp_path):
+  """--merge: an earlier table's methods join this one's (same target and budget only); a
+  method run now keeps its own rows, and the table says where merged rows came from."""
+  import json
+
+  runs, res, old = tmp_path / "runs", tmp_path / "res", tmp_path / "old.json"
+  folder = runs / "gmm40" / "smc" / "seed0"
+  folder.mkdir(parents=True)
+  (folder / "metrics.json").write_text(json.dumps(
+      {"method": "smc", "seed": 0, "particle_ess": 0.97, "log_z": 0.01, "target_evals": 990,
+       "timing": {"total_seconds": 5.0}}))
+  earlier = {"target": "gmm40", "budget": 1000, "command": "compare.py earlier",
+             "methods": {"cmt": {"spec": "cmt", "runs": [
+                 {"method": "cmt", "seed": 0, "reverse_ess": 0.9, "target_evals": 1000}]},
+                 "smc": {"spec": "smc", "runs": [{"method": "smc", "seed": 0,
+                                                  "particle_ess": 0.1}]}}}
+  old.write_text(json.dumps(earlier))
+  argv = ["--target", "gmm40", "--methods", "smc", "--seeds", "0", "--budget", "1e3",
+          "--runs-dir", str(runs), "--results-dir", str(res), "--report-only",
+          "--set", "smc.n_particles=10"]
+  assert compare.main(argv + ["--merge", str(old)]) == 0
+  results = json.loads((res / "compare_gmm40.json").read_text())
+  assert results["methods"]["cmt"]["runs"][0]["merged_from"] == str(old)
+  assert results["methods"]["smc"]["runs"][0]["particle_ess"] == 0.97  # run now: its own
+  table = (res / "compare_gmm40.md").read_text()
+  assert "| cmt | 1 |" in table and "particle ESS %" in table and "merged from" in table
+  earlier["budget"] = 2000
+  old.write_text(json.dumps(earlier))
+  with pytest.raises(SystemExit, match="not of 'gmm40' at 1000"):
+    compare.main(argv + ["--merge", str(old)])
+
+
 def _grid():
   import sys
 
