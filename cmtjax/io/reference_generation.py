@@ -192,10 +192,11 @@ def _describe(system, positions, energies, walker, frame_ps=None) -> dict:
     # (alternate walkers), per binning, mean over backbone pairs and per pair.
     from cmtjax.metrics.molecular import RAMACHANDRAN_BINS, ramachandran_divergences
     pairs = np.stack([phi, psi], axis=2)
-    out["half_vs_half_tv"] = {}
+    out["half_vs_half_tv"], out["half_vs_half_tv_per_pair"] = {}, {}
     for b in RAMACHANDRAN_BINS:
       d = ramachandran_divergences(pairs, pairs, ref_blocks=walker, bins=b)
       out["half_vs_half_tv"][f"{b}x{b}"] = d["tv_floor_reference"]
+      out["half_vs_half_tv_per_pair"][f"{b}x{b}"] = d["tv_floor_reference_per_pair"]
     if system.name == "aldp":
       out["basin_populations"] = aldp_basin_populations_by_block(phi[:, 0], psi[:, 0], walker)
   return out

@@ -239,7 +239,8 @@ def ramachandran_divergences(model_angles, ref_angles, model_weights=None, *,
   Returns:
     ``{"tv", "kl"}`` (means over pairs), ``{"tv_per_pair", "kl_per_pair"}`` (lists), and
     ``{"tv_floor_reference", "kl_floor_reference", "tv_floor_model", "kl_floor_model"}``
-    (means over pairs).
+    (means over pairs), and the TV floors per pair (``tv_floor_reference_per_pair``,
+    ``tv_floor_model_per_pair``).
   """
   m, r = _as_pairs(model_angles), _as_pairs(ref_angles)
   if m.shape[1] != r.shape[1]:
@@ -259,7 +260,8 @@ def ramachandran_divergences(model_angles, ref_angles, model_weights=None, *,
   wb = None if w is None else w[mb] / max(w[mb].sum(), 1e-300)
   tv_m, kl_m = _pair_divergences(hist(m[ma], wa), hist(m[mb], wb), bins)
   out.update(tv_floor_reference=float(tv_r.mean()), kl_floor_reference=float(kl_r.mean()),
-             tv_floor_model=float(tv_m.mean()), kl_floor_model=float(kl_m.mean()))
+             tv_floor_model=float(tv_m.mean()), kl_floor_model=float(kl_m.mean()),
+             tv_floor_reference_per_pair=tv_r.tolist(), tv_floor_model_per_pair=tv_m.tolist())
   return out
 
 
@@ -513,6 +515,11 @@ def molecular_figures(
         fig[f"{name}_floor_model"] = d.get(f"{stat}_floor_model", nan)
         if kind == "":
           fig[f"ramachandran_{stat}{sfx}_floor_reference"] = d.get(f"{stat}_floor_reference", nan)
+        if stat == "tv":  # the floors per residue pair, beside tv_per_pair
+          fig[f"{name}_floor_model_per_pair"] = d.get("tv_floor_model_per_pair", [])
+          if kind == "":
+            fig[f"ramachandran_tv{sfx}_floor_reference_per_pair"] = d.get(
+                "tv_floor_reference_per_pair", [])
 
   plain = energy_distance(e_model[keep], e_ref)
   rew = energy_distance(e_model[keep], e_ref, w_bar) if has_w else EnergyDistance(nan, nan)

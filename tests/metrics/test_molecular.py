@@ -198,6 +198,9 @@ def test_molecular_figures_synthetic(aldp):
   expected_keys |= rama | {f"{n}_per_pair" for n in rama} | {f"{n}_floor_model" for n in rama}
   expected_keys |= {f"ramachandran_{s}{b}_floor_reference" for s in ("tv", "kl")
                     for b in ("", "_36")}
+  expected_keys |= {f"ramachandran_tv{k}{b}_floor_model_per_pair" for k in ("", "_reweighted")
+                    for b in ("", "_36")}
+  expected_keys |= {f"ramachandran_tv{b}_floor_reference_per_pair" for b in ("", "_36")}
   assert set(fig) == expected_keys
   assert fig["n_ref_outside_support"] == 7
   assert fig["n_ref_nonfinite"] == 7
@@ -238,6 +241,9 @@ def test_noise_floors_separate_sampling_noise_from_a_real_difference():
     assert 0.8 * same[stat] < same[f"{stat}_floor_reference"] < 3.0 * same[stat], stat
     assert 0.8 * same[stat] < same[f"{stat}_floor_model"] < 3.0 * same[stat], stat
   assert len(same["tv_per_pair"]) == 2
+  for floor in ("tv_floor_reference", "tv_floor_model"):  # per pair, averaging to the mean
+    assert len(same[f"{floor}_per_pair"]) == 2
+    assert np.mean(same[f"{floor}_per_pair"]) == pytest.approx(same[floor])
   # A shifted model: far above both floors.
   shifted = ramachandran_divergences(_pair_angles(rng, 4000, 1.5), ref, ref_blocks=blocks,
                                      bins=36)
