@@ -172,9 +172,9 @@ def test_load_reference_missing_files_name_the_command(tmp_path, monkeypatch):
   monkeypatch.setenv("CMTJAX_DATA", str(tmp_path))
   with pytest.raises(FileNotFoundError, match="cmtjax reference --target aldp"):
     ref.load_reference("aldp", path=str(tmp_path / "nope.npz"))
-  # ala4 ships no reference set and there is no cached one.
-  with pytest.raises(FileNotFoundError, match=r"cmtjax reference --target ala4.*"):
-    ref.load_reference("ala4")
+  # ala6 ships no reference set and there is no cached one.
+  with pytest.raises(FileNotFoundError, match=r"cmtjax reference --target ala6.*"):
+    ref.load_reference("ala6")
   # A molecule of the user's own: only the cache is searched; the hint names its PDB.
   with pytest.raises(FileNotFoundError, match=r"cmtjax reference --target my/water.pdb"):
     ref.load_reference("water", spec="my/water.pdb")
