@@ -149,9 +149,10 @@ class Run:
   def evaluate(self, reference: Optional[str] = None, *, write: bool = True) -> dict:
     """Evaluates the trained flow again (e.g. against a new reference file for a molecule):
     the figures of the end of training, recomputed with the run's evaluation key; with
-    ``write`` and a run folder, metrics.json, samples.npz and the plots are rewritten."""
-    self._needs_flow("evaluate")
-    from cmtjax.runner import TRAINING_KEYS, evaluate_trained, read_records, write_metrics
+    ``write`` and a run folder, metrics.json, samples.npz and the plots are rewritten. A
+    particle method's run (SMC) is evaluated again from the particles in its samples.npz."""
+    from cmtjax.runner import (TRAINING_KEYS, evaluate_particle_run, evaluate_trained,
+                               read_records, write_metrics)
     metrics = {k: self.metrics[k] for k in TRAINING_KEYS if k in self.metrics}
     spec = get_method(self.config.method)
     records = read_records(self.out_dir) if self.out_dir else []
@@ -161,8 +162,18 @@ class Run:
                          if k in ("training_seconds", "compile_seconds")}
     metrics["timing"]["reevaluated_at"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
     out_dir = self.out_dir if write else None
-    evaluate_trained(self.config, self.target, self.flow, self.params, out_dir, metrics,
-                     reference_path=reference)
+    if spec.particle_method:
+      from cmtjax.io.samples import load_samples
+      if self.out_dir is None or "log_z" not in self.metrics:
+        raise ValueError(f"method {self.config.method!r} is a particle sampler: it is "
+                         f"evaluated from its run folder's samples.npz and metrics.json")
+      s = load_samples(os.path.join(self.out_dir, "samples.npz"))
+      evaluate_particle_run(self.config, self.target,
+                            (s["positions"], s["log_w"], self.metrics["log_z"]), out_dir,
+                            metrics, reference_path=reference)
+    else:
+      evaluate_trained(self.config, self.target, self.flow, self.params, out_dir, metrics,
+                       reference_path=reference)
     if reference:
       metrics["reference"] = os.path.abspath(reference)
     if out_dir is not None:

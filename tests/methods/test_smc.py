@@ -103,8 +103,10 @@ def test_a_smc_run_writes_its_particles_and_has_no_flow_to_sample(tmp_path):
     assert os.path.isfile(tmp_path / "smc" / name)
   with pytest.raises(ValueError, match="particle sampler"):
     run.sample(10)
-  with pytest.raises(ValueError, match="particle sampler"):
-    run.evaluate()
+  # Evaluated again from its particles: the same figures.
+  again = cmtjax.load_run(str(tmp_path / "smc"), target=target).evaluate()
+  for k in ("particle_ess", "log_z", "log_z_error", "n_particles", "final_beta"):
+    assert again[k] == pytest.approx(m[k]), k
 
 
 def test_a_flow_without_a_base_space_is_refused():
