@@ -199,6 +199,10 @@ def _describe(system, positions, energies, walker, frame_ps=None) -> dict:
       out["half_vs_half_tv_per_pair"][f"{b}x{b}"] = d["tv_floor_reference_per_pair"]
     if system.name == "aldp":
       out["basin_populations"] = aldp_basin_populations_by_block(phi[:, 0], psi[:, 0], walker)
+    elif phi.shape[1] > 1:  # a longer peptide: the same basins, residue by residue
+      out["basin_populations_per_residue"] = [
+          aldp_basin_populations_by_block(phi[:, i], psi[:, i], walker)
+          for i in range(phi.shape[1])]
   return out
 
 

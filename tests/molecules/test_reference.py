@@ -287,6 +287,8 @@ def test_a_compact_set_keeps_every_frames_angles_and_a_decorrelated_subset(tmp_p
   tau = summary["compact"]["decorrelation"]["tau_max_frames"]
   assert tau >= 1.0 and got.protocol["compact"]["tau_max_frames"] == tau
   assert set(summary["reference"]["half_vs_half_tv"]) == {"100x100", "36x36"}
+  per_pair = summary["reference"]["half_vs_half_tv_per_pair"]["36x36"]  # one pair: the mean
+  assert per_pair == [pytest.approx(summary["reference"]["half_vs_half_tv"]["36x36"])]
   # An old-style file has no per-frame extras.
   assert full.all_angles is None
   # Independent runs pool, their walkers kept apart as blocks of their own.
