@@ -240,6 +240,9 @@ def _summary(records: list, config: SMCConfig, target) -> dict:
   reached = next((i for i, b in enumerate(betas) if b is not None and b >= 1.0), None)
   acc = [r["acceptance"] for r in records if r.get("acceptance") is not None]
   return {"target_reached_at_step": reached,
+          # The particles' ESS on arrival at β = 1 (later rounds resample and move at the
+          # target, so the final weights are uniform and the final particle ESS is 1).
+          "smc_ess_at_target": records[reached].get("ess") if reached is not None else None,
           "smc_rounds_annealing": (reached + 1) if reached is not None else len(records),
           "smc_mean_acceptance": sum(acc) / len(acc) if acc else None,
           "smc_final_step_size": records[-1].get("step_size") if records else None}

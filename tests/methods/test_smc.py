@@ -94,6 +94,7 @@ def test_a_smc_run_writes_its_particles_and_has_no_flow_to_sample(tmp_path):
   assert m["method"] == "smc" and m["n_particles"] == 500 and m["final_beta"] == 1.0
   assert 0.0 < m["particle_ess"] <= 1.0 and abs(m["log_z_error"]) < 0.3
   assert "reverse_ess" not in m and m["target_reached_at_step"] is not None
+  assert 0.0 < m["smc_ess_at_target"] <= 1.0
   with open(tmp_path / "smc" / "metrics.json") as f:
     assert json.load(f)["log_z"] == pytest.approx(m["log_z"])
   s = load_samples(str(tmp_path / "smc" / "samples.npz"))
