@@ -63,7 +63,7 @@ class SMCConfig:
       after every round (False: the identity).
   """
 
-  n_particles: int = 10_000
+  n_particles: int = 2000
   target_ess: float = 0.5
   n_mcmc_steps: int = 5
   n_leapfrog: int = 10
