@@ -101,7 +101,7 @@ class SMCMethodState(NamedTuple):
   """What SMC carries between rounds (``TrainState.method_state``).
 
   Attributes:
-    particles: [N, d] positions in the flow's base space (unwrapped).
+    particles: [N, d] positions in the flow's base space (periodic coordinates wrapped).
     weights: [N] normalised weights.
     beta: current inverse temperature of the path.
     log_z: running estimate of log Z (sum of the rounds' log normalising-constant ratios).
@@ -203,15 +203,18 @@ def make_smc(config: SMCConfig, flow, target: Target, n_steps: int,
       return kernel(key, s, config.n_mcmc_steps, jnp.ones((), jnp.float32), mcmc_params)
 
     new, info = jax.lax.cond(ms.beta < 1.0, annealing, at_target, smc_state)
+    # Periodic coordinates back into their period: the particles stay in one copy of the
+    # base space, and their variance (the mass matrix) is not inflated by whole periods.
+    particles = flow.base_wrap(new.particles)
     acceptance = jnp.mean(info.update_info.acceptance_rate)
     factor = jnp.exp(acceptance - config.target_acceptance)  # in [0.52, 1.42]
     inv_mass = ms.inv_mass
     if config.adapt_mass:
-      inv_mass = jnp.maximum(_weighted_variance(new.particles, new.weights), 1e-8)
+      inv_mass = jnp.maximum(_weighted_variance(particles, new.weights), 1e-8)
     beta = jnp.minimum(jnp.asarray(new.tempering_param, jnp.float32), 1.0)
     log_z = ms.log_z + info.log_likelihood_increment
     round_evals = jnp.where(ms.beta < 1.0, per_round, config.evals_per_move)
-    out = SMCMethodState(particles=new.particles, weights=new.weights, beta=beta,
+    out = SMCMethodState(particles=particles, weights=new.weights, beta=beta,
                          log_z=log_z, step_size=ms.step_size * factor, inv_mass=inv_mass)
     smc_info = SMCInfo(beta=beta, log_z=log_z, ess=1.0 / jnp.sum(new.weights ** 2) / n,
                        acceptance=acceptance, step_size=ms.step_size,
@@ -225,7 +228,7 @@ def make_smc(config: SMCConfig, flow, target: Target, n_steps: int,
   def particles(state: TrainState):
     """(x [N, dim], log w [N], log Z) of the particle set."""
     ms = state.method_state
-    x, _ = flow.forward(state.params, flow.base_wrap(ms.particles))
+    x, _ = flow.forward(state.params, ms.particles)
     return x, jnp.log(ms.weights), ms.log_z
 
   return Method(name="smc", init=init, step=step, evals_per_step=config.evals_per_step,
