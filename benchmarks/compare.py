@@ -137,10 +137,11 @@ def markdown_table(target: str, summaries: dict[str, dict], budget: float,
            "Reverse ESS: median of the evaluation's repeats per run. Modes covered: a mode "
            "counts when it holds at least a quarter of its true share. A run stops at the "
            "last whole outer step within the budget, so its target evaluations can fall "
-           "short of it by less than one step's cost. Particle ESS (smc, a particle sampler "
-           "without a model density, so reverse ESS, EUBO and forward ESS do not apply): the "
-           "ESS of its final particles' weights; its molecular figures are those of the "
-           "weighted particles.", "",
+           "short of it by less than one step's cost." + (
+               " Particle ESS (smc, a particle sampler without a model density, so reverse "
+               "ESS, EUBO and forward ESS do not apply): the ESS of its final particles' "
+               "weights; its molecular figures are those of the weighted particles."
+               if any(c[0] == "particle_ess" for c in cols) else ""), "",
            *grid.md_table(["method", "runs", *(c[1] for c in cols)], rows)]
   return "\n".join(lines) + "\n"
 
