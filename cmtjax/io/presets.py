@@ -86,7 +86,8 @@ PRESETS: dict[str, dict] = {
     # Alanine tetrapeptide: the same flow and buffer, with budget planning (the path reaches
     # the target within 80 % of the budget, the rest refines at the target: on alanine
     # dipeptide this gave ESS 0.41 +- 0.02 at 2e6 evaluations where the unplanned run ended
-    # mid-path); 6e6 evaluations is about an hour on 2 cores (docs/molecules.md).
+    # mid-path). 6e6 evaluations: ~55 s a step on 2 cores, 95 min on shared ones; the first
+    # run did not reach the target (reverse ESS 0.008; docs/molecules.md): not yet tuned.
     "ala4": _MOLECULE_CPU | {"cmt": _MOLECULE_CPU["cmt"] | {"plan_budget": True},
                              "max_target_evals": 6_000_000},
     # The larger peptides: budgets scaled with size, not yet run on a CPU (paper-scale
