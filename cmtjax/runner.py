@@ -240,9 +240,6 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
   if method.particles is not None:  # a particle method (SMC): its particles are the result
     evaluate_particle_run(cfg, target, method.particles(result.state),
                           out_dir if primary else None, metrics, molecular=primary)
-    if out_dir is not None and primary:
-      with open(os.path.join(out_dir, "state.msgpack"), "wb") as f:
-        f.write(serialization.to_bytes(jax.device_get(result.state.method_state)))
   else:
     evaluate_trained(cfg, target, flow, params, out_dir if primary else None, metrics, k_eval,
                      molecular=primary)

@@ -51,11 +51,19 @@ def draw_samples(target, sample_fn: Callable, params, key: jax.Array, n: int, *,
   """
   parts = list(draw_in_chunks(lambda k, m: sample_fn(params, k, m), key, int(n), chunk))
   x = np.concatenate([np.asarray(p[0]) for p in parts])
+  log_q = np.concatenate([np.asarray(p[1], np.float64) for p in parts])
+  return _samples_dict(target, x, log_q, None, chunk)
+
+
+def _samples_dict(target, x, log_q, log_w, chunk: int) -> dict[str, Any]:
+  """The samples.npz dict of positions ``x`` with their log q (log w: log p̃ − log q when
+  None), log p̃ and, for molecules, energies."""
+  x = np.asarray(x)
   if x.dtype != np.float64:
     x = x.astype(np.float32)
-  log_q = np.concatenate([np.asarray(p[1], np.float64) for p in parts])
   log_p = np.asarray(map_in_chunks(target.log_prob, x, chunk), np.float64)
-  out = {"positions": x, "log_q": log_q, "log_p": log_p, "log_w": log_p - log_q,
+  out = {"positions": x, "log_q": log_q, "log_p": log_p,
+         "log_w": log_p - log_q if log_w is None else np.asarray(log_w, np.float64),
          "target": target.name, "dim": target.dim}
   if target.molecule is not None:
     out["energies"] = np.asarray(map_in_chunks(target.molecule.energy, x, chunk), np.float64)
@@ -65,16 +73,7 @@ def draw_samples(target, sample_fn: Callable, params, key: jax.Array, n: int, *,
 
 def particle_samples(target, x, log_w, *, chunk: int = 8192) -> dict[str, Any]:
   """The samples.npz dict of a weighted particle set (no density: ``log_q`` is NaN)."""
-  x = np.asarray(x)
-  if x.dtype != np.float64:
-    x = x.astype(np.float32)
-  log_p = np.asarray(map_in_chunks(target.log_prob, x, chunk), np.float64)
-  out = {"positions": x, "log_q": np.full(len(x), np.nan), "log_p": log_p,
-         "log_w": np.asarray(log_w, np.float64), "target": target.name, "dim": target.dim}
-  if target.molecule is not None:
-    out["energies"] = np.asarray(map_in_chunks(target.molecule.energy, x, chunk), np.float64)
-    out["kbt"] = float(target.molecule.kbt)
-  return out
+  return _samples_dict(target, x, np.full(len(x), np.nan), log_w, chunk)
 
 
 def save_samples(path: str, samples: dict[str, Any]) -> str:
