@@ -65,10 +65,9 @@ print("RESULT" + json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def four_device_run():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
+def _four_device_run():
+  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+  env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
   proc = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True,
                         env=env, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -76,7 +75,16 @@ def four_device_run():
   return json.loads(line[len("RESULT"):])
 
 
-def test_four_devices_match_one_device(four_device_run):
+def test_four_simulated_devices():
+  """One subprocess (~60 s, mostly compilation) serves three checks; as one test it runs
+  once, where a module fixture would run once per xdist worker."""
+  run = _four_device_run()
+  _check_four_devices_match_one_device(run)
+  _check_the_compiled_step_is_partitioned_over_the_sample_axis(run)
+  _check_reverse_kl_four_devices_match_one_device(run)
+
+
+def _check_four_devices_match_one_device(four_device_run):
   one, four = four_device_run["one"], four_device_run["four"]
   assert one["n_devices"] == 1 and four["n_devices"] == 4
   # Parameters stay replicated over the mesh.
@@ -105,14 +113,14 @@ def test_four_devices_match_one_device(four_device_run):
   assert np.max(np.abs(p1)) > 0.01  # the parameters did move
 
 
-def test_the_compiled_step_is_partitioned_over_the_sample_axis(four_device_run):
+def _check_the_compiled_step_is_partitioned_over_the_sample_axis(four_device_run):
   # 1024 buffer samples over 4 devices: [256, 2] per device, and the sums over the buffer
   # (the dual, the weights' normaliser, the gradient means) become all-reduces.
   assert four_device_run["hlo_per_device_buffer"]
   assert four_device_run["hlo_all_reduce"]
 
 
-def test_reverse_kl_four_devices_match_one_device(four_device_run):
+def _check_reverse_kl_four_devices_match_one_device(four_device_run):
   a, b = np.asarray(four_device_run["rkl_four"]), np.asarray(four_device_run["rkl_one"])
   print("reverse KL, 4 vs 1 device: max |Δθ| =", np.max(np.abs(a - b)))
   np.testing.assert_allclose(a, b, atol=2e-2)
