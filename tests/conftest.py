@@ -28,11 +28,7 @@ _X64_AT_START = bool(jax.config.jax_enable_x64)
 
 
 @pytest.fixture(autouse=True)
-def _restore_x64(request):
+def _restore_x64():
   yield
   if bool(jax.config.jax_enable_x64) != _X64_AT_START:
-    log = os.environ.get("CMTJAX_X64_LEAK_LOG")
-    if log:
-      with open(log, "a") as f:
-        f.write(request.node.nodeid + "\n")
     jax.config.update("jax_enable_x64", _X64_AT_START)
