@@ -68,7 +68,8 @@ class CMTConfig:
     fit_mode: ``"resample"`` or ``"weighted"`` (see :mod:`cmtjax.train.fit`).
     learning_rate: Adam learning rate while annealing.
     final_learning_rate: learning rate reached by the cosine decay at the end of the run,
-      once the target is reached (equal to ``learning_rate`` disables the decay).
+      once the target is reached or, with ``plan_budget``, once the annealing share of the
+      budget is spent (equal to ``learning_rate`` disables the decay).
     grad_clip: global-norm gradient clipping (0 disables).
     anneal_steps: fixed-I mode: impose λ = η = 0 from this step on (None: adaptive).
     stop_adapting_at_target: once λ = η = 0, stop solving the dual.
@@ -92,7 +93,8 @@ class CMTConfig:
       (λ = η = 0) if the buffer's weights p̃/q̂ keep a step ESS of at least
       ``plan_jump_min_ess``; otherwise the path goes on (a jump from too far collapses the
       flow: on alanine dipeptide at 2e6 evaluations a jump at ESS 0.015 ended at ESS 2e-5)
-      and the run may end before the target.
+      and the run may end before the target; the learning rate's decay starts there all the
+      same.
     refine_fraction: share of the budget kept for steps at the target when ``plan_budget``.
     max_eps_scale: largest factor on ε_tr and ε_ent when ``plan_budget``.
     plan_jump_min_ess: smallest step ESS of the planned jump to the target.
@@ -333,18 +335,28 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     scale = jnp.where(done >= 2, scale, 1.0)
     return scale, is_annealing & (left <= 1)
 
+  # With the plan, the refinement's decay starts where the annealing share of the budget
+  # ends even when the target was not reached (a refused jump): the path then goes on at a
+  # decaying learning rate instead of at the annealing one until the budget runs out.
+  plan_steps = int(plan_evals // n_anneal) if plan else None
+
   def learning_rate(step_index, at_target, target_step, n_annealing_steps):
-    """``learning_rate`` while annealing; at the target, a cosine decay to
-    ``final_learning_rate`` over the steps the run has left."""
+    """``learning_rate`` while annealing; at the target (with ``plan_budget``: at the latest
+    once the annealing share is spent), a cosine decay to ``final_learning_rate`` over the
+    steps the run has left."""
     total = jnp.asarray(n_steps, jnp.float32)
     if budget is not None and n_anneal != n:
       # Steps the budget allows: those of N_annealing so far, then steps of N.
       a = n_annealing_steps.astype(jnp.float32)
       total = jnp.minimum(total, a + jnp.floor((budget - a * n_anneal) / n))
-    horizon = jnp.maximum(total - target_step, 1.0)
-    return jnp.where(at_target,
+    start = jnp.where(at_target, target_step, jnp.iinfo(jnp.int32).max)
+    if plan_steps is not None:
+      start = jnp.minimum(start, plan_steps)
+    decaying = step_index >= start
+    horizon = jnp.maximum(total - start, 1.0)
+    return jnp.where(decaying,
                      _cosine(config.learning_rate, config.final_learning_rate,
-                             (step_index - target_step) / horizon),
+                             (step_index - start) / horizon),
                      config.learning_rate)
 
   def step(key: Array, state: TrainState) -> tuple[TrainState, CMTInfo]:

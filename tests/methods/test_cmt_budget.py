@@ -74,3 +74,20 @@ def test_the_planned_jump_is_imposed_only_where_its_weights_are_usable():
   assert jumped is not None and jumped[1] > 0, jumped
   refused = _arrival(_run(True, STEPS * N, plan_jump_min_ess=1.0))
   assert refused is None or refused[1] == 0, refused
+
+
+def test_the_learning_rate_decays_from_the_planned_end_of_the_annealing():
+  """With the plan, the cosine decay starts at the target or, at the latest, where the
+  annealing share of the budget ends (6 of 8 steps here), even if the jump was refused;
+  without the plan and without the target, the learning rate stays."""
+  lr0 = CMTConfig().learning_rate
+  unplanned = _run(False, STEPS * N)[0]
+  assert all(np.isclose(float(i.learning_rate), lr0) for i in unplanned)
+  refused = [float(i.learning_rate) for i in _run(True, STEPS * N, plan_jump_min_ess=1.0)[0]]
+  assert refused[-1] < 0.9 * lr0, refused
+  assert all(np.isclose(lr, lr0) for lr in refused[:6]), refused
+  # On time, the jump's step starts the decay as before.
+  infos = _run(True, STEPS * N)[0]
+  first = next(k for k, i in enumerate(infos) if bool(i.at_target))
+  lrs = [float(i.learning_rate) for i in infos]
+  assert all(np.isclose(lr, lr0) for lr in lrs[:first + 1]) and lrs[-1] < 0.9 * lr0, lrs
