@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -54,18 +55,39 @@ CHECKPOINT_DIR = "checkpoints"
 
 def fingerprinted_config(cfg: RunConfig) -> dict:
   """The part of ``cfg`` that decides what a run computes (checkpoint/distributed left out),
-  as plain JSON types; a target read from a file (PDB, ``file.py:function``) adds the file's
-  SHA-256, so an edited file is not resumed as if it were the same target."""
+  as plain JSON types; a target read from a file (PDB, ``file.py:function``, or the source
+  file of an importable ``package.module:function``) adds the file's SHA-256, so an edited
+  file is not resumed as if it were the same target."""
   out = json.loads(json.dumps({k: v for k, v in to_dict(cfg).items()
                                if k not in _NOT_FINGERPRINTED}))
-  from cmtjax.targets.registry import target_kind
-  kind = target_kind(cfg.target)
-  path = (cfg.target if kind == "pdb" else cfg.target.rpartition(":")[0] if kind == "python"
-          else "")
-  if path.endswith((".pdb", ".py")) and os.path.isfile(path):
+  path = _target_source_file(cfg.target)
+  if path is not None:
     with open(path, "rb") as f:
       out["target_file_sha256"] = hashlib.sha256(f.read()).hexdigest()
   return out
+
+
+def _target_source_file(spec: str) -> Optional[str]:
+  """The file a target spec is read from (a PDB file, a ``.py`` file, or the source of an
+  importable module), or None (a built-in target, or a module that cannot be found: building
+  the target then reports it)."""
+  from cmtjax.targets.registry import target_kind
+  kind = target_kind(spec)
+  if kind == "pdb":
+    path = spec
+  elif kind == "python":
+    module = spec.rpartition(":")[0]
+    if module.endswith(".py"):
+      path = module
+    else:
+      try:
+        found = importlib.util.find_spec(module)
+      except (ImportError, ValueError):
+        return None
+      path = getattr(found, "origin", None) or ""
+  else:
+    return None
+  return path if path.endswith((".pdb", ".py")) and os.path.isfile(path) else None
 
 
 def run_fingerprint(cfg: RunConfig) -> str:

@@ -133,3 +133,30 @@ def test_bad_input_at_the_boundary_is_one_line_and_exit_2(tmp_path, capsys):
       capsys, ["sample", "--run", str(tmp_path), "--out", str(tmp_path / "s")])
   assert "--reference" in _error(
       capsys, ["evaluate", "--run", str(tmp_path), "--reference", str(tmp_path / "no.npz")])
+
+
+@pytest.mark.parametrize("as_module", [False, True])
+def test_an_edited_target_file_changes_the_run_fingerprint(tmp_path, monkeypatch, as_module):
+  """A target read from a file (``file.py:function``, or an importable
+  ``package.module:function``) is fingerprinted by the file's content, so a checkpoint is not
+  resumed against an edited energy; a built-in target carries no file hash."""
+  from cmtjax.io.config import build_config
+  from cmtjax.runner import fingerprinted_config, run_fingerprint
+
+  package = tmp_path / "my_targets_for_fingerprint"
+  package.mkdir()
+  (package / "__init__.py").write_text("")
+  source = package / "energy.py"
+  source.write_text("def make():\n  return None\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  spec = ("my_targets_for_fingerprint.energy:make" if as_module else f"{source}:make")
+  cfg = build_config([{"target": spec}])
+  before, fp_before = fingerprinted_config(cfg), run_fingerprint(cfg)
+  assert len(before["target_file_sha256"]) == 64
+  source.write_text("def make():\n  return 1\n")
+  assert fingerprinted_config(cfg)["target_file_sha256"] != before["target_file_sha256"]
+  assert run_fingerprint(cfg) != fp_before
+  assert "target_file_sha256" not in fingerprinted_config(build_config([{"target": "gmm40"}]))
+  # A module that cannot be found gets no hash here (building the target reports it).
+  missing = build_config([{"target": "no_such_module_anywhere:make"}])
+  assert "target_file_sha256" not in fingerprinted_config(missing)
