@@ -156,7 +156,8 @@ def molecular_report(
         ref_angles_all=found.all_angles if compact else None,
         e_ref_all=found.all_energies if compact else None))
     if log_prob_fn is None:  # no model density: no forward figures
-      for k in ("eubo", "nll", "forward_ess", "log_z_forward", "n_ref_outside_support",
+      for k in ("eubo", "nll", "forward_ess", "forward_ess_without_top",
+                "forward_top_log_w_excess", "log_z_forward", "n_ref_outside_support",
                 "n_ref_nonfinite"):
         figures.pop(k, None)
   w = np.asarray(normalised_weights(log_w))

@@ -13,7 +13,8 @@ from cmtjax.metrics.basins import (
     aldp_basin_populations_by_block,
 )
 from cmtjax.metrics.checks import run_warnings
-from cmtjax.metrics.ess import forward_ess, reverse_ess, reverse_ess_clipped
+from cmtjax.metrics.ess import (forward_ess, forward_ess_without_top, reverse_ess,
+                                reverse_ess_clipped, top_log_weight_excess)
 from cmtjax.metrics.evaluate import evaluate, evaluate_particles
 from cmtjax.metrics.evidence import elbo, eubo, log_z_forward, log_z_reverse
 from cmtjax.metrics.modes import (
@@ -53,6 +54,7 @@ __all__ = [
     "evaluate",
     "evaluate_particles",
     "forward_ess",
+    "forward_ess_without_top",
     "log_z_forward",
     "log_z_reverse",
     "masked_log_weights",
@@ -67,6 +69,7 @@ __all__ = [
     "ramachandran_kl",
     "ramachandran_tv",
     "split_halves",
+    "top_log_weight_excess",
     "reverse_ess",
     "reverse_ess_clipped",
     "right_well_fraction",

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmtjax.metrics.ess import forward_ess, reverse_ess, reverse_ess_clipped
+from cmtjax.metrics.ess import (forward_ess, forward_ess_without_top, reverse_ess,
+                                reverse_ess_clipped, top_log_weight_excess)
 from cmtjax.metrics.evidence import elbo, eubo, log_z_forward, log_z_reverse
 from cmtjax.metrics.modes import _weighted_fraction, mode_occupancy, mode_tv, modes_covered
 from cmtjax.metrics.weights import count_nonfinite, normalised_weights
@@ -96,6 +97,8 @@ def _forward_figures(log_w_ref, log_q_ref):
   return {
       "eubo": eubo(log_w_ref),
       "forward_ess": forward_ess(log_w_ref),
+      "forward_ess_without_top": forward_ess_without_top(log_w_ref),
+      "forward_top_log_w_excess": top_log_weight_excess(log_w_ref),
       "log_z_forward": log_z_forward(log_w_ref),
       "nll": -jnp.sum(jnp.where(ok, log_q_ref, 0.0)) / jnp.maximum(jnp.sum(ok), 1),
       "n_nonfinite_ref": count_nonfinite(log_w_ref),

@@ -56,6 +56,7 @@ EXPECTED_KEYS = {
     "reverse_ess", "reverse_ess_clipped", "reverse_ess_repeats", "log_z", "log_z_se",
     "log_z_error",
     "elbo", "n_nonfinite", "n_samples", "eubo", "forward_ess", "log_z_forward", "nll",
+    "forward_ess_without_top", "forward_top_log_w_excess",
     "n_nonfinite_ref", "modes_covered", "n_modes", "mode_tv", "mode_tv_reweighted",
 }
 

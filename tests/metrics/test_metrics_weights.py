@@ -14,11 +14,13 @@ from cmtjax.metrics import (
     elbo,
     eubo,
     forward_ess,
+    forward_ess_without_top,
     log_z_forward,
     log_z_reverse,
     normalised_weights,
     reverse_ess,
     reverse_ess_clipped,
+    top_log_weight_excess,
 )
 
 MU = 0.5
@@ -128,3 +130,27 @@ def test_clipping_lowers_the_top_fraction_to_the_next_weight():
   from cmtjax.metrics import reverse_ess, reverse_ess_clipped
   np.testing.assert_allclose(float(reverse_ess_clipped(log_w, 0.25)),
                              float(reverse_ess(clip_largest_log_weights(log_w, 0.25)[0])))
+
+
+def test_one_uncovered_reference_sample_is_told_apart_from_a_broad_miss():
+  """A single reference sample the model misses by 30 nats takes the forward ESS to ~0;
+  leaving out the top sample gives the rest's ESS back, and the top excess names the gap.
+  A model that misses broadly stays low without its top sample."""
+  rng = np.random.default_rng(0)
+  lw = rng.normal(0.0, 0.1, 1001)
+  lw[17] = 30.0
+  lw_j = jnp.asarray(lw)
+  assert float(forward_ess(lw_j)) < 1e-9
+  assert float(forward_ess_without_top(lw_j)) == pytest.approx(
+      float(forward_ess(jnp.asarray(np.delete(lw, 17)))), rel=1e-5)
+  assert float(forward_ess_without_top(lw_j)) > 0.95
+  assert float(top_log_weight_excess(lw_j)) == pytest.approx(30.0 - np.median(lw), abs=1e-4)
+  broad = jnp.asarray(rng.normal(0.0, 3.0, 1000))
+  assert float(forward_ess_without_top(broad)) < 0.05
+  # Non-finite entries are left out of both; none finite gives 0.
+  with_nan = jnp.asarray(np.concatenate([lw, [np.nan, -np.inf]]))
+  assert float(forward_ess_without_top(with_nan)) == pytest.approx(
+      float(forward_ess_without_top(lw_j)), rel=1e-6)
+  none = jnp.array([jnp.nan, jnp.inf])
+  assert float(forward_ess_without_top(none)) == 0.0
+  assert float(top_log_weight_excess(none)) == 0.0

@@ -187,7 +187,8 @@ def test_molecular_figures_synthetic(aldp):
   fig = molecular_figures(x_model, log_w, e_model, x_ref, log_p_ref, log_q_ref, e_ref, top,
                           torus_n=m)  # k = m: all points, so exact matching
   expected_keys = {
-      "eubo", "nll", "forward_ess", "log_z_forward", "ramachandran_tv",
+      "eubo", "nll", "forward_ess", "forward_ess_without_top", "forward_top_log_w_excess",
+      "log_z_forward", "ramachandran_tv",
       "ramachandran_tv_reweighted", "ramachandran_kl", "ramachandran_kl_reweighted",
       "energy_w1", "energy_w2", "energy_w1_reweighted", "energy_w2_reweighted", "torus_w2",
       "torus_w2_reweighted", "chirality_error_rate", "n_wrong_chirality",
