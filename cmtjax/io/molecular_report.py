@@ -9,7 +9,9 @@ to the run's other outputs:
 
 and returns the figures of ``cmtjax.metrics.molecular_figures`` (EUBO, NLL, forward ESS,
 Ramachandran TV / KL plain and reweighted, energy W1 / W2, torus W2, chirality error rate)
-plus, for alanine dipeptide, the basin populations of the reweighted model and the reference.
+plus, for alanine dipeptide, the basin populations of the reweighted model and the reference
+(``basins_*``) and, for peptides of several residues, each residue's populations in the same
+basins (``basins_*_per_pair``: model, reweighted model, reference).
 Without reference samples only the model-side figures are returned (``reference: null``).
 """
 
@@ -174,6 +176,14 @@ def molecular_report(
     if ref_angles is not None:
       figures["basins_reference"] = aldp_basin_populations(ref_angles[:, 0, 0],
                                                            ref_angles[:, 0, 1])
+  elif angles.shape[1] > 1:  # peptides: each residue's (φ, ψ) in the same basins
+    from cmtjax.metrics.basins import aldp_basin_populations
+    per_pair = lambda a, wts=None: [aldp_basin_populations(a[:, r, 0], a[:, r, 1], wts)  # noqa: E731
+                                    for r in range(a.shape[1])]
+    figures["basins_model_per_pair"] = per_pair(angles)
+    figures["basins_model_reweighted_per_pair"] = per_pair(angles, w)
+    if ref_angles is not None and ref_angles.shape[1] == angles.shape[1]:
+      figures["basins_reference_per_pair"] = per_pair(ref_angles)
   if out_dir is not None:
     from cmtjax.io.molecular_plots import plot_energy_histograms, plot_ramachandran
     from cmtjax.io.trajectory import save_trajectory

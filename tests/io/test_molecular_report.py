@@ -29,6 +29,13 @@ def test_report_without_reference_set(tmp_path, monkeypatch):
   assert figs["reference"] is None
   assert figs["chirality_error_rate"] == 0.0
   assert "eubo" not in figs
+  # A peptide: every residue's basin populations, plain and reweighted (no reference here).
+  n_pairs = len(figs["basins_model_per_pair"])
+  assert n_pairs == 5 and len(figs["basins_model_reweighted_per_pair"]) == n_pairs
+  for pops in figs["basins_model_per_pair"] + figs["basins_model_reweighted_per_pair"]:
+    assert set(pops) == {"beta_C5", "C7eq_PII", "alphaR", "phi_neg_other", "phi_pos"}
+    assert abs(sum(pops.values()) - 1.0) < 1e-9
+  assert "basins_reference_per_pair" not in figs and "basins_model" not in figs
   for name in ("ramachandran.png", "samples.dcd", "samples.pdb"):
     assert os.path.getsize(tmp_path / name) > 0
 
