@@ -94,8 +94,9 @@ PRESETS: dict[str, dict] = {
     # Alanine tetrapeptide: the aldp recipe with half the budget for the annealing (the path
     # needs ~55 steps here, aldp 16), then the learning rate's decay with the trust region
     # kept. Seed 0 at 1.1e7 (77 min on 2 cores, ~40 s a step): reverse ESS 0.049, every
-    # residue pair's Ramachandran TV within 1.1-1.4x the reference's noise; the first run
-    # (6e6, 80 % annealing, constant learning rate): ESS 0.008 (docs/molecules.md).
+    # residue pair's Ramachandran TV within 1.1-1.4x the reference's noise, but phi > 0 at a
+    # tenth of the reference or less on every residue (so was the first run's: 6e6, 80 %
+    # annealing, constant learning rate, ESS 0.008; docs/molecules.md). Not yet good enough.
     "ala4": _MOLECULE_CPU | {"cmt": _MOLECULE_CPU["cmt"] | {
         "plan_budget": True, "refine_fraction": 0.5, "stop_adapting_at_target": False},
                              "max_target_evals": 11_000_000},
