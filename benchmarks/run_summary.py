@@ -36,10 +36,6 @@ def summary_row(folder: str, time_log: str = "") -> dict:
   rew = m.get("basins_model_reweighted") or {}
   ref = m.get("basins_reference") or {}
 
-  def basin(d, k):
-    v = d.get(k)
-    return v.get("mean") if isinstance(v, dict) else v
-
   return {
       "run": folder, "target": m.get("target"), "seed": m.get("seed"),
       "target_evals": m.get("target_evals"), "reached_at_step": m.get("target_reached_at_step"),
@@ -53,8 +49,8 @@ def summary_row(folder: str, time_log: str = "") -> dict:
       "tv36_floor_ref": m.get("ramachandran_tv_36_floor_reference"),
       "tv36_floor_model": m.get("ramachandran_tv_36_floor_model"),
       "energy_w1_rew": m.get("energy_w1_reweighted"),
-      "phi_pos_rew": basin(rew, "phi_pos"), "phi_pos_ref": basin(ref, "phi_pos"),
-      "beta_rew": basin(rew, "beta_C5"), "alphaR_rew": basin(rew, "alphaR"),
+      "phi_pos_rew": rew.get("phi_pos"), "phi_pos_ref": ref.get("phi_pos"),
+      "beta_rew": rew.get("beta_C5"), "alphaR_rew": rew.get("alphaR"),
       "chirality_error_rate": m.get("chirality_error_rate"),
       "wall_s": t.get("total_seconds"), "train_s": t.get("training_seconds"),
       "peak_gb": _peak_gb(time_log),

@@ -105,19 +105,14 @@ def forward_ess_without_top(log_w_ref: Array) -> Array:
   single cis-amide frame among 3,968) can take the forward ESS to ~0 by itself; this figure
   beside the forward ESS tells one such sample from a model that misses the target broadly.
   """
-  finite, lw, _ = masked_log_weights(log_w_ref)
-  top = jnp.argmax(jnp.where(finite, lw, -jnp.inf))
-  return forward_ess(jnp.where(jnp.arange(lw.shape[0]) == top, jnp.nan, log_w_ref))
+  _, lw, _ = masked_log_weights(log_w_ref)  # non-finite entries at -inf: never the top
+  return forward_ess(log_w_ref.at[jnp.argmax(lw)].set(jnp.nan))
 
 
 @jax.jit
 def top_log_weight_excess(log_w: Array) -> Array:
   """Largest finite log weight minus the median finite log weight (nats): how much more the
   most under-covered sample weighs than a typical one (0 if no entry is finite)."""
-  finite = jnp.isfinite(log_w)
-  n = jnp.sum(finite)
-  lw = jnp.where(finite, log_w, jnp.inf)  # non-finite entries sort last
-  s = jnp.sort(lw)
-  median = 0.5 * (s[jnp.maximum((n - 1) // 2, 0)] + s[jnp.maximum(n // 2, 0)])
-  top = jnp.max(jnp.where(finite, log_w, -jnp.inf))
-  return jnp.where(n > 0, top - median, 0.0)
+  finite, _, n = masked_log_weights(log_w)
+  lw = jnp.where(finite, log_w, jnp.nan)
+  return jnp.where(n > 0, jnp.nanmax(lw) - jnp.nanmedian(lw), 0.0)

@@ -9,9 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmtjax.metrics.ess import (forward_ess, forward_ess_without_top, reverse_ess,
-                                reverse_ess_clipped, top_log_weight_excess)
-from cmtjax.metrics.evidence import elbo, eubo, log_z_forward, log_z_reverse
+from cmtjax.metrics.ess import reverse_ess, reverse_ess_clipped
+from cmtjax.metrics.evidence import elbo, log_z_reverse, reference_weight_figures
 from cmtjax.metrics.modes import _weighted_fraction, mode_occupancy, mode_tv, modes_covered
 from cmtjax.metrics.weights import count_nonfinite, normalised_weights
 from cmtjax.sampling.chunks import draw_in_chunks, map_in_chunks
@@ -95,11 +94,7 @@ def _forward_figures(log_w_ref, log_q_ref):
   """Forward figures of reference samples: ``log_w_ref``, ``log_q_ref``: [n]."""
   ok = jnp.isfinite(log_q_ref)
   return {
-      "eubo": eubo(log_w_ref),
-      "forward_ess": forward_ess(log_w_ref),
-      "forward_ess_without_top": forward_ess_without_top(log_w_ref),
-      "forward_top_log_w_excess": top_log_weight_excess(log_w_ref),
-      "log_z_forward": log_z_forward(log_w_ref),
+      **reference_weight_figures(log_w_ref),
       "nll": -jnp.sum(jnp.where(ok, log_q_ref, 0.0)) / jnp.maximum(jnp.sum(ok), 1),
       "n_nonfinite_ref": count_nonfinite(log_w_ref),
   }

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.nn import logsumexp
 
+from cmtjax.metrics.ess import forward_ess, forward_ess_without_top, top_log_weight_excess
 from cmtjax.metrics.weights import masked_log_weights
 
 Array = jax.Array
@@ -50,3 +51,16 @@ def log_z_forward(log_w_ref: Array) -> Array:
   finite, lw, n = masked_log_weights(log_w_ref)
   neg = jnp.where(finite, -log_w_ref, -jnp.inf)
   return jnp.where(n > 0, jnp.log(n.astype(lw.dtype)) - logsumexp(neg), jnp.nan)
+
+
+def reference_weight_figures(log_w_ref: Array) -> dict[str, Array]:
+  """The figures of log weights ``log p̃ − log q`` at reference samples x ~ p, shared by the
+  run evaluation and the molecular figures: ``eubo``, ``forward_ess``,
+  ``forward_ess_without_top``, ``forward_top_log_w_excess`` and ``log_z_forward`` (scalars)."""
+  return {
+      "eubo": eubo(log_w_ref),
+      "forward_ess": forward_ess(log_w_ref),
+      "forward_ess_without_top": forward_ess_without_top(log_w_ref),
+      "forward_top_log_w_excess": top_log_weight_excess(log_w_ref),
+      "log_z_forward": log_z_forward(log_w_ref),
+  }

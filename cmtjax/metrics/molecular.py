@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from cmtjax.metrics.ess import forward_ess, forward_ess_without_top, top_log_weight_excess
-from cmtjax.metrics.evidence import eubo, log_z_forward
+from cmtjax.metrics.evidence import reference_weight_figures
 from cmtjax.metrics.weights import normalised_weights
 
 if TYPE_CHECKING:
@@ -465,12 +464,8 @@ def molecular_figures(
   log_w_ref = log_p_ref - log_q_ref
   finite_q = np.isfinite(log_q_ref)
   fig: dict = {
-      "eubo": float(eubo(jnp.asarray(log_w_ref))),
+      **{k: float(v) for k, v in reference_weight_figures(jnp.asarray(log_w_ref)).items()},
       "nll": float(-log_q_ref[finite_q].mean()) if finite_q.any() else float("nan"),
-      "forward_ess": float(forward_ess(jnp.asarray(log_w_ref))),
-      "forward_ess_without_top": float(forward_ess_without_top(jnp.asarray(log_w_ref))),
-      "forward_top_log_w_excess": float(top_log_weight_excess(jnp.asarray(log_w_ref))),
-      "log_z_forward": float(log_z_forward(jnp.asarray(log_w_ref))),
       "n_ref_outside_support": int(np.sum(log_q_ref == -np.inf)),
       "n_ref_nonfinite": int(np.sum(~np.isfinite(log_w_ref))),
       "n_model": n,
