@@ -33,7 +33,6 @@ import time
 from typing import Any, Optional, Union
 
 import jax
-import numpy as np
 
 from cmtjax.io.config import ConfigError, RunConfig, build_config, load_file
 from cmtjax.methods.registry import get_method, method_names
@@ -276,9 +275,8 @@ def load_run(run_dir: str, *, target=None, flow=None) -> Run:
     ValueError: a target that cannot be rebuilt from the config, or parameters that do not fit
       the flow.
   """
-  from flax import serialization
-
   from cmtjax.flows import flow_for_target
+  from cmtjax.io.params import read_params
   from cmtjax.runner import build_target
   from cmtjax.targets.base import check_target
   from cmtjax.targets.registry import target_kind
@@ -296,17 +294,8 @@ def load_run(run_dir: str, *, target=None, flow=None) -> Run:
   check_target(target, flow_dim=None if flow is None else flow.dim)
   if flow is None:
     flow = flow_for_target(cfg.flow, target)
-  template = flow.init(jax.random.PRNGKey(0))
-  with open(os.path.join(run_dir, "params.msgpack"), "rb") as f:
-    try:
-      params = serialization.from_bytes(template, f.read())
-    except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f"{run_dir}/params.msgpack does not fit the flow of its config.json: "
-                       f"{e}") from None
-  shapes = jax.tree.map(np.shape, params) == jax.tree.map(np.shape, template)
-  if not shapes:
-    raise ValueError(f"{run_dir}/params.msgpack does not fit the flow of its config.json "
-                     f"(parameter shapes differ)")
+  params = read_params(run_dir, flow.init(jax.random.PRNGKey(0)),
+                       what=f"the flow of {run_dir}/config.json")
   metrics_path = os.path.join(run_dir, "metrics.json")
   metrics = {}
   if os.path.isfile(metrics_path):

@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config value, e.g. --set cmt.eps_tr=0.2 (repeatable)")
   t.add_argument("--budget", type=float, help="max target evaluations (e.g. 2e6)")
+  t.add_argument("--init-from", metavar="PATH",
+                 help="start the flow from an earlier run's parameters (its folder or a "
+                      "params.msgpack; the flow must be the same), e.g. to refine it further")
   t.add_argument("--no-progress", action="store_true", help="no progress bar")
   t.add_argument("--dry-run", action="store_true",
                  help="check the input and print the resolved configuration; run nothing")
@@ -100,8 +103,9 @@ def _int(text: str, flag: str) -> int:
 
 
 def _resume(args) -> int:
-  given = [f"--{n}" for n in ("target", "forcefield", "method", "seed", "config", "budget",
-                               "out") if getattr(args, n) is not None]
+  given = [f"--{n}".replace("_", "-") for n in ("target", "forcefield", "method", "seed",
+                                                "config", "budget", "out", "init_from")
+           if getattr(args, n) is not None]
   if given:
     raise ConfigError(f"--resume takes the run's configuration from its folder; drop "
                       f"{', '.join(given)}")
@@ -177,6 +181,10 @@ def _train(args) -> int:
       raise ConfigError(f"--budget must be a whole number of target evaluations >= 1, got "
                         f"{args.budget:g}")
     flag_layer["max_target_evals"] = int(args.budget)
+  if args.init_from is not None:
+    if not os.path.exists(args.init_from):
+      raise ConfigError(f"--init-from {args.init_from}: no such file or folder")
+    flag_layer["init_params"] = os.path.abspath(args.init_from)
   if args.forcefield is not None:
     flag_layer["target_kwargs"] = {"forcefield_files": [
         f.strip() for f in args.forcefield.split(",") if f.strip()]}

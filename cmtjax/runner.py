@@ -31,13 +31,13 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
 from cmtjax._json import json_default
 from cmtjax import __version__
 from cmtjax.flows import flow_for_target
 from cmtjax.io import plots
 from cmtjax.io.config import RunConfig, save_config, to_dict
+from cmtjax.io.params import PARAMS_FILE, params_path, read_params, write_params
 from cmtjax.methods import get_method, make_method
 from cmtjax.metrics import evaluate, evaluate_particles, run_warnings
 from cmtjax.targets import check_target, make_target
@@ -64,6 +64,9 @@ def fingerprinted_config(cfg: RunConfig) -> dict:
   if path is not None:
     with open(path, "rb") as f:
       out["target_file_sha256"] = hashlib.sha256(f.read()).hexdigest()
+  if cfg.init_params is not None and os.path.isfile(params_path(cfg.init_params)):
+    with open(params_path(cfg.init_params), "rb") as f:
+      out["init_params_sha256"] = hashlib.sha256(f.read()).hexdigest()
   return out
 
 
@@ -208,6 +211,8 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
 
   k_init, k_train, k_eval = run_keys(cfg.seed)
   params = flow.init(k_init)
+  if cfg.init_params is not None:
+    params = read_params(cfg.init_params, params, what="the flow of this run's config")
   sample_fn = jax.jit(flow.sample_and_log_prob, static_argnums=(2,))
 
   def eval_during(k, params):
@@ -268,8 +273,7 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
   metrics["timing"]["total_seconds"] = time.perf_counter() - t_start
   if out_dir is not None and primary:
     write_metrics(out_dir, metrics)
-    with open(os.path.join(out_dir, "params.msgpack"), "wb") as f:
-      f.write(serialization.to_bytes(params))
+    write_params(os.path.join(out_dir, PARAMS_FILE), params)
     _write_training_plots(cfg, spec, out_dir, result)
   return RunOutcome(metrics, params, flow, target)
 

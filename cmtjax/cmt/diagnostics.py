@@ -6,7 +6,10 @@ Both are computed on the step's own buffer, so they cost no target evaluations.
     how close it came to the requested q_{i+1}, by self-normalised importance sampling on
     (a uniform subsample of) the buffer: one flow density evaluation per entry;
   * :func:`mode_diagnostics`: for targets with known modes, how many modes the buffer (q̂_i)
-    and its weights (q_{i+1}) cover, and how many samples the sparsest mode holds.
+    and its weights (q_{i+1}) cover, and how many samples the sparsest mode holds;
+  * :func:`basin_diagnostics`: for molecules, the share of the buffer (q̂_i) and of its
+    weights (q_{i+1}) with backbone φ > 0, per residue: the sparse basin an annealing run can
+    lose on the way (about 2–3 % of alanine at 300 K).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cmtjax.cmt.dual import Buffer
 from cmtjax.metrics.modes import mode_occupancy, modes_covered
@@ -103,3 +107,31 @@ def mode_diagnostics(target, buffer: Buffer, log_wbar: Array) -> ModeDiagnostics
       modes_buffer=modes_covered(occ_buffer, true_w),
       modes_weighted=modes_covered(mode_occupancy(idx, n_modes, wbar), true_w),
       sparsest_mode_samples=jnp.round(jnp.min(occ_buffer) * buffer.n_valid).astype(jnp.int32))
+
+
+class BasinDiagnostics(NamedTuple):
+  """The φ > 0 basin of each backbone residue in a step ([n_pairs] arrays; [0] for targets
+  that are not molecules).
+
+  Attributes:
+    phi_pos_buffer: share of the buffer's samples (q̂_i) with φ ≥ 0, per residue.
+    phi_pos_weighted: the same under the weights w̄ (q_{i+1}, what the fit is asked for).
+  """
+
+  phi_pos_buffer: Array
+  phi_pos_weighted: Array
+
+
+def basin_diagnostics(target, buffer: Buffer, log_wbar: Array) -> BasinDiagnostics:
+  """:class:`BasinDiagnostics` of the buffer (padding and invalid rows never count)."""
+  mol = target.molecule
+  if mol is None or np.asarray(mol.phi_idx).shape[0] == 0:
+    empty = jnp.zeros((0,), log_wbar.dtype)
+    return BasinDiagnostics(phi_pos_buffer=empty, phi_pos_weighted=empty)
+  from cmtjax.targets.molecules.topology import dihedral_angles
+  phi = dihedral_angles(buffer.x, np.asarray(mol.phi_idx))        # [N, n_pairs]
+  pos = ((phi >= 0) & buffer.valid[:, None]).astype(log_wbar.dtype)
+  n_valid = jnp.maximum(jnp.sum(buffer.valid), 1).astype(log_wbar.dtype)
+  wbar = jnp.where(buffer.valid, jnp.exp(log_wbar), 0.0)
+  return BasinDiagnostics(phi_pos_buffer=jnp.sum(pos, axis=0) / n_valid,
+                          phi_pos_weighted=wbar @ pos / jnp.maximum(jnp.sum(wbar), 1e-30))

@@ -117,6 +117,10 @@ class RunConfig:
     max_steps: optional cap on outer steps.
     flow: flow architecture: keyword arguments of :class:`cmtjax.flows.FlowConfig` except
       ``dim``, which comes from the target.
+    init_params: a ``params.msgpack`` file, or the folder of an earlier run, whose flow
+      parameters the run starts from instead of the flow's initialisation (the flow section
+      must describe the same flow). CMT then anneals from that flow (q_0 is the loaded flow),
+      which for a flow already close to the target makes the run a refinement.
     method_config: the chosen method's hyperparameters (its registered config class; None:
       its defaults). In files and dicts it is the section named after the method
       (``[cmt]``, ``[fab]`` ...); a saved config carries only that section.
@@ -133,6 +137,7 @@ class RunConfig:
   max_target_evals: int = 2_000_000
   max_steps: Optional[int] = None
   flow: dict = dataclasses.field(default_factory=dict)
+  init_params: Optional[str] = None
   method_config: Any = None
   eval: EvalSettings = EvalSettings()
   checkpoint: CheckpointSettings = CheckpointSettings()

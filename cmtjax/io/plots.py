@@ -88,7 +88,11 @@ def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = 
   steps = _column(records, "step")
   modes_b = _column(records, "modes_buffer")
   has_modes = bool(np.any(modes_b >= 0))
-  fig, axes = plt.subplots(2, 4 if has_modes else 3, figsize=(20 if has_modes else 15, 7.5))
+  # Molecules: the φ > 0 share per residue, [n_steps, n_pairs].
+  phi_w = _per_component(records, "phi_pos_weighted")
+  has_basins = phi_w is not None
+  wide = has_modes or has_basins
+  fig, axes = plt.subplots(2, 4 if wide else 3, figsize=(20 if wide else 15, 7.5))
   ax = axes[0, 0]
   for key, label in (("lambda", "λ"), ("eta", "η")):
     v = _column(records, key)
@@ -134,12 +138,36 @@ def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = 
                     label="modes under w̄ (q_{i+1})")
     axes[0, 3].set_title("modes holding ≥ 1/4 of their share")
     axes[0, 3].legend()
+  elif has_basins:
+    ax = axes[0, 3]
+    phi_b = _per_component(records, "phi_pos_buffer")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for r in range(phi_w.shape[1]):
+      c = colors[r % len(colors)]
+      name = f"residue {r + 1}" if phi_w.shape[1] > 1 else "φ > 0"
+      ax.plot(steps, phi_w[:, r], color=c, label=f"{name} under w̄ (q_{{i+1}})")
+      if phi_b is not None:
+        ax.plot(steps, phi_b[:, r], "--", color=c, alpha=0.7)
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_title("share with backbone φ > 0 (dashed: buffer q̂_i)")
+    ax.legend(fontsize=8)
+  if wide:
     axes[1, 3].plot(steps, _column(records, "fit_kl"), label="KL(q_{i+1} ‖ fitted flow)")
     axes[1, 3].set_title("fit error")
     axes[1, 3].legend()
   for a in axes.ravel():
     a.set_xlabel("annealing step")
   return save_figure(fig, path, title, dpi=100)
+
+
+def _per_component(records: Sequence[dict], key: str) -> Optional[np.ndarray]:
+  """A per-component record figure as [n_records, n_components] (None where absent)."""
+  rows = [r.get(key) for r in records]
+  if not rows or any(not isinstance(v, list) or not v for v in rows):
+    return None
+  if len({len(v) for v in rows}) != 1:
+    return None
+  return np.array([[np.nan if u is None else u for u in v] for v in rows], np.float64)
 
 
 def plot_training_curve(path: str, records: Sequence[dict], keys: Sequence[str],

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmtjax.cmt.diagnostics import fit_diagnostics, mode_diagnostics
+from cmtjax.cmt.diagnostics import basin_diagnostics, fit_diagnostics, mode_diagnostics
 from cmtjax.cmt.dual import dual_stats
 from cmtjax.cmt.kernel import (Multipliers, StepMasks, adaptive_multipliers, draw_buffer,
                                make_kernel, scheduled_multipliers, target_multipliers)
@@ -198,7 +198,7 @@ class CMTState(NamedTuple):
 
 
 class CMTInfo(NamedTuple):
-  """Diagnostics of one CMT step (all scalars).
+  """Diagnostics of one CMT step (scalars, and the per-residue basin shares below).
 
   ``kl``, ``entropy_drop`` and ``step_ess`` are what the chosen q_{i+1} asks for on the buffer;
   ``n_evals`` is the step's number of target evaluations (its buffer size).
@@ -208,6 +208,8 @@ class CMTInfo(NamedTuple):
   of their true share among the buffer's samples (q̂_i) and ``modes_weighted`` under the
   weights w̄ (q_{i+1}), and ``sparsest_mode_samples`` the buffer samples nearest to the
   least-sampled mode (a mode at 0 gets no weight in the fit); all −1 for other targets.
+  For molecules, ``phi_pos_buffer`` and ``phi_pos_weighted`` are the shares of the buffer and
+  of w̄ with backbone φ ≥ 0, one per residue ([n_pairs]; [0] for other targets).
   """
 
   lam: Array
@@ -232,6 +234,8 @@ class CMTInfo(NamedTuple):
   modes_buffer: Array
   modes_weighted: Array
   sparsest_mode_samples: Array
+  phi_pos_buffer: Array
+  phi_pos_weighted: Array
   n_evals: Array
   eps_scale: Array
 
@@ -406,6 +410,7 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     # evaluations; always inside the drawn (valid) part of the buffer.
     fit_diag = fit_diagnostics(flow.log_prob, res.params, buf, res.log_wbar, n_diag)
     mode_diag = mode_diagnostics(target, buf, res.log_wbar)
+    basin_diag = basin_diagnostics(target, buf, res.log_wbar)
 
     path = jax.tree_util.tree_map(lambda a, b: jnp.where(masks.has_samples, a, b),
                                   update_path(ms.path, mult.lam, mult.eta), ms.path)
@@ -422,7 +427,8 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
         dual_iterations=mult.iterations, dual_converged=mult.converged,
         n_invalid=buf.n_invalid - (n_buf - n_drawn), **fit_diag._asdict(),
         loss=res.fit.loss_last, n_skipped=res.fit.n_skipped, learning_rate=lr,
-        at_target=at_target, **mode_diag._asdict(), n_evals=n_drawn, eps_scale=eps_scale)
+        at_target=at_target, **mode_diag._asdict(), **basin_diag._asdict(), n_evals=n_drawn,
+        eps_scale=eps_scale)
     return state.next(res.params, res.opt_state, new_ms), info
 
   return Method(name="cmt", init=init, step=step, evals_per_step=n,

@@ -29,9 +29,10 @@ from cmtjax.train.checkpoint import Checkpointer, CheckpointOptions
 from cmtjax.train.sharding import replicate, replicated
 from cmtjax.train.state import Method, TrainState
 
-# Keys of a step record shown in the progress bar when the method reports them.
+# Keys of a step record shown in the progress bar when the method reports them (of a
+# per-component figure, the smallest component).
 _BAR_KEYS = (("lam", "λ"), ("eta", "η"), ("step_ess", "ess"), ("batch_ess", "ess"),
-             ("loss", "loss"))
+             ("phi_pos_weighted", "φ>0"), ("loss", "loss"))
 
 
 class TrainResult(NamedTuple):
@@ -118,7 +119,11 @@ def plan_steps(method_evals_per_step: int, max_target_evals: Optional[int],
 
 
 def _scalar(v):
+  """A record value: a Python scalar (None for a non-finite float), or a list of them for a
+  per-component array (e.g. one figure per residue)."""
   v = np.asarray(v)
+  if v.ndim:
+    return [_scalar(u) for u in v.reshape(-1)]
   if v.dtype == bool:
     return bool(v)
   if np.issubdtype(v.dtype, np.integer):
@@ -246,7 +251,8 @@ def train(method: Method, key: jax.Array, params: Any, *,
       host["grad_steps"] += method.grad_steps_per_step
       record = {"step": i, "target_evals": host["target_evals"],
                 "grad_steps": host["grad_steps"]}
-      record.update({k_: _scalar(v) for k_, v in info._asdict().items()})
+      # Empty arrays (a per-residue figure of a target without residues) are not recorded.
+      record.update({k_: _scalar(v) for k_, v in info._asdict().items() if np.size(v)})
       record["timing"] = {"wall_seconds": host["wall_seconds"], "step_seconds": dt}
       records.append(record)
       if on_record is not None:
@@ -301,6 +307,8 @@ def _bar_text(record: dict, target_evals: int) -> str:
   parts, seen = [], set()
   for key, label in _BAR_KEYS:
     v = record.get(key)
+    if isinstance(v, list):
+      v = min((u for u in v if u is not None), default=None)
     if v is None or label in seen:
       continue
     seen.add(label)

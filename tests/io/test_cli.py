@@ -87,3 +87,36 @@ def test_console_script_entry_point(tmp_path):
                       str(tmp_path)], capture_output=True, text=True,
                      env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert r.returncode == 2 and "unknown target" in r.stderr
+
+
+def test_init_from_starts_the_flow_from_an_earlier_run(tmp_path, capsys):
+  """--init-from loads an earlier run's parameters as the starting flow (a learning rate of
+  1e-12 leaves them where they were); another flow's parameters are a one-line error."""
+  import numpy as np
+  from flax import serialization
+
+  from cmtjax.io.config import build_config, load_file
+  from cmtjax.runner import fingerprinted_config
+  first = tmp_path / "first"
+  assert main(["train", "--target", "double_well2d", "--out", str(first), *TINY]) == 0
+  second = tmp_path / "second"
+  assert main(["train", "--target", "double_well2d", "--out", str(second), "--init-from",
+               str(first), "--seed", "7", "--set", "cmt.learning_rate=1e-12", "--set",
+               "cmt.final_learning_rate=1e-12", *TINY]) == 0
+  def leaves(run):
+    data = serialization.msgpack_restore((run / "params.msgpack").read_bytes())
+    return [np.asarray(v) for v in __import__("jax").tree.leaves(data)]
+  a, b = leaves(first), leaves(second)
+  assert len(a) == len(b) and all(np.allclose(u, v, atol=1e-8) for u, v in zip(a, b))
+  # The starting parameters are part of what the run computes: in its fingerprint.
+  cfg = build_config([load_file(str(second / "config.json"))])
+  assert cfg.init_params == str(first)
+  assert "init_params_sha256" in fingerprinted_config(cfg)
+  capsys.readouterr()
+  code = main(["train", "--target", "double_well2d", "--out", str(tmp_path / "bad"),
+               "--init-from", str(first), *TINY, "--set", "flow.hidden=[8]"])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and "does not fit the flow of this run's config" in err, err
+  code = main(["train", "--target", "double_well2d", "--out", str(tmp_path / "bad2"),
+               "--init-from", str(tmp_path / "nothing"), *TINY])
+  assert code == 2 and "--init-from" in capsys.readouterr().err

@@ -58,3 +58,42 @@ def test_mode_counts_of_the_buffer_match_a_recount_on_the_host(n_anneal):
   assert int(info.n_evals) == n
   assert int(info.sparsest_mode_samples) == counts.min()
   assert int(info.modes_buffer) == int(np.sum(counts / n >= 0.25 / 6))
+
+
+def test_phi_basin_shares_of_a_molecular_buffer_match_a_recount_on_the_host():
+  """For a molecule, phi_pos_buffer is the buffer's share with backbone φ ≥ 0 per residue and
+  phi_pos_weighted the same share under w̄ (recomputed here from the returned multipliers);
+  targets without residues report empty arrays (left out of the step records)."""
+  from cmtjax.cmt.dual import make_buffer
+  from cmtjax.flows import flow_for_target
+  from cmtjax.targets import make_target
+  from cmtjax.targets.molecules import dihedral_angles
+  target = make_target("aldp")
+  flow = flow_for_target(dict(n_layers=2, hidden=[16], n_bins=4), target)
+  # Parameters moved off the prior so that some samples have φ > 0 and the weights vary.
+  params = flow.init(jax.random.PRNGKey(1))
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
+  params = jax.tree.unflatten(tree, [v + 0.3 * jax.random.normal(k, v.shape)
+                                     for k, v in zip(keys, leaves)])
+  cfg = CMTConfig(n_samples=1500, n_grad_steps=2, batch_size=64)
+  method = make_cmt(cfg, flow, target, n_steps=3)
+  state = method.init(jax.random.PRNGKey(0), params)
+  key = jax.random.PRNGKey(4)
+  _, info = jax.jit(method.step)(key, state)
+  x, log_q = flow.sample_and_log_prob(params, jax.random.split(key)[0], 1500)
+  buf = make_buffer(x, log_q, target.log_prob(x))
+  valid = np.asarray(buf.valid)
+  pos = (np.asarray(dihedral_angles(x, target.molecule.phi_idx))[:, 0] >= 0) & valid
+  assert 0 < pos.sum() < valid.sum()  # a non-trivial check
+  np.testing.assert_allclose(float(info.phi_pos_buffer[0]), pos.sum() / valid.sum(), rtol=1e-6)
+  # w̄ ∝ q̂^(1 − β') p̃^(α'β'), the weights of the chosen q_{i+1} on the buffer.
+  from cmtjax.cmt.dual import normalised_log_weights
+  lw = np.asarray(normalised_log_weights(buf, info.lam, info.eta), np.float64)
+  w = np.where(valid, np.exp(lw), 0.0)
+  np.testing.assert_allclose(float(info.phi_pos_weighted[0]), np.sum(w * pos) / np.sum(w),
+                             rtol=1e-4, atol=1e-7)
+  assert info.phi_pos_buffer.shape == (1,) and info.phi_pos_weighted.shape == (1,)
+  # No residues: empty.
+  _, plain = _one_step(0)
+  assert plain.phi_pos_buffer.shape == (0,) and plain.phi_pos_weighted.shape == (0,)
