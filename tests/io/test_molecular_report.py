@@ -22,8 +22,12 @@ def _jitter_sampler(target, scale=2e-3):
 
 
 def test_report_without_reference_set(tmp_path, monkeypatch):
+  # No reference set anywhere: neither the cache nor a shipped one.
+  from cmtjax.targets.molecules import reference
   monkeypatch.setenv("CMTJAX_DATA", str(tmp_path / "empty"))
-  target = make_target("ala6")  # no reference set is shipped for ala6
+  monkeypatch.setattr(reference, "shipped_reference_path",
+                      lambda name: str(tmp_path / "none" / f"{name}_reference.npz"))
+  target = make_target("ala6")
   figs = molecular_report(target, _jitter_sampler(target), lambda x: jnp.zeros(x.shape[:1]),
                           jax.random.PRNGKey(0), 64, str(tmp_path), chunk=32)
   assert figs["reference"] is None
