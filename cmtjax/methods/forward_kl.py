@@ -4,6 +4,11 @@ min_θ KL(p ‖ q_θ) = −E_p[log q_θ] + const, estimated on samples of p. Eac
 draws a fresh batch of B reference samples from ``target.sample`` (exact samples for the
 synthetic targets), so the flow never sees the same sample twice and the loss is unbiased.
 
+For a molecule, whose target has no exact sampler, the samples are the frames of its reference
+set (replica-exchange MD; the set the evaluation uses unless ``reference`` names another),
+drawn uniformly with replacement: the oracle row of a comparison. Its forward figures (EUBO,
+NLL, forward ESS) are then measured on frames it was trained on.
+
 Budget accounting: forward KL never evaluates log p̃; it is charged the cost of its reference
 samples instead, ``cost_per_sample`` target evaluations per sample (default 1: an exact
 sampler is credited as cheap as one energy evaluation, which flatters forward KL; for
@@ -37,6 +42,8 @@ class ForwardKLConfig:
     learning_rate: Adam learning rate.
     grad_clip: global-norm gradient clipping (0 disables).
     cost_per_sample: target evaluations charged per reference sample (>= 1).
+    reference: molecules: the reference ``.npz`` to train on (None: the molecule's cached or
+      shipped set, as ``cmtjax evaluate`` finds it).
   """
 
   batch_size: int = 1024
@@ -44,6 +51,7 @@ class ForwardKLConfig:
   learning_rate: float = 1e-3
   grad_clip: float = 100.0
   cost_per_sample: int = 1
+  reference: Optional[str] = None
 
   def __post_init__(self):
     for name in ("batch_size", "n_grad_steps", "cost_per_sample"):
@@ -75,9 +83,13 @@ def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int,
   Raises:
     ValueError: the target has no ``sample`` (no reference samples).
   """
-  if target.sample is None:
+  sample = target.sample
+  if sample is None and target.molecule is not None:
+    sample = reference_sampler(target, config.reference)
+  if sample is None:
     raise ValueError(f"forward_kl needs reference samples, but target {target.name!r} has no "
-                     f"sample(); use a synthetic target with exact samples")
+                     f"sample(); use a synthetic target with exact samples or a molecule "
+                     f"with a reference set")
   optimizer = clipped_adam(config.learning_rate, config.grad_clip)
   b, k_steps = int(config.batch_size), int(config.n_grad_steps)
 
@@ -92,7 +104,7 @@ def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int,
       return -jnp.sum(jnp.where(ok, lq, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
 
     def batch_loss(p, k):
-      return loss_fn(p, jax.lax.stop_gradient(target.sample(k, b))), ()
+      return loss_fn(p, jax.lax.stop_gradient(sample(k, b))), ()
 
     res = optimizer_steps(optimizer, batch_loss, state.params, state.opt_state, key, k_steps)
     tail = max(1, k_steps // 10)
@@ -102,6 +114,31 @@ def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int,
   return Method(name="forward_kl", init=init, step=step, evals_per_step=config.evals_per_step,
                 grad_steps_per_step=k_steps, n_steps=int(n_steps),
                 max_target_evals=max_target_evals)
+
+
+def reference_sampler(target: Target, path: Optional[str] = None):
+  """``(key, n) -> [n, dim]``: frames of a molecule's reference set drawn uniformly with
+  replacement.
+
+  Raises:
+    FileNotFoundError: the molecule has no reference set (the message names the command that
+      generates one).
+    ValueError: the set belongs to another force field or temperature.
+  """
+  from cmtjax.targets.molecules.reference import (load_reference_set, reference_key,
+                                                  reference_mismatch, shipped_molecule)
+  spec = target.molecule
+  found = load_reference_set(reference_key(target), path, n_atoms=spec.topology.n_atoms,
+                             spec=shipped_molecule(target) or spec.pdb_path)
+  mismatch = reference_mismatch(found, target)
+  if mismatch is not None:
+    raise ValueError(f"forward_kl on {found.path}: {mismatch}")
+  frames = jnp.asarray(found.positions, jnp.float32)
+
+  def sample(key: Array, n: int) -> Array:
+    return frames[jax.random.randint(key, (n,), 0, frames.shape[0])]
+
+  return sample
 
 
 SPEC = MethodSpec(name="forward_kl", config=ForwardKLConfig, make=make_forward_kl)

@@ -34,3 +34,36 @@ def test_forward_kl_errors():
     ForwardKLConfig(cost_per_sample=0)
   with pytest.raises(ValueError, match="forward_kl.learning_rate"):
     ForwardKLConfig(learning_rate=-1.0)
+
+
+def test_on_a_molecule_forward_kl_trains_on_its_reference_frames(tmp_path, monkeypatch):
+  """A molecule has no exact sampler: forward KL draws the frames of its reference set
+  (uniformly, with replacement) and learns from them; without a set it says how to make one."""
+  import numpy as np
+
+  from cmtjax.flows import flow_for_target
+  from cmtjax.methods.forward_kl import reference_sampler
+  from cmtjax.targets import make_target
+  from cmtjax.targets.molecules import reference
+  from cmtjax.targets.molecules.reference import load_reference_set
+  target = make_target("aldp")
+  frames = load_reference_set("aldp").positions
+  x = np.asarray(reference_sampler(target)(jax.random.PRNGKey(0), 300))
+  assert x.shape == (300, frames.shape[1])
+  # Every draw is a reference frame (nearest-frame distance 0), and they are not all one.
+  d = ((x[:, None, :] - frames[None, :, :]) ** 2).sum(-1).min(1)
+  assert np.all(d < 1e-10) and len(np.unique(x[:, 0])) > 100
+  flow = flow_for_target(dict(n_layers=2, hidden=[16], n_bins=4), target)
+  cfg = ForwardKLConfig(batch_size=64, n_grad_steps=30, learning_rate=3e-3)
+  params0 = flow.init(jax.random.PRNGKey(1))
+  res = train(make_forward_kl(cfg, flow, target, n_steps=3), jax.random.PRNGKey(0), params0,
+              progress=False)
+  losses = [r["loss"] for r in res.records]
+  assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
+  nll = lambda p: -float(np.mean(np.asarray(flow.log_prob(p, frames[:1000]))))  # noqa: E731
+  assert nll(res.state.params) < nll(params0) - 10.0, (nll(params0), nll(res.state.params))
+  monkeypatch.setenv("CMTJAX_DATA", str(tmp_path / "empty"))
+  monkeypatch.setattr(reference, "shipped_reference_path",
+                      lambda name: str(tmp_path / "none" / f"{name}_reference.npz"))
+  with pytest.raises(FileNotFoundError, match="cmtjax reference --target aldp"):
+    make_forward_kl(cfg, flow, target, 1)
