@@ -70,7 +70,9 @@ def test_every_registered_method_keeps_the_contract(name, tmp_path):
   step = jax.jit(method.step)
   (a, info_a), (b, info_b) = step(jax.random.PRNGKey(3), s1), step(jax.random.PRNGKey(3), s2)
   _same(a, b)
-  assert all(np.ndim(v) == 0 for v in info_a._asdict().values())
+  # Info fields are scalars, or 1-D per-component figures (e.g. one per residue), which the
+  # loop records as lists (and leaves out when empty).
+  assert all(np.ndim(v) <= 1 for v in info_a._asdict().values())
 
   # The loop's count of target evaluations is what the method really evaluates.
   calls_lp.n = calls_s.n = 0
