@@ -96,7 +96,9 @@ PRESETS: dict[str, dict] = {
     # kept. Seed 0 at 1.1e7 (77 min on 2 cores, ~40 s a step): reverse ESS 0.049, every
     # residue pair's Ramachandran TV within 1.1-1.4x the reference's noise, but phi > 0 at a
     # tenth of the reference or less on every residue (so was the first run's: 6e6, 80 %
-    # annealing, constant learning rate, ESS 0.008; docs/molecules.md). Not yet good enough.
+    # annealing, constant learning rate, ESS 0.008; docs/molecules.md). Not yet good enough:
+    # 30 more steps at lr 3e-4 did not raise the ESS, nor did 2x256 conditioners; the per-step
+    # phi > 0 trace shows the basin lost during the annealing ("Third round" in the docs).
     "ala4": _MOLECULE_CPU | {"cmt": _MOLECULE_CPU["cmt"] | {
         "plan_budget": True, "refine_fraction": 0.5, "stop_adapting_at_target": False},
                              "max_target_evals": 11_000_000},
