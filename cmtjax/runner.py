@@ -64,7 +64,9 @@ def fingerprinted_config(cfg: RunConfig) -> dict:
   if path is not None:
     with open(path, "rb") as f:
       out["target_file_sha256"] = hashlib.sha256(f.read()).hexdigest()
-  if cfg.init_params is not None and os.path.isfile(params_path(cfg.init_params)):
+  if cfg.init_params is None:  # absent from configs written before it existed: same hash
+    out.pop("init_params", None)
+  elif os.path.isfile(params_path(cfg.init_params)):
     with open(params_path(cfg.init_params), "rb") as f:
       out["init_params_sha256"] = hashlib.sha256(f.read()).hexdigest()
   return out

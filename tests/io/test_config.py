@@ -69,3 +69,11 @@ def test_a_renamed_key_loads_with_a_warning_naming_the_new_one():
                         ).method_config.n_grad_steps == 7
   with pytest.raises(ConfigError, match="old name of 'cmt.n_grad_steps'"):
     build_config([{"cmt": {"n_fit_steps": 7, "n_grad_steps": 8}}])
+
+
+def test_a_config_without_init_params_keeps_its_fingerprint():
+  """init_params (added later) is left out of the fingerprint when unset, so checkpoints
+  written before it existed still resume."""
+  from cmtjax.runner import fingerprinted_config
+  fp = fingerprinted_config(build_config([{"target": "double_well2d"}]))
+  assert "init_params" not in fp and "init_params_sha256" not in fp
