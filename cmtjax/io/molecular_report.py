@@ -35,14 +35,16 @@ def load_reference_positions(name: str, path: Optional[str] = None, *,
                              spec: Optional[str] = None) -> Optional[np.ndarray]:
   """A molecule's reference samples (``path``, else the cached or shipped set), or None when
   there are none; an explicit ``path`` that cannot be read is an error."""
-  found = _load_reference_set(name, path, n_atoms=n_atoms, spec=spec)
+  from cmtjax.targets.molecules.reference import load_reference_set
+  found = _found_or_none(lambda: load_reference_set(name, path, n_atoms=n_atoms, spec=spec),
+                         path)
   return None if found is None else found.positions
 
 
-def _load_reference_set(name, path, **kwargs):
-  from cmtjax.targets.molecules.reference import load_reference_set
+def _found_or_none(load, path):
+  """``load()``; a missing reference set is None unless ``path`` named it explicitly."""
   try:
-    return load_reference_set(name, path, **kwargs)
+    return load()
   except FileNotFoundError:
     if path is not None:
       raise
@@ -117,14 +119,14 @@ def molecular_report(
     log_q = np.concatenate([np.asarray(p[1]) for p in parts])
     log_w = map_in_chunks(target.log_prob, x, chunk) - log_q
   energy = map_in_chunks(spec.energy, x, chunk)
-  from cmtjax.targets.molecules.reference import (reference_key, reference_mismatch,
+  from cmtjax.targets.molecules.reference import (load_target_reference, reference_mismatch,
                                                   shipped_molecule)
   shipped = shipped_molecule(target)
   spec_name = shipped or spec.pdb_path
   blocks, found, why = None, None, ""
   if reference is None:
-    found = _load_reference_set(reference_key(target), reference_path,
-                                n_atoms=spec.topology.n_atoms, spec=spec_name)
+    found = _found_or_none(lambda: load_target_reference(target, reference_path),
+                           reference_path)
     mismatch = None if found is None else reference_mismatch(found, target)
     if mismatch is not None:
       if reference_path is not None:

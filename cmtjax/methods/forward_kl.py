@@ -125,11 +125,8 @@ def reference_sampler(target: Target, path: Optional[str] = None):
       generates one).
     ValueError: the set belongs to another force field or temperature.
   """
-  from cmtjax.targets.molecules.reference import (load_reference_set, reference_key,
-                                                  reference_mismatch, shipped_molecule)
-  spec = target.molecule
-  found = load_reference_set(reference_key(target), path, n_atoms=spec.topology.n_atoms,
-                             spec=shipped_molecule(target) or spec.pdb_path)
+  from cmtjax.targets.molecules.reference import load_target_reference, reference_mismatch
+  found = load_target_reference(target, path)
   mismatch = reference_mismatch(found, target)
   if mismatch is not None:
     raise ValueError(f"forward_kl on {found.path}: {mismatch}")

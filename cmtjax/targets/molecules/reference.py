@@ -243,6 +243,21 @@ def load_reference_set(name: str, path: str | None = None, *,
                         **compact)
 
 
+def load_target_reference(target, path: str | None = None) -> ReferenceSet:
+  """The reference set of a molecular target: ``path``, else the set cached or shipped under
+  :func:`reference_key` (``load_reference_set`` with the molecule's atom count, and the target
+  spec its "generate it with" hint names).
+
+  Raises:
+    FileNotFoundError, ValueError: as :func:`load_reference_set`. Whether the set belongs to
+      the target's force field and temperature is the caller's check
+      (:func:`reference_mismatch`).
+  """
+  spec = target.molecule
+  return load_reference_set(reference_key(target), path, n_atoms=spec.topology.n_atoms,
+                            spec=shipped_molecule(target) or spec.pdb_path)
+
+
 def load_reference(name: str, path: str | None = None, **kwargs) -> np.ndarray:
   """Reference positions of a molecule: [n, 3 n_atoms] float32 nm (see ``load_reference_set``)."""
   return load_reference_set(name, path, **kwargs).positions
