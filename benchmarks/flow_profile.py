@@ -3,18 +3,21 @@
 Profiles the flow a run builds for ``--target`` (the alanine-dipeptide internal-coordinate
 flow by default) on this machine:
 
-  * sampling: ``sample_and_log_prob`` of ``--n-sample`` samples in one batch, and its parts:
+  * sampling: ``sample_and_log_prob`` of ``--n-sample`` samples in one batch and in blocks of
+    ``--blocks`` rows (how runs draw on a CPU, ``distributed.block``), and its parts:
     base draw, per coupling layer the conditioner MLP (features + Dense layers), the spline's
     knots and its evaluation, the gathers/scatters, and the map to Cartesian positions;
   * the fit step: value and gradient of −mean log q on a batch of ``--batch`` samples plus the
     Adam update, and its parts: the map to internal coordinates, the inverse couplings;
   * the floor: the same dense matmuls alone (every weight matrix of the flow, same shapes and
-    dtype), forward for sampling, forward + both backward products for the fit step.
+    dtype), forward for sampling (in one batch, and block by block for the blocked sampler),
+    forward + both backward products for the fit step.
 
 Each figure is the median of repeats after compilation (wall and CPU seconds). Writes
 benchmarks/results/flow_profile_<target>.json and .md.
 
   .venv/bin/python benchmarks/flow_profile.py [--target aldp] [--n-sample 100000] [--batch 512]
+      [--blocks 512,1024,2048,4096]
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 import optax
 
 from cmtjax.flows import flow_for_target
+from cmtjax.flows.flow import in_blocks, resolve_block
 from cmtjax.io.config import build_config, parse_override
 from cmtjax.io.presets import preset_for
 from cmtjax.targets import make_target
@@ -77,10 +81,11 @@ def matmul_floor(shapes, n: int, backward: bool, key) -> callable:
   return (lambda: run(xs, ws)), flops
 
 
-def profile(target_name: str, n_sample: int, batch: int, overrides=()) -> dict:
+def profile(target_name: str, n_sample: int, batch: int, overrides=(),
+            blocks=(512, 1024, 2048, 4096)) -> dict:
   cfg = build_config([preset_for(target_name), {"target": target_name}, *overrides])
   target = make_target(target_name)
-  flow = flow_for_target(cfg.flow, target)
+  flow = flow_for_target(cfg.flow, target, block=0)  # the flow's own one-batch computation
   key = jax.random.PRNGKey(0)
   params = flow.init(key)
   # Off the identity (zero last layers would make the spline branch trivial).
@@ -91,6 +96,12 @@ def profile(target_name: str, n_sample: int, batch: int, overrides=()) -> dict:
 
   sample = jax.jit(lambda p, k: flow.sample_and_log_prob(p, k, n_sample))
   out["sample_and_log_q"] = timed(sample, params, key)
+  out["sample_in_blocks"] = {}
+  for b in blocks:
+    blocked = in_blocks(flow, b)
+    out["sample_in_blocks"][str(b)] = timed(
+        jax.jit(lambda p, k, f=blocked: f.sample_and_log_prob(p, k, n_sample)), params, key)
+  out["auto_block"] = resolve_block("auto")
   x, _ = sample(params, key)
   xb = x[:batch]
   opt = optax.adam(1e-4)
@@ -151,6 +162,15 @@ def profile(target_name: str, n_sample: int, batch: int, overrides=()) -> dict:
   out["n_weight_matrices"] = len(shapes)
   out["n_weights"] = int(sum(a * b for a, b in shapes))
   out["floor_sample"] = timed(fwd) | {"gflop": flops_f / 1e9}
+  if out["auto_block"]:  # the same matmuls block by block (cache-resident)
+    b = out["auto_block"]
+    fwd_b, _ = matmul_floor(shapes, b, False, key)
+    per_block = timed(fwd_b, repeats=20)
+    out["floor_sample_blocked"] = {k: v * n_sample / b for k, v in per_block.items()} | {
+        "gflop": flops_f / 1e9}
+    blocked_time = out["sample_in_blocks"].get(str(b)) or timed(
+        jax.jit(lambda p, k: in_blocks(flow, b).sample_and_log_prob(p, k, n_sample)), params, key)
+    out["ratio_sample_blocked"] = blocked_time["wall"] / out["floor_sample_blocked"]["wall"]
   out["floor_fit"] = timed(fb, repeats=20) | {"gflop": flops_b / 1e9}
   out["ratio_sample"] = out["sample_and_log_q"]["wall"] / out["floor_sample"]["wall"]
   out["ratio_fit"] = out["fit_step"]["wall"] / out["floor_fit"]["wall"]
@@ -173,7 +193,15 @@ def markdown(r: dict) -> str:
            f"{r['ratio_sample']:.2f} |",
            f"| fit step at batch {r['batch']} (value, gradient, Adam) | {ms(r['fit_step'])} | "
            f"{ms(r['floor_fit'])} (forward + backward) | {r['ratio_fit']:.2f} |",
-           f"| log q at batch {r['batch']} | {ms(r['log_q_batch'])} | | |", "",
+           f"| log q at batch {r['batch']} | {ms(r['log_q_batch'])} | | |"]
+  if r.get("ratio_sample_blocked") is not None:
+    b = r["auto_block"]
+    lines.append(f"| sample + log q of {r['n_sample']:,} in blocks of {b} (runs' default here) "
+                 f"| {ms(r['sample_in_blocks'][str(b)])} | {ms(r['floor_sample_blocked'])} "
+                 f"(block by block) | {r['ratio_sample_blocked']:.2f} |")
+  lines += ["", f"Sampling {r['n_sample']:,} in blocks:", "", "| block | time |", "|---|---|"]
+  lines += [f"| {b} | {ms(v)} |" for b, v in r["sample_in_blocks"].items()]
+  lines += ["",
            f"Parts of sampling {r['n_sample']:,} (each timed alone):", "",
            "| part | time |", "|---|---|"]
   lines += [f"| {k} | {ms(v)} |" for k, v in r["sampling_parts"].items()]
@@ -186,9 +214,15 @@ def main(argv=None):
   p.add_argument("--n-sample", type=int, default=100_000)
   p.add_argument("--batch", type=int, default=512)
   p.add_argument("--set", action="append", default=[], help="config override, e.g. flow.n_bins=8")
+  p.add_argument("--blocks", default="512,1024,2048,4096",
+                 help="block sizes of the blocked sampler to time (comma-separated)")
   p.add_argument("--tag", default="", help="suffix of the result files")
   args = p.parse_args(argv)
-  r = profile(args.target, args.n_sample, args.batch, [parse_override(s) for s in args.set])
+  blocks = tuple(int(b) for b in args.blocks.split(",") if b)
+  if resolve_block("auto") and resolve_block("auto") not in blocks:
+    blocks += (resolve_block("auto"),)
+  r = profile(args.target, args.n_sample, args.batch, [parse_override(s) for s in args.set],
+              blocks)
   os.makedirs(RESULTS, exist_ok=True)
   base = os.path.join(RESULTS, f"flow_profile_{args.target}{args.tag}")
   with open(base + ".json", "w") as f:

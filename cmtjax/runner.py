@@ -35,6 +35,7 @@ import numpy as np
 from cmtjax._json import json_default
 from cmtjax import __version__
 from cmtjax.flows import flow_for_target
+from cmtjax.flows.flow import in_blocks
 from cmtjax.io import plots
 from cmtjax.io.config import RunConfig, save_config, to_dict
 from cmtjax.io.params import PARAMS_FILE, params_path, read_params, write_params
@@ -203,8 +204,8 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
                                     keep=cfg.checkpoint.keep, fingerprint=run_fingerprint(cfg),
                                     config=fingerprinted_config(cfg))
   mesh = make_mesh("all" if jax.process_count() > 1 else dist.devices)
-  if flow is None:
-    flow = flow_for_target(cfg.flow, target)
+  flow = (flow_for_target(cfg.flow, target, block=dist.block) if flow is None
+          else in_blocks(flow, dist.block))
   spec = get_method(cfg.method)
   method_cfg = cfg.method_config
   n_steps = plan_steps(method_cfg.evals_per_step, cfg.max_target_evals, cfg.max_steps)
@@ -263,8 +264,10 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
   metrics["resumed_from"] = result.resumed_from
   metrics["timing"] = {"training_seconds": result.wall_seconds,
                        "compile_seconds": result.compile_seconds}
-  final_beta = result.records[-1].get("beta") if result.records else None
-  metrics["final_beta"] = final_beta
+  last = result.records[-1] if result.records else {}
+  metrics["final_beta"] = last.get("beta")
+  if "alpha" in last:
+    metrics["final_alpha"] = last["alpha"]
   # Every process evaluates (the same numbers); only process 0 writes files.
   if method.particles is not None:  # a particle method (SMC): its particles are the result
     evaluate_particle_run(cfg, target, method.particles(result.state),
@@ -283,7 +286,8 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
 # The keys of metrics.json that training sets (the method's summary aside); the rest come from
 # the evaluation, which `cmtjax evaluate` recomputes.
 TRAINING_KEYS = ("target", "method", "seed", "target_evals", "grad_steps", "n_steps",
-                 "cmtjax_version", "n_devices", "n_processes", "resumed_from", "final_beta")
+                 "cmtjax_version", "n_devices", "n_processes", "resumed_from", "final_beta",
+                 "final_alpha")
 
 
 def read_records(out_dir: str) -> list[dict]:
@@ -334,7 +338,8 @@ def evaluate_trained(cfg: RunConfig, target, flow, params, out_dir: Optional[str
         reference_path=reference_path, chunk=min(cfg.eval.chunk, 8192),
         title=f"{cfg.method} on {target.name}"))
     timing["molecular_eval_seconds"] = time.perf_counter() - t_mol
-  metrics["warnings"] = run_warnings(metrics, metrics.get("final_beta"))
+  metrics["warnings"] = run_warnings(metrics, metrics.get("final_beta"),
+                                     metrics.get("final_alpha"))
   if out_dir is not None:
     if cfg.eval.n_saved_samples:
       from cmtjax.io.samples import draw_samples, save_samples
@@ -367,7 +372,8 @@ def evaluate_particle_run(cfg: RunConfig, target, particles, out_dir: Optional[s
         reference_path=reference_path, chunk=min(cfg.eval.chunk, 8192),
         title=f"{cfg.method} on {target.name}"))
     timing["molecular_eval_seconds"] = time.perf_counter() - t_mol
-  metrics["warnings"] = run_warnings(metrics, metrics.get("final_beta"))
+  metrics["warnings"] = run_warnings(metrics, metrics.get("final_beta"),
+                                     metrics.get("final_alpha"))
   if out_dir is not None:
     from cmtjax.io.samples import particle_samples, save_samples
     save_samples(os.path.join(out_dir, "samples.npz"),

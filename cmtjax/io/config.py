@@ -79,7 +79,8 @@ class CheckpointSettings:
 
 @dataclasses.dataclass(frozen=True)
 class DistributedSettings:
-  """Devices and processes of a run.
+  """Devices, processes and batch layout of a run (they change how fast a run computes, not
+  what it computes).
 
   Attributes:
     devices: ``"all"`` (every device of every process; the sample axis is split over them)
@@ -88,14 +89,21 @@ class DistributedSettings:
       ``CMTJAX_COORDINATOR``); empty for a single process.
     num_processes: number of processes (or ``CMTJAX_NUM_PROCESSES``); 0: from the environment.
     process_id: this process's index (or ``CMTJAX_PROCESS_ID``); -1: from the environment.
+    block: the flow draws and scores batches larger than this in blocks of this many rows:
+      ``"auto"`` (cache-sized blocks on a CPU, whole batches on GPU/TPU), or an integer (0:
+      whole batches). Samples for a given seed depend on it; their distribution does not.
   """
 
   devices: typing.Union[int, str] = 1
   coordinator: str = ""
   num_processes: int = 0
   process_id: int = -1
+  block: typing.Union[int, str] = "auto"
 
   def __post_init__(self):
+    if not (self.block == "auto" or (isinstance(self.block, int) and self.block >= 0)):
+      raise ValueError(f"block must be 'auto' or an integer >= 0 (0: whole batches), got "
+                       f"{self.block!r}")
     if not (self.devices == "all" or (isinstance(self.devices, int) and self.devices >= 1)):
       raise ValueError(f"devices must be 'all' or an integer >= 1, got "
                        f"{self.devices!r}")

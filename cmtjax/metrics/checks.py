@@ -16,7 +16,8 @@ LOG_Z_SIGMAS = 3.0
 LOG_Z_FLOOR = 1e-3
 
 
-def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None) -> list[str]:
+def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None,
+                 final_alpha: Optional[float] = None) -> list[str]:
   """The warnings of a run's final metrics, one sentence each (empty when all is well).
 
   Args:
@@ -24,6 +25,8 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None) ->
       ``target_reached_at_step`` for CMT, ``chirality_error_rate`` for molecules; each
       check runs only when its figures are there).
     final_beta: CMT's β after the last step (for the message when the target was not reached).
+    final_alpha: CMT's α after the last step (the same message: at β = 1 a path short of the
+      target is one whose trust region still held the last step back, α < 1).
   """
   out = []
   k, n = metrics.get("modes_covered"), metrics.get("n_modes")
@@ -38,8 +41,11 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None) ->
                  f"({limit:.2g}): mass is missing or misplaced")
   if metrics.get("method") == "cmt" and "target_reached_at_step" in metrics \
       and metrics["target_reached_at_step"] is None:
-    beta = f" (final β = {final_beta:.3g})" if final_beta is not None else ""
-    out.append(f"CMT did not reach the target within the budget{beta}: the flow fits an "
+    where = f" (final β = {final_beta:.3g})" if final_beta is not None else ""
+    if final_beta is not None and final_alpha is not None and final_beta >= 1.0:
+      where = (f" (final α = {final_alpha:.3g} at β = 1: the trust region still held the last "
+               f"step back)")
+    out.append(f"CMT did not reach the target within the budget{where}: the flow fits an "
                f"intermediate distribution; raise max_target_evals")
   rate = metrics.get("chirality_error_rate")
   if rate:

@@ -40,6 +40,9 @@ def test_an_unreached_target_and_wrong_chirality_are_reported():
   w = run_warnings({"method": "cmt", "target_reached_at_step": None}, 0.42)
   assert w == ["CMT did not reach the target within the budget (final β = 0.42): the flow "
                "fits an intermediate distribution; raise max_target_evals"]
+  # At β = 1 the path is short of the target in α (the trust region still binding).
+  w = run_warnings({"method": "cmt", "target_reached_at_step": None}, 1.0, 0.97)
+  assert "final α = 0.97 at β = 1" in w[0] and "trust region" in w[0]
   assert "wrong-handed" in run_warnings({"chirality_error_rate": 0.001})[0]
   assert run_warnings({"method": "reverse_kl", "target_reached_at_step": None}) == []
 
