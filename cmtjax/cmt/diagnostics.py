@@ -35,11 +35,15 @@ class FitDiagnostics(NamedTuple):
       Both entropies are estimated on the same entries (H(q̂_i) as −mean log q̂_i, H(q̂_{i+1})
       with the weights q̂_{i+1}/q̂_i), so it is one estimator of one quantity.
     fit_kl: KL(q_{i+1} ‖ q̂_{i+1}), what the fit left of the requested move.
+    realised_ess: effective sample size fraction of the weights q̂_{i+1}/q̂_i behind the first
+      two: near 1/entries the ratio is heavy-tailed and both estimates are unreliable (the
+      KL then reads about log(entries), whatever the true value).
   """
 
   realised_kl: Array
   realised_entropy_drop: Array
   fit_kl: Array
+  realised_ess: Array
 
 
 def fit_diagnostics(log_prob: Callable[[Any, Array], Array], params: Any, buffer: Buffer,
@@ -74,8 +78,10 @@ def fit_diagnostics(log_prob: Callable[[Any, Array], Array], params: Any, buffer
   log_q_next = log_q_old + log_wbar[:m] + jnp.log(n_all)
   wbar = jnp.exp(log_wbar[:m] - jax.scipy.special.logsumexp(log_wbar[:m]))
   fit_kl = jnp.sum(jnp.where(wbar > 0, wbar * (log_q_next - log_q_new), 0.0))
+  realised_ess = 1.0 / (n_valid * jnp.maximum(jnp.sum(rho_bar * rho_bar), 1e-30))
   return FitDiagnostics(realised_kl=realised_kl,
-                        realised_entropy_drop=entropy_old - entropy_new, fit_kl=fit_kl)
+                        realised_entropy_drop=entropy_old - entropy_new, fit_kl=fit_kl,
+                        realised_ess=realised_ess)
 
 
 class ModeDiagnostics(NamedTuple):

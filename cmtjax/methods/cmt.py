@@ -203,7 +203,8 @@ class CMTInfo(NamedTuple):
   ``kl``, ``entropy_drop`` and ``step_ess`` are what the chosen q_{i+1} asks for on the buffer;
   ``n_evals`` is the step's number of target evaluations (its buffer size).
   ``realised_*`` are what the fitted flow achieved (estimated on the same buffer by
-  self-normalised importance sampling); ``fit_kl`` estimates KL(q_{i+1} ‖ q̂_{i+1}).
+  self-normalised importance sampling; ``realised_ess``, the ESS fraction of those weights,
+  says how far to trust them); ``fit_kl`` estimates KL(q_{i+1} ‖ q̂_{i+1}).
   For targets with known modes, ``modes_buffer`` counts the modes holding at least a quarter
   of their true share among the buffer's samples (q̂_i) and ``modes_weighted`` under the
   weights w̄ (q_{i+1}), and ``sparsest_mode_samples`` the buffer samples nearest to the
@@ -227,6 +228,7 @@ class CMTInfo(NamedTuple):
   realised_kl: Array
   realised_entropy_drop: Array
   fit_kl: Array
+  realised_ess: Array
   loss: Array
   n_skipped: Array
   learning_rate: Array

@@ -32,6 +32,8 @@ def test_diagnostics_subsample_changes_nothing_but_the_diagnostics():
     v, ref = float(getattr(sub, name)), float(getattr(full, name))
     assert np.isfinite(v)
     assert abs(v - ref) < 0.25 + 0.5 * abs(ref), (name, v, ref)
+  # The weights behind the realised figures: a fraction, high for a fit that moved little.
+  assert 0.0 < float(sub.realised_ess) <= 1.0 and float(full.realised_ess) > 0.1
 
 
 def test_negative_diagnostics_samples_is_rejected():
