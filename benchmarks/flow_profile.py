@@ -196,7 +196,7 @@ def markdown(r: dict) -> str:
            f"| log q at batch {r['batch']} | {ms(r['log_q_batch'])} | | |"]
   if r.get("ratio_sample_blocked") is not None:
     b = r["auto_block"]
-    lines.append(f"| sample + log q of {r['n_sample']:,} in blocks of {b} (runs' default here) "
+    lines.append(f"| sample + log q of {r['n_sample']:,} in blocks of {b} (block = \"auto\") "
                  f"| {ms(r['sample_in_blocks'][str(b)])} | {ms(r['floor_sample_blocked'])} "
                  f"(block by block) | {r['ratio_sample_blocked']:.2f} |")
   lines += ["", f"Sampling {r['n_sample']:,} in blocks:", "", "| block | time |", "|---|---|"]

@@ -8,14 +8,14 @@ from cmtjax.flows.config import FlowConfig
 from cmtjax.flows.flow import Flow, in_blocks, make_flow
 
 
-def flow_for_target(flow_kwargs: dict[str, Any], target, block="auto") -> Flow:
+def flow_for_target(flow_kwargs: dict[str, Any], target, block=0) -> Flow:
   """Builds the flow of a run from the ``flow`` section of its config and its target.
 
   Args:
     flow_kwargs: ``FlowConfig`` fields other than ``dim``.
     target: the ``Target``; molecular targets carry ``target.molecule``.
-    block: batches larger than this are drawn and scored in blocks (``"auto"``: cache-sized
-      blocks on a CPU, whole batches on accelerators; 0: whole batches), see
+    block: batches larger than this are drawn and scored in blocks (0: whole batches;
+      ``"auto"``: cache-sized blocks on a CPU, whole batches on accelerators), see
       :func:`cmtjax.flows.flow.in_blocks`.
 
   Returns:

@@ -69,8 +69,10 @@ class Flow(NamedTuple):
 
 
 # Block size of the "auto" setting on a CPU: a block's activations (a few MB per layer) stay in
-# cache, which made sampling 1e5 alanine-dipeptide configurations ~1.4x faster than one batch
-# (benchmarks/flow_profile.py); on accelerators one large batch is faster.
+# cache. Drawing 1e5 alanine-dipeptide samples (flow and energy) this way was 1.4x faster than
+# one batch on 2 cores shared with another job, but only 1.03x on 2 idle cores
+# (benchmarks/flow_profile.py), so it is not the default; on accelerators one large batch is
+# faster.
 CPU_BLOCK = 1024
 
 

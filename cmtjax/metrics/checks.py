@@ -43,7 +43,7 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None,
       and metrics["target_reached_at_step"] is None:
     where = f" (final β = {final_beta:.3g})" if final_beta is not None else ""
     if final_beta is not None and final_alpha is not None and final_beta >= 1.0:
-      where = (f" (final α = {final_alpha:.3g} at β = 1: the trust region still held the last "
+      where = (f" (final α = {final_alpha:.6g} at β = 1: the trust region still held the last "
                f"step back)")
     out.append(f"CMT did not reach the target within the budget{where}: the flow fits an "
                f"intermediate distribution; raise max_target_evals")

@@ -71,6 +71,7 @@ def test_block_settings():
   for bad in (-1, "big", 2.5, True):
     with pytest.raises(ValueError, match="block"):
       resolve_block(bad)
+  assert build_config([]).distributed.block == 0  # whole batches unless asked for
   assert build_config([{"distributed": {"block": 256}}]).distributed.block == 256
   with pytest.raises(ConfigError, match="block"):
     build_config([{"distributed": {"block": -3}}])
