@@ -100,7 +100,7 @@ PRESETS: dict[str, dict] = {
     # 30 more steps at lr 3e-4 did not raise the ESS, nor did 2x256 conditioners; the per-step
     # phi > 0 trace shows the basin lost during the annealing ("Third round" in the docs).
     # Annealing at lr 3e-4 with the eps scale capped at 2 (1.4e7) kept it far longer but not to
-    # the end (ESS 0.031): the flow's phi > 0 samples sit 22-35 kJ/mol above its main basin,
+    # the end (ESS 0.031): the flow's phi > 0 samples sit 22-33 kJ/mol above its main basin,
     # against 7-9 in the reference ("Fourth round").
     "ala4": _MOLECULE_CPU | {"cmt": _MOLECULE_CPU["cmt"] | {
         "plan_budget": True, "refine_fraction": 0.5, "stop_adapting_at_target": False},
