@@ -204,8 +204,7 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
                                     keep=cfg.checkpoint.keep, fingerprint=run_fingerprint(cfg),
                                     config=fingerprinted_config(cfg))
   mesh = make_mesh("all" if jax.process_count() > 1 else dist.devices)
-  flow = (flow_for_target(cfg.flow, target, block=dist.block) if flow is None
-          else in_blocks(flow, dist.block))
+  flow = in_blocks(flow_for_target(cfg.flow, target) if flow is None else flow, dist.block)
   spec = get_method(cfg.method)
   method_cfg = cfg.method_config
   n_steps = plan_steps(method_cfg.evals_per_step, cfg.max_target_evals, cfg.max_steps)

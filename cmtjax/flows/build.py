@@ -5,18 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from cmtjax.flows.config import FlowConfig
-from cmtjax.flows.flow import Flow, in_blocks, make_flow
+from cmtjax.flows.flow import Flow, make_flow
 
 
-def flow_for_target(flow_kwargs: dict[str, Any], target, block=0) -> Flow:
+def flow_for_target(flow_kwargs: dict[str, Any], target) -> Flow:
   """Builds the flow of a run from the ``flow`` section of its config and its target.
 
   Args:
     flow_kwargs: ``FlowConfig`` fields other than ``dim``.
     target: the ``Target``; molecular targets carry ``target.molecule``.
-    block: batches larger than this are drawn and scored in blocks (0: whole batches;
-      ``"auto"``: cache-sized blocks on a CPU, whole batches on accelerators), see
-      :func:`cmtjax.flows.flow.in_blocks`.
 
   Returns:
     ``make_flow`` for Cartesian coordinates, ``make_internal_flow`` for internal ones
@@ -29,7 +26,7 @@ def flow_for_target(flow_kwargs: dict[str, Any], target, block=0) -> Flow:
   internal = (config.coordinates == "internal"
               or (config.coordinates == "auto" and target.molecule is not None))
   if not internal:
-    return in_blocks(make_flow(config), block)
+    return make_flow(config)
   if target.molecule is None:
     raise ValueError(f"flow.coordinates='internal' needs a molecular target; "
                      f"{target.name!r} is not one")
@@ -38,4 +35,4 @@ def flow_for_target(flow_kwargs: dict[str, Any], target, block=0) -> Flow:
   ic = make_internal_coordinates(target.molecule.zmatrix, bond_width=config.bond_width,
                                  angle_width=config.angle_width,
                                  offset_width=config.offset_width)
-  return in_blocks(make_internal_flow(config, ic), block)
+  return make_internal_flow(config, ic)

@@ -46,6 +46,11 @@ def perturb(params, key, scale: float):
   ])
 
 
+def perturbed_init(flow, scale: float = 0.1):
+  """Any flow's initial parameters (key 0) with Gaussian noise on every leaf (key 1)."""
+  return perturb(flow.init(jax.random.PRNGKey(0)), jax.random.PRNGKey(1), scale)
+
+
 @functools.lru_cache(maxsize=None)
 def perturbed_params(dim: int, coupling: str, permutation: str = "alternate",
                      base_scale: float = 1.0, n_layers: int = 2, seed: int = 0):

@@ -10,20 +10,13 @@ import pytest
 from cmtjax.flows import FlowConfig, make_flow
 from cmtjax.flows.flow import CPU_BLOCK, in_blocks, resolve_block
 from cmtjax.io.config import ConfigError, build_config
-
-
-def _perturbed(flow, scale=0.1):
-  params = flow.init(jax.random.PRNGKey(0))
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  return jax.tree.unflatten(
-      tree, [v + scale * jax.random.normal(k, v.shape) for k, v in zip(keys, leaves)])
+from flows_testing import perturbed_init
 
 
 def test_blocks_compute_the_same_densities_and_draw_block_by_block():
   # (The wrapper sees only sample_and_log_prob and log_prob: any flow, molecular ones too.)
   whole = make_flow(FlowConfig(dim=3, n_layers=2, hidden=(8,), n_bins=4))
-  params = _perturbed(whole)
+  params = perturbed_init(whole)
   block, n = 7, 30  # n not a multiple of the block: the last block is padded and cut
   blocked = in_blocks(whole, block)
   key = jax.random.PRNGKey(3)
@@ -49,7 +42,7 @@ def test_blocks_compute_the_same_densities_and_draw_block_by_block():
 
 def test_gradients_flow_through_blocked_sampling():
   whole = make_flow(FlowConfig(dim=2, n_layers=2, hidden=(8,), n_bins=4))
-  params = _perturbed(whole)
+  params = perturbed_init(whole)
   blocked = in_blocks(whole, 5)
   key = jax.random.PRNGKey(4)
 

@@ -12,6 +12,7 @@ import pytest
 from cmtjax.flows import flow_for_target
 from cmtjax.targets import make_target
 from cmtjax.targets.molecules import wrong_chirality
+from flows_testing import perturbed_init
 
 _KW = dict(n_layers=4, hidden=[32], n_bins=6, seed_permutation=3)
 
@@ -21,18 +22,10 @@ def _target():
   return make_target("aldp")
 
 
-def _perturbed_params(flow, scale=0.1):
-  params = flow.init(jax.random.PRNGKey(0))
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  return jax.tree.unflatten(
-      tree, [v + scale * jax.random.normal(k, v.shape) for k, v in zip(keys, leaves)])
-
-
 def test_sample_log_prob_matches_log_prob_and_inverse():
   t = _target()
   flow = flow_for_target(_KW, t)
-  params = _perturbed_params(flow)
+  params = perturbed_init(flow)
   x, log_q = flow.sample_and_log_prob(params, jax.random.PRNGKey(2), 512)
   assert x.shape == (512, t.dim)
   np.testing.assert_allclose(np.asarray(flow.log_prob(params, x)), np.asarray(log_q),
@@ -51,7 +44,7 @@ def test_sample_log_prob_matches_log_prob_and_inverse():
 def test_flow_log_det_against_autodiff_in_cartesian_space():
   t = _target()
   flow = flow_for_target(_KW, t)
-  params = _perturbed_params(flow)
+  params = perturbed_init(flow)
   zm = t.molecule.zmatrix
   a1, a2 = int(zm.order[1]), int(zm.order[2])
   idx = np.asarray([3 * a1, 3 * a2, 3 * a2 + 1]
@@ -89,7 +82,7 @@ def test_initial_flow_is_the_prior_pushed_to_cartesian_space():
 def test_free_dihedrals_are_periodic():
   t = _target()
   flow = flow_for_target(_KW, t)
-  params = _perturbed_params(flow)
+  params = perturbed_init(flow)
   free = np.flatnonzero(np.concatenate([
       np.zeros(2 * t.molecule.topology.n_atoms - 3, bool),
       t.molecule.zmatrix.torsion_kind == 0]))
@@ -133,7 +126,7 @@ def test_the_base_space_a_sampler_moves_in():
   flow's sample_and_log_prob and forward agree."""
   t = _target()
   flow = flow_for_target(_KW, t)
-  params = _perturbed_params(flow)
+  params = perturbed_init(flow)
   z = flow.base_sample(jax.random.PRNGKey(6), 256)
   assert z.shape == (256, t.molecule.zmatrix.dim)
   assert bool(jnp.all(jnp.isfinite(flow.base_log_prob(z))))
