@@ -5,6 +5,7 @@ share of samples with φ ≥ 0 (plain and reweighted), the median log importance
 median energy in and out of that basin; then the same basin's share and median energies in the
 reference frames. A basin whose samples weigh far less than the rest is one the flow samples
 badly (wrong conditional geometry), and the importance weights of the next fit shrink it.
+First, per run, the spread of all its log-weights (robust std and percentiles).
 
   .venv/bin/python benchmarks/basin_weights.py --target ala4 \\
       --reference data/reference/ala4_10ns.npz runs/ala4_lr3e4_b14 [more runs]
@@ -35,6 +36,16 @@ def main(argv=None):
     log_w, energy = d["log_w"], d["energies"]
     ok = np.isfinite(log_w)
     print(f"{run}: {len(log_w)} samples")
+    # The spread of the log-weights: a robust standard deviation (1.4826 x the median absolute
+    # deviation, the std for normal log w, where ESS ~ exp(-std^2)), and the 1st / 99th
+    # percentiles about the median. The bulk spread is the flow's overall precision; the
+    # upper tail is what the reverse ESS feels most.
+    lw = log_w[ok]
+    med = np.median(lw)
+    w = np.exp(lw - lw.max())
+    print(f"  log w: robust std {1.4826 * np.median(np.abs(lw - med)):.2f} nats, 1st / 99th "
+          f"percentile {np.percentile(lw, 1) - med:+.2f} / {np.percentile(lw, 99) - med:+.2f} "
+          f"about the median; ESS of these samples {w.sum() ** 2 / (len(w) * (w ** 2).sum()):.3f}")
     for r in range(phi.shape[1]):
       pos, neg = (phi[:, r] >= 0) & ok, (phi[:, r] < 0) & ok
       share_w = np.exp(logsumexp(log_w[pos]) - logsumexp(log_w[ok])) if pos.any() else 0.0

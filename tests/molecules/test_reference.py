@@ -172,7 +172,9 @@ def test_load_reference_missing_files_name_the_command(tmp_path, monkeypatch):
   monkeypatch.setenv("CMTJAX_DATA", str(tmp_path))
   with pytest.raises(FileNotFoundError, match="cmtjax reference --target aldp"):
     ref.load_reference("aldp", path=str(tmp_path / "nope.npz"))
-  # ala6 ships no reference set and there is no cached one.
+  # A built-in molecule with neither a cached nor a shipped set (the shipped one hidden here).
+  monkeypatch.setattr(ref, "shipped_reference_path",
+                      lambda name: str(tmp_path / "none" / f"{name}_reference.npz"))
   with pytest.raises(FileNotFoundError, match=r"cmtjax reference --target ala6.*"):
     ref.load_reference("ala6")
   # A molecule of the user's own: only the cache is searched; the hint names its PDB.
