@@ -241,8 +241,8 @@ def main(argv=None):
     row["label"] = label
     rows.append(row)
     result = {"target": args.target, "reference": os.path.relpath(ref.path),
-              "n_train": int(len(tr)), "n_test": int(len(te)), "steps": args.steps, "batch": args.batch,
-              "learning_rate": args.learning_rate, "seed": args.seed,
+              "n_train": int(len(tr)), "n_test": int(len(te)), "steps": args.steps,
+              "batch": args.batch, "learning_rate": args.learning_rate, "seed": args.seed,
               "devices": str(jax.devices()), "rows": rows, "command": command}
     write(result, stem)  # after every row: a long sweep stopped midway keeps its rows
   print(markdown(result))

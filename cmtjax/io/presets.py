@@ -109,8 +109,8 @@ PRESETS: dict[str, dict] = {
                              "max_target_evals": 11_000_000},
     # The larger peptides: the ala4 recipe (planned annealing within half the budget, then the
     # learning rate's decay with the trust region kept), with budgets for about two hours on 2
-    # CPU cores at N = 1e5 per step (~60 s a step for ala6's 180 coordinates, ~75 s for
-    # elil's 219, estimated from ala4's ~40 s at 120). Paper-scale configs:
+    # CPU cores at N = 1e5 per step (ala6's 180 coordinates: ~45-50 s a step measured on its
+    # first run; elil's 219: ~75 s estimated from ala4's ~40 s at 120). Paper-scale configs:
     # experiments/molecules/configs/.
     "ala6": _MOLECULE_CPU | {"cmt": _MOLECULE_CPU["cmt"] | {
         "plan_budget": True, "refine_fraction": 0.5, "stop_adapting_at_target": False},
