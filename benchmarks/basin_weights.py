@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.special import logsumexp
 
+from cmtjax.metrics import reverse_ess
 from cmtjax.targets import make_target
 from cmtjax.targets.molecules.topology import dihedral_angles
 
@@ -41,11 +42,11 @@ def main(argv=None):
     # percentiles about the median. The bulk spread is the flow's overall precision; the
     # upper tail is what the reverse ESS feels most.
     lw = log_w[ok]
-    med = np.median(lw)
-    w = np.exp(lw - lw.max())
-    print(f"  log w: robust std {1.4826 * np.median(np.abs(lw - med)):.2f} nats, 1st / 99th "
-          f"percentile {np.percentile(lw, 1) - med:+.2f} / {np.percentile(lw, 99) - med:+.2f} "
-          f"about the median; ESS of these samples {w.sum() ** 2 / (len(w) * (w ** 2).sum()):.3f}")
+    centre = np.median(lw)
+    print(f"  log w: robust std {1.4826 * np.median(np.abs(lw - centre)):.2f} nats, 1st / 99th "
+          f"percentile {np.percentile(lw, 1) - centre:+.2f} / "
+          f"{np.percentile(lw, 99) - centre:+.2f} about the median; ESS of these samples "
+          f"{float(reverse_ess(jnp.asarray(log_w))):.3f}")
     for r in range(phi.shape[1]):
       pos, neg = (phi[:, r] >= 0) & ok, (phi[:, r] < 0) & ok
       share_w = np.exp(logsumexp(log_w[pos]) - logsumexp(log_w[ok])) if pos.any() else 0.0

@@ -46,6 +46,7 @@ import optax
 from cmtjax.flows import flow_for_target
 from cmtjax.io.config import build_config, parse_override
 from cmtjax.io.presets import preset_for
+from cmtjax.sampling.chunks import map_in_chunks
 from cmtjax.targets import make_target
 from cmtjax.targets.molecules.reference import load_target_reference
 from cmtjax.train.fit import clipped_adam, optimizer_steps
@@ -59,10 +60,14 @@ def split_by_walker(walker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return np.flatnonzero(even), np.flatnonzero(~even)
 
 
+def n_weights(params) -> int:
+  """Number of weights of a flow's parameters."""
+  return int(sum(np.prod(np.shape(a)) for a in jax.tree_util.tree_leaves(params)))
+
+
 def mean_nll(log_prob, params, x: jnp.ndarray, chunk: int = 4096) -> tuple[float, int]:
   """Mean −log q over the frames with finite log q, and the number of frames without one."""
-  vals = np.concatenate([np.asarray(log_prob(params, x[i:i + chunk]))
-                         for i in range(0, x.shape[0], chunk)])
+  vals = map_in_chunks(lambda xs: log_prob(params, xs), x, chunk)
   finite = np.isfinite(vals)
   return float(-np.mean(vals[finite])), int(np.sum(~finite))
 
@@ -72,15 +77,13 @@ def probe(target, flow_kwargs: dict, train: jnp.ndarray, test: jnp.ndarray, *, s
   flow = flow_for_target(flow_kwargs, target)
   key = jax.random.PRNGKey(seed)
   params = flow.init(key)
-  n_weights = int(sum(np.prod(np.shape(a)) for a in jax.tree_util.tree_leaves(params)))
   optimizer = clipped_adam(learning_rate, 100.0)
   opt_state = optimizer.init(params)
   log_prob = jax.jit(flow.log_prob)
   chunk_steps = max(1, steps // n_checks)
   # The flow's support does not depend on its parameters (bounded coordinates have fixed
   # intervals): frames outside it (log q = -inf) are left out of the fit once, here.
-  inside = np.concatenate([np.isfinite(np.asarray(log_prob(params, train[i:i + 4096])))
-                           for i in range(0, train.shape[0], 4096)])
+  inside = np.isfinite(map_in_chunks(lambda xs: log_prob(params, xs), train, 4096))
   train = train[np.flatnonzero(inside)]
 
   def loss(p, k):
@@ -110,7 +113,7 @@ def probe(target, flow_kwargs: dict, train: jnp.ndarray, test: jnp.ndarray, *, s
     print(f"  {done:6d} steps  train {float(train_loss):9.3f}  held-out {nll:9.3f}"
           f"  ({n_out} outside the support)", flush=True)
   timed_steps = max(1, done - chunk_steps)
-  return {"flow": flow_kwargs, "n_weights": n_weights, "trace": trace,
+  return {"flow": flow_kwargs, "n_weights": n_weights(params), "trace": trace,
           "train_outside": int(np.sum(~inside)),
           "heldout_nll": trace[-1]["heldout_nll"],
           "best_heldout_nll": min(t["heldout_nll"] for t in trace),
@@ -224,8 +227,7 @@ def main(argv=None):
       raise SystemExit(f"--run {run_dir}: trained on {found.config.target!r}, not {args.target!r}")
     nll, n_out = mean_nll(jax.jit(found.flow.log_prob), found.params, test)
     rows.append({"label": f"run {run_dir}", "flow": found.config.flow,
-                 "n_weights": int(sum(np.prod(np.shape(a))
-                                      for a in jax.tree_util.tree_leaves(found.params))),
+                 "n_weights": n_weights(found.params),
                  "trace": [], "heldout_nll": nll, "best_heldout_nll": nll,
                  "heldout_outside": n_out})
     print(f"run {run_dir}: held-out {nll:.3f} ({n_out} outside the support)", flush=True)

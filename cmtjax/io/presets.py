@@ -28,6 +28,15 @@ _MOLECULE_CPU = {
     "smc": {"n_particles": 2000, "n_mcmc_steps": 2, "n_leapfrog": 10},
 }
 
+
+def _planned_peptide(refine_fraction: float, max_target_evals: int) -> dict:
+  """The molecular CPU preset with budget planning: annealing within (1 − refine_fraction)
+  of the budget, then the learning rate's decay at the target with the trust region kept."""
+  return _MOLECULE_CPU | {"cmt": _MOLECULE_CPU["cmt"] | {
+      "plan_budget": True, "refine_fraction": refine_fraction,
+      "stop_adapting_at_target": False}, "max_target_evals": max_target_evals}
+
+
 # GMM-40 (the README demo): 32 bins with 2×64 conditioners (24 bins with 2×128 reached a
 # lower ESS at twice the time per step). While annealing the buffer holds N = 1e5 samples:
 # the broad first flows put only ~1 of 1e4 samples on a remote corner mode, and a mode that a
@@ -88,9 +97,7 @@ PRESETS: dict[str, dict] = {
     # phi > 0 basin was lost (ESS 0.82, forward ESS 8e-25); with it, seed 0 reached reverse ESS
     # 0.812, forward ESS 0.65 and phi > 0 0.022 (reference 0.0236) in 37 min on 2 cores
     # (docs/molecules.md).
-    "aldp": _MOLECULE_CPU | {"cmt": _MOLECULE_CPU["cmt"] | {
-        "plan_budget": True, "refine_fraction": 0.85, "stop_adapting_at_target": False},
-                             "max_target_evals": 11_000_000},
+    "aldp": _planned_peptide(0.85, 11_000_000),
     # Alanine tetrapeptide: the aldp recipe with half the budget for the annealing (the path
     # needs ~55 steps here, aldp 16), then the learning rate's decay with the trust region
     # kept. Seed 0 at 1.1e7 (77 min on 2 cores, ~40 s a step): reverse ESS 0.049, every
@@ -104,20 +111,14 @@ PRESETS: dict[str, dict] = {
     # against 7-9 in the reference ("Fourth round"). From this run's flow, K = 400 fit steps
     # per step (fit KL ~0) left the ESS at 0.050 and a reverse-KL polish lowered it to 0.023
     # ("Fifth round"): the log-weights' robust spread is 1.2-1.6 nats here, 0.36 on aldp.
-    "ala4": _MOLECULE_CPU | {"cmt": _MOLECULE_CPU["cmt"] | {
-        "plan_budget": True, "refine_fraction": 0.5, "stop_adapting_at_target": False},
-                             "max_target_evals": 11_000_000},
+    "ala4": _planned_peptide(0.5, 11_000_000),
     # The larger peptides: the ala4 recipe (planned annealing within half the budget, then the
     # learning rate's decay with the trust region kept), with budgets for about two hours on 2
     # CPU cores at N = 1e5 per step (ala6's 180 coordinates: ~45-50 s a step measured on its
     # first run; elil's 219: ~75 s estimated from ala4's ~40 s at 120). Paper-scale configs:
     # experiments/molecules/configs/.
-    "ala6": _MOLECULE_CPU | {"cmt": _MOLECULE_CPU["cmt"] | {
-        "plan_budget": True, "refine_fraction": 0.5, "stop_adapting_at_target": False},
-                             "max_target_evals": 11_000_000},
-    "elil": _MOLECULE_CPU | {"cmt": _MOLECULE_CPU["cmt"] | {
-        "plan_budget": True, "refine_fraction": 0.5, "stop_adapting_at_target": False},
-                             "max_target_evals": 9_000_000},
+    "ala6": _planned_peptide(0.5, 11_000_000),
+    "elil": _planned_peptide(0.5, 9_000_000),
     "double_well2d": {
         "flow": {"base_scale": 2.0, "box": 4.0, "n_layers": 6, "n_bins": 16},
         "max_target_evals": 500_000,
