@@ -30,7 +30,8 @@ TV, or for molecules the Ramachandran TV (plain and reweighted) and the wrong-ch
 and ``compare_<target>.png`` (reverse ESS against target evaluations, mean ± s.e. over seeds,
 on a linear and a log scale) in ``--results-dir``, and each run's folder under
 ``--runs-dir/<target>/<method>/seed<k>``. ``--resume`` reuses runs
-whose ``metrics.json`` exists (a long table can be finished in several sittings);
+whose ``metrics.json`` exists and continues interrupted ones from their newest checkpoint (a
+long table can be finished in several sittings, losing at most one checkpoint interval);
 ``--report-only`` runs nothing and writes the table and plot of the finished runs.
 ``--merge earlier/compare_<target>.json`` adds the rows of an earlier comparison of the same
 target and budget for the methods not run now (rows made in another sitting or on another
@@ -157,7 +158,8 @@ def main(argv=None) -> int:
                   help="config override for every run (e.g. eval.every=5); repeatable")
   ap.add_argument("--runs-dir", default="runs/compare")
   ap.add_argument("--results-dir", default="benchmarks/results")
-  ap.add_argument("--resume", action="store_true", help="reuse runs with a metrics.json")
+  ap.add_argument("--resume", action="store_true", help="reuse runs with a metrics.json and continue interrupted ones from "
+                       "their checkpoints")
   ap.add_argument("--no-progress", action="store_true")
   ap.add_argument("--eval-points", type=int, default=10,
                   help="in-training evaluations per run for the ESS curve (eval.every is set "
@@ -228,12 +230,13 @@ def main(argv=None) -> int:
                            cfg.max_steps)
       run_layer["eval"] = {"every": max(1, n_steps // args.eval_points)}
       cfg = variant.config(args.target, run_layer)
-    out = folder(spec, seed)
-    reuse = args.resume and grid.has_metrics(out)
-    if reuse:
+    job = grid.resumable_job(cfg, folder(spec, seed), args.resume)
+    if job.reuse:
       note["reused"] = True
+    elif job.resume:
+      note["continued_from_checkpoint"] = True
     notes[task] = note
-    return grid.Job(cfg, out, reuse)
+    return job
 
   def record(done: grid.Finished) -> None:
     (spec, seed), note = done.key, notes[done.key]
@@ -241,6 +244,10 @@ def main(argv=None) -> int:
     seconds = done.wall_seconds
     if done.reused:  # the time the run took when it ran, not the time to read it back
       seconds = m.get("total_seconds", seconds)
+    elif done.job.resume and "training_seconds" in m:  # continued in this sitting: its training
+      # over every sitting (the checkpoint carries the clock) and this sitting's evaluation
+      seconds = (m["training_seconds"] + m.get("eval_seconds", 0.0)
+                 + m.get("molecular_eval_seconds", 0.0))
     m.update(note, folder=done.job.out, seconds=seconds)
     if spec == "cmt" and "error" not in m:
       cmt_anneal_steps[seed] = grid.anneal_steps(m)

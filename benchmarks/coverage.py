@@ -15,7 +15,7 @@ Every run uses the target's preset (``cmtjax/io/presets.py``) plus ``--set`` ove
 (``--runs-dir/<name>/<instance>/seed<k>``) and reports modes covered, reverse ESS, log Z
 error, mode-occupancy TV, target evaluations, steps to reach the target, wall and CPU seconds.
 Writes ``coverage_<name>.json`` and ``coverage_<name>.md`` (one row per run, and how many
-runs covered) to ``--results-dir``. ``--resume`` reuses finished runs.
+runs covered) to ``--results-dir``. ``--resume`` reuses finished runs and continues interrupted ones from their checkpoints.
 
 ``--trace DIR [DIR ...]`` runs nothing: it plots, per annealing step of the given CMT run
 folders, the buffer samples nearest to the least-sampled mode and β (``coverage_<name>.png``):
@@ -133,7 +133,8 @@ def main(argv=None) -> int:
   p.add_argument("--jobs", type=int, default=1, help="runs at a time (one process each)")
   p.add_argument("--runs-dir", default="runs/coverage")
   p.add_argument("--results-dir", default="benchmarks/results")
-  p.add_argument("--resume", action="store_true", help="reuse runs with a metrics.json")
+  p.add_argument("--resume", action="store_true", help="reuse runs with a metrics.json and continue interrupted ones from "
+                       "their checkpoints")
   args = p.parse_args(argv)
   if args.trace:
     os.makedirs(args.results_dir, exist_ok=True)
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
           layer["max_target_evals"] = int(args.budget)
         cfg = setting.config(name, layer)  # checked before any run
         out = os.path.join(args.runs_dir, args.name, label, f"seed{seed}")
-        jobs[(label, seed)] = grid.Job(cfg, out, args.resume and grid.has_metrics(out))
+        jobs[(label, seed)] = grid.resumable_job(cfg, out, args.resume)
 
   os.makedirs(args.results_dir, exist_ok=True)
   stem = os.path.join(args.results_dir, f"coverage_{args.name}")

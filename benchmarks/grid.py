@@ -25,6 +25,7 @@ import numpy as np
 
 from cmtjax.io.config import RunConfig, build_config, to_dict
 from cmtjax.io.presets import preset_for
+from cmtjax.runner import CHECKPOINT_DIR
 
 # Absolute-value summary keys and the signed metric each is taken from.
 ABS_OF = {"abs_log_z_error": "log_z_error", "abs_ais_log_z_error": "ais_log_z_error"}
@@ -61,11 +62,15 @@ class Job:
     cfg: the run's config.
     out: the run's folder (``metrics.json`` and the other files of :func:`cmtjax.runner.run`).
     reuse: read the finished run's ``metrics.json`` instead of running it.
+    resume: continue the interrupted run in ``out`` from its newest checkpoint (a run that was
+      stopped, e.g. at the end of a sitting); the checkpoint must be of the same config, or the
+      run becomes an error entry that names the differences.
   """
 
   cfg: RunConfig
   out: str
   reuse: bool = False
+  resume: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +146,7 @@ def run_grid(keys: Iterable[Hashable], prepare: Callable[[Hashable], Job], *, wo
       for key in ready() or _stuck(pending):
         job, fin = start(key)
         if fin is None:
-          fin = Finished(key, job, *_execute(job.cfg, job.out, progress))
+          fin = Finished(key, job, *_execute(job.cfg, job.out, progress, job.resume))
         done.add(key)
         yield fin
     return
@@ -161,8 +166,8 @@ def run_grid(keys: Iterable[Hashable], prepare: Callable[[Hashable], Job], *, wo
           done.add(key)
           yield fin
         else:
-          running[pool.submit(_execute, job.cfg, job.out, False)] = (key, job,
-                                                                     time.perf_counter())
+          running[pool.submit(_execute, job.cfg, job.out, False, job.resume)] = (
+              key, job, time.perf_counter())
       if not running:
         if pending and not ready():
           _stuck(pending)
@@ -186,12 +191,14 @@ def _error(cfg: RunConfig, e: BaseException) -> dict:
   return {"seed": cfg.seed, "error": f"{type(e).__name__}: {e}"}
 
 
-def _execute(cfg: RunConfig, out: str, progress: bool) -> tuple[dict, float, float]:
-  """One run through :func:`cmtjax.runner.run`: (metrics or an error entry, wall s, CPU s)."""
+def _execute(cfg: RunConfig, out: str, progress: bool,
+             resume: bool = False) -> tuple[dict, float, float]:
+  """One run through :func:`cmtjax.runner.run` (continued from its checkpoint when
+  ``resume``): (metrics or an error entry, wall s, CPU s of this process)."""
   c0, t0 = time.process_time(), time.perf_counter()
   try:
     from cmtjax.runner import run
-    m = run(cfg, out, progress=progress)
+    m = run(cfg, out, progress=progress, resume=resume)
   except Exception as e:  # one failed run must not lose the table
     traceback.print_exc()
     m = _error(cfg, e)
@@ -214,6 +221,21 @@ def _init_worker(slot, n_jobs: int) -> None:
 def has_metrics(out: str) -> bool:
   """Whether the run in ``out`` has finished (its ``metrics.json`` exists)."""
   return os.path.isfile(os.path.join(out, "metrics.json"))
+
+
+def has_checkpoint(out: str) -> bool:
+  """Whether ``out`` holds an interrupted run: checkpoints but no ``metrics.json``."""
+  ckpt = os.path.join(out, CHECKPOINT_DIR)
+  return (not has_metrics(out) and os.path.isdir(ckpt)
+          and any(name.isdigit() for name in os.listdir(ckpt)))
+
+
+def resumable_job(cfg: RunConfig, out: str, resume: bool) -> Job:
+  """The job of a grid run with ``--resume``: a finished run is read back, an interrupted
+  one continues from its newest checkpoint, anything else runs afresh."""
+  if not resume:
+    return Job(cfg, out)
+  return Job(cfg, out, reuse=has_metrics(out), resume=has_checkpoint(out))
 
 
 def read_metrics(out: str) -> dict:

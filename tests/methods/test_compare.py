@@ -146,6 +146,44 @@ def test_merge_adds_the_rows_of_an_earlier_comparison(tmp_path):
     compare.main(argv + ["--merge", str(old)])
 
 
+def test_resume_continues_an_interrupted_run_from_its_checkpoint(tmp_path):
+  """--resume: a run stopped after some steps (checkpoints, no metrics.json) continues from its
+  newest checkpoint and ends as the uninterrupted run did; a finished run is read back."""
+  import json
+  import shutil
+
+  runs, res = tmp_path / "runs", tmp_path / "res"
+  argv = ["--target", "double_well2d", "--methods", "cmt", "--seeds", "0", "--budget", "3000",
+          "--runs-dir", str(runs), "--results-dir", str(res), "--no-progress", "--resume",
+          "--eval-points", "0", "--set", "cmt.n_samples=500", "--set", "cmt.n_grad_steps=3",
+          "--set", "cmt.batch_size=128", "--set", "eval.n_samples=500", "--set",
+          "eval.every=0", "--set", "eval.n_repeats=1", "--set", "flow.n_layers=2",
+          "--set", "flow.hidden=[16]", "--set", "checkpoint.every=1", "--set",
+          "checkpoint.keep=10"]
+  assert compare.main(argv) == 0
+  folder = runs / "double_well2d" / "cmt" / "seed0"
+  whole = json.loads((folder / "metrics.json").read_text())
+  assert whole["n_steps"] == 6 and whole["resumed_from"] is None
+  # Stop it after step 2: what a run killed at that point leaves.
+  (folder / "metrics.json").unlink()
+  for name in os.listdir(folder / "checkpoints"):
+    if name.isdigit() and int(name) > 2:
+      shutil.rmtree(folder / "checkpoints" / name)
+  grid = _grid()
+  assert grid.has_checkpoint(str(folder)) and not grid.has_metrics(str(folder))
+  assert compare.main(argv) == 0
+  again = json.loads((folder / "metrics.json").read_text())
+  assert os.path.basename(again["resumed_from"]) == "2"
+  for key in ("n_steps", "target_evals", "grad_steps", "reverse_ess", "log_z"):
+    assert again[key] == whole[key], key
+  row = json.loads((res / "compare_double_well2d.json").read_text())["methods"]["cmt"]["runs"][0]
+  assert row["continued_from_checkpoint"] and row["seconds"] > 0 and "reused" not in row
+  assert compare.main(argv) == 0  # now finished: read back, not run again
+  row = json.loads((res / "compare_double_well2d.json").read_text())["methods"]["cmt"]["runs"][0]
+  assert row["reused"] and "continued_from_checkpoint" not in row
+  assert not grid.has_checkpoint(str(folder))  # a finished run is not an interrupted one
+
+
 def _grid():
   import sys
 
