@@ -51,6 +51,9 @@ _RENAME = {"lam": "lambda"}
 # Sections of a RunConfig that do not change what a run computes (left out of its fingerprint,
 # so that a run may be resumed with other checkpoint or device settings).
 _NOT_FINGERPRINTED = ("checkpoint", "distributed")
+# Settings added after runs were checkpointed: left out of the fingerprint while null (their
+# default), so a checkpoint written before they existed still resumes.
+_ADDED_LATER = (("init_params",), ("cmt", "plan_anneal_evals"))
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -65,9 +68,14 @@ def fingerprinted_config(cfg: RunConfig) -> dict:
   if path is not None:
     with open(path, "rb") as f:
       out["target_file_sha256"] = hashlib.sha256(f.read()).hexdigest()
-  if cfg.init_params is None:  # absent from configs written before it existed: same hash
-    out.pop("init_params", None)
-  elif os.path.isfile(params_path(cfg.init_params)):
+  for path_ in _ADDED_LATER:  # absent from configs written before they existed: same hash
+    *parents, leaf = path_
+    section = out
+    for key in parents:
+      section = section.get(key) or {}
+    if leaf in section and section[leaf] is None:
+      del section[leaf]
+  if cfg.init_params is not None and os.path.isfile(params_path(cfg.init_params)):
     with open(params_path(cfg.init_params), "rb") as f:
       out["init_params_sha256"] = hashlib.sha256(f.read()).hexdigest()
   return out

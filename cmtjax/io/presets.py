@@ -29,11 +29,12 @@ _MOLECULE_CPU = {
 }
 
 
-def _planned_peptide(refine_fraction: float, max_target_evals: int) -> dict:
-  """The molecular CPU preset with budget planning: annealing within (1 − refine_fraction)
-  of the budget, then the learning rate's decay at the target with the trust region kept."""
+def _planned_peptide(anneal_evals: float, max_target_evals: int) -> dict:
+  """The molecular CPU preset with budget planning: the annealing within ``anneal_evals``
+  target evaluations (at most 80 % of a smaller budget), then the learning rate's decay at the
+  target with the trust region kept, for the rest of the budget."""
   return _MOLECULE_CPU | {"cmt": _MOLECULE_CPU["cmt"] | {
-      "plan_budget": True, "refine_fraction": refine_fraction,
+      "plan_budget": True, "plan_anneal_evals": int(anneal_evals), "refine_fraction": 0.2,
       "stop_adapting_at_target": False}, "max_target_evals": max_target_evals}
 
 
@@ -91,16 +92,17 @@ PRESETS: dict[str, dict] = {
     # CPU-scale run of docs/molecules.md (about an hour on 2 CPU cores). N = 1e5: with N = 1e4
     # the fit dropped the flow's entropy 2-4x faster than the bound asked for and the flow
     # ended up too narrow (bond and angle spreads 0.7x the reference's).
-    # Budget planning anneals within 15 % of the budget (the target at step 16), then 94 steps
+    # Budget planning anneals within 1.65e6 evaluations (15 % of the budget; the target at step
+  # 16; at 2e6 it keeps 1.6e6, not 15 %, since the path needs as many steps), then 94 steps
     # refine at the target with the trust region still solved (stop_adapting_at_target =
     # false): with it switched off, buffers of step ESS 0.008 were fitted at lr 1e-3 and the
     # phi > 0 basin was lost (ESS 0.82, forward ESS 8e-25); with it, seed 0 reached reverse ESS
     # 0.812, forward ESS 0.65 and phi > 0 0.022 (reference 0.0236) in 37 min on 2 cores
     # (docs/molecules.md).
-    "aldp": _planned_peptide(0.85, 11_000_000),
-    # Alanine tetrapeptide: the aldp recipe with half the budget for the annealing (the path
-    # needs ~55 steps here, aldp 16), then the learning rate's decay with the trust region
-    # kept. Seed 0 at 1.1e7 (77 min on 2 cores, ~40 s a step): reverse ESS 0.049, every
+    "aldp": _planned_peptide(1.65e6, 11_000_000),
+    # Alanine tetrapeptide: the aldp recipe with 5.5e6 evaluations (half the budget) for the
+    # annealing (the path needs ~55 steps here, aldp 16), then the learning rate's decay with
+    # the trust region kept. Seed 0 at 1.1e7 (77 min on 2 cores, ~40 s a step): reverse ESS 0.049, every
     # residue pair's Ramachandran TV within 1.1-1.4x the reference's noise, but phi > 0 at a
     # tenth of the reference or less on every residue (so was the first run's: 6e6, 80 %
     # annealing, constant learning rate, ESS 0.008; docs/molecules.md). Not yet good enough:
@@ -111,14 +113,14 @@ PRESETS: dict[str, dict] = {
     # against 7-9 in the reference ("Fourth round"). From this run's flow, K = 400 fit steps
     # per step (fit KL ~0) left the ESS at 0.050 and a reverse-KL polish lowered it to 0.023
     # ("Fifth round"): the log-weights' robust spread is 1.2-1.6 nats here, 0.36 on aldp.
-    "ala4": _planned_peptide(0.5, 11_000_000),
+    "ala4": _planned_peptide(5.5e6, 11_000_000),
     # The larger peptides: the ala4 recipe (planned annealing within half the budget, then the
     # learning rate's decay with the trust region kept), with budgets for about two hours on 2
     # CPU cores at N = 1e5 per step (ala6's 180 coordinates: ~45-50 s a step measured on its
     # first run; elil's 219: ~75 s estimated from ala4's ~40 s at 120). Paper-scale configs:
     # experiments/molecules/configs/.
-    "ala6": _planned_peptide(0.5, 11_000_000),
-    "elil": _planned_peptide(0.5, 9_000_000),
+    "ala6": _planned_peptide(5.5e6, 11_000_000),
+    "elil": _planned_peptide(4.5e6, 9_000_000),
     "double_well2d": {
         "flow": {"base_scale": 2.0, "box": 4.0, "n_layers": 6, "n_bins": 16},
         "max_target_evals": 500_000,

@@ -95,7 +95,14 @@ class CMTConfig:
       flow: on alanine dipeptide at 2e6 evaluations a jump at ESS 0.015 ended at ESS 2e-5)
       and the run may end before the target; the learning rate's decay starts there all the
       same.
-    refine_fraction: share of the budget kept for steps at the target when ``plan_budget``.
+    refine_fraction: share of the budget kept for steps at the target when ``plan_budget``
+      (with ``plan_anneal_evals``: at least this share).
+    plan_anneal_evals: target evaluations the annealing may spend when ``plan_budget``,
+      whatever the budget (None: (1 − ``refine_fraction``) of it), capped at
+      (1 − ``refine_fraction``) of it. A path needs about as many steps at any budget, so a
+      preset that names the annealing's own cost plans the same path at 2e6 as at 1e7 and
+      gives the rest to the refinement; a pure fraction tuned for one budget starves the
+      path at a smaller one.
     max_eps_scale: largest factor on ε_tr and ε_ent when ``plan_budget``.
     plan_jump_min_ess: smallest step ESS of the planned jump to the target.
     diagnostics_samples: the realised KL, entropy drop and fit KL logged per step are
@@ -125,6 +132,7 @@ class CMTConfig:
   diagnostics_samples: int = 10_000
   plan_budget: bool = False
   refine_fraction: float = 0.2
+  plan_anneal_evals: Optional[int] = None
   max_eps_scale: float = 16.0
   plan_jump_min_ess: float = 0.05
 
@@ -158,6 +166,9 @@ class CMTConfig:
       raise ValueError(f"cmt.diagnostics_samples must be >= 0, got {self.diagnostics_samples!r}")
     if not 0 <= self.refine_fraction < 1:
       raise ValueError(f"cmt.refine_fraction must be in [0, 1), got {self.refine_fraction!r}")
+    if self.plan_anneal_evals is not None and int(self.plan_anneal_evals) < 1:
+      raise ValueError(f"cmt.plan_anneal_evals must be >= 1 or null, got "
+                       f"{self.plan_anneal_evals!r}")
     if not 0 <= self.plan_jump_min_ess <= 1:
       raise ValueError(f"cmt.plan_jump_min_ess must be in [0, 1], got "
                        f"{self.plan_jump_min_ess!r}")
@@ -324,6 +335,8 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
   plan = config.plan_budget and table is None
   plan_evals = (1.0 - config.refine_fraction) * (budget if budget is not None
                                                  else int(n_steps) * n_anneal)
+  if config.plan_anneal_evals is not None:
+    plan_evals = min(plan_evals, float(config.plan_anneal_evals))
 
   def budget_plan(ms: CMTState, is_annealing):
     """``(ε scale, impose the target now)`` of this step."""

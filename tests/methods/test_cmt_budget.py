@@ -15,11 +15,12 @@ N, STEPS = 256, 8
 
 
 @functools.lru_cache(maxsize=None)
-def _run(plan: bool, budget: int, plan_jump_min_ess: float = 0.05):
+def _run(plan: bool, budget: int, plan_jump_min_ess: float = 0.05,
+         plan_anneal_evals: int | None = None):
   """``(infos, λ kept for the warm start)`` of ``budget // N`` steps (cached: tests share
   runs, each costs a compile). An imposed λ = η = 0 leaves the previous λ in the state, a
   solved one stores 0."""
-  kw = {"plan_jump_min_ess": plan_jump_min_ess}
+  kw = {"plan_jump_min_ess": plan_jump_min_ess, "plan_anneal_evals": plan_anneal_evals}
   flow, target = small_flow(), gauss_target()
   cfg = CMTConfig(n_samples=N, n_grad_steps=3, batch_size=64, eps_tr=0.02, eps_ent=0.02,
                   plan_budget=plan, refine_fraction=0.25, **kw)
@@ -55,6 +56,8 @@ def test_plan_settings_are_validated():
     CMTConfig(max_eps_scale=0.5)
   with pytest.raises(ValueError, match="plan_jump_min_ess"):
     CMTConfig(plan_jump_min_ess=2.0)
+  with pytest.raises(ValueError, match="plan_anneal_evals"):
+    CMTConfig(plan_anneal_evals=0)
 
 
 def _arrival(run):
@@ -91,3 +94,15 @@ def test_the_learning_rate_decays_from_the_planned_end_of_the_annealing():
   first = next(k for k, i in enumerate(infos) if bool(i.at_target))
   lrs = [float(i.learning_rate) for i in infos]
   assert all(np.isclose(lr, lr0) for lr in lrs[:first + 1]) and lrs[-1] < 0.9 * lr0, lrs
+
+
+def test_an_annealing_budget_in_evaluations_caps_the_annealing_share():
+  """plan_anneal_evals = 4 N of an 8 N budget (refine_fraction would allow 6 N): the target
+  within 4 steps, and the learning rate's decay from there."""
+  lr0 = CMTConfig().learning_rate
+  infos = _run(True, STEPS * N, plan_anneal_evals=4 * N)[0]
+  first = next(k for k, i in enumerate(infos) if bool(i.at_target))
+  assert first <= 3, [int(i.at_target) for i in infos]
+  lrs = [float(i.learning_rate) for i in infos]
+  assert all(np.isclose(lr, lr0) for lr in lrs[:first + 1]) and lrs[-1] < 0.9 * lr0, lrs
+  assert lrs[4] < lr0  # the share refine_fraction allows would keep lr0 to step 6
