@@ -117,8 +117,9 @@ PRESETS: dict[str, dict] = {
     # The larger peptides: the ala4 recipe (planned annealing within half the budget, then the
     # learning rate's decay with the trust region kept), with budgets for about two hours on 2
     # CPU cores at N = 1e5 per step (ala6's 180 coordinates: ~45-50 s a step measured on its
-    # first run; elil's 219: ~75 s estimated from ala4's ~40 s at 120). Paper-scale configs:
-    # experiments/molecules/configs/.
+    # first run; elil's 219: ~75 s estimated from ala4's ~40 s at 120). ala6 seed 0 (110 steps,
+    # 2.1 h): not at the target (lambda ~3 at the end), reverse ESS 4e-5, no chirality errors
+    # (docs/molecules.md). Paper-scale configs: experiments/molecules/configs/.
     "ala6": _planned_peptide(5.5e6, 11_000_000),
     "elil": _planned_peptide(4.5e6, 9_000_000),
     "double_well2d": {
