@@ -158,7 +158,8 @@ def main(argv=None) -> int:
                   help="config override for every run (e.g. eval.every=5); repeatable")
   ap.add_argument("--runs-dir", default="runs/compare")
   ap.add_argument("--results-dir", default="benchmarks/results")
-  ap.add_argument("--resume", action="store_true", help="reuse runs with a metrics.json and continue interrupted ones from "
+  ap.add_argument("--resume", action="store_true",
+                  help="reuse runs with a metrics.json and continue interrupted ones from "
                        "their checkpoints")
   ap.add_argument("--no-progress", action="store_true")
   ap.add_argument("--eval-points", type=int, default=10,

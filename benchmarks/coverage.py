@@ -15,7 +15,8 @@ Every run uses the target's preset (``cmtjax/io/presets.py``) plus ``--set`` ove
 (``--runs-dir/<name>/<instance>/seed<k>``) and reports modes covered, reverse ESS, log Z
 error, mode-occupancy TV, target evaluations, steps to reach the target, wall and CPU seconds.
 Writes ``coverage_<name>.json`` and ``coverage_<name>.md`` (one row per run, and how many
-runs covered) to ``--results-dir``. ``--resume`` reuses finished runs and continues interrupted ones from their checkpoints.
+runs covered) to ``--results-dir``. ``--resume`` reuses finished runs and continues
+interrupted ones from their checkpoints.
 
 ``--trace DIR [DIR ...]`` runs nothing: it plots, per annealing step of the given CMT run
 folders, the buffer samples nearest to the least-sampled mode and β (``coverage_<name>.png``):
@@ -133,8 +134,9 @@ def main(argv=None) -> int:
   p.add_argument("--jobs", type=int, default=1, help="runs at a time (one process each)")
   p.add_argument("--runs-dir", default="runs/coverage")
   p.add_argument("--results-dir", default="benchmarks/results")
-  p.add_argument("--resume", action="store_true", help="reuse runs with a metrics.json and continue interrupted ones from "
-                       "their checkpoints")
+  p.add_argument("--resume", action="store_true",
+                 help="reuse runs with a metrics.json and continue interrupted ones from "
+                      "their checkpoints")
   args = p.parse_args(argv)
   if args.trace:
     os.makedirs(args.results_dir, exist_ok=True)

@@ -93,7 +93,7 @@ PRESETS: dict[str, dict] = {
     # the fit dropped the flow's entropy 2-4x faster than the bound asked for and the flow
     # ended up too narrow (bond and angle spreads 0.7x the reference's).
     # Budget planning anneals within 1.65e6 evaluations (15 % of the budget; the target at step
-  # 16; at 2e6 it keeps 1.6e6, not 15 %, since the path needs as many steps), then 94 steps
+    # 16; at 2e6 it keeps 1.6e6, not 15 %, since the path needs as many steps), then 94 steps
     # refine at the target with the trust region still solved (stop_adapting_at_target =
     # false): with it switched off, buffers of step ESS 0.008 were fitted at lr 1e-3 and the
     # phi > 0 basin was lost (ESS 0.82, forward ESS 8e-25); with it, seed 0 reached reverse ESS
@@ -102,9 +102,9 @@ PRESETS: dict[str, dict] = {
     "aldp": _planned_peptide(1.65e6, 11_000_000),
     # Alanine tetrapeptide: the aldp recipe with 5.5e6 evaluations (half the budget) for the
     # annealing (the path needs ~55 steps here, aldp 16), then the learning rate's decay with
-    # the trust region kept. Seed 0 at 1.1e7 (77 min on 2 cores, ~40 s a step): reverse ESS 0.049, every
-    # residue pair's Ramachandran TV within 1.1-1.4x the reference's noise, but phi > 0 at a
-    # tenth of the reference or less on every residue (so was the first run's: 6e6, 80 %
+    # the trust region kept. Seed 0 at 1.1e7 (77 min on 2 cores, ~40 s a step): reverse ESS
+    # 0.049, every residue pair's Ramachandran TV within 1.1-1.4x the reference's noise, but
+    # phi > 0 at a tenth of the reference or less on every residue (so was the first run's: 6e6, 80 %
     # annealing, constant learning rate, ESS 0.008; docs/molecules.md). Not yet good enough:
     # 30 more steps at lr 3e-4 did not raise the ESS, nor did 2x256 conditioners; the per-step
     # phi > 0 trace shows the basin lost during the annealing ("Third round" in the docs).
