@@ -166,43 +166,57 @@ def _thin_walkers(walker: np.ndarray, n_frames: int) -> np.ndarray:
   return np.concatenate(idx)
 
 
-def _describe(system, positions, energies, walker, frame_ps=None) -> dict:
+def _describe(system, positions, energies, walker, frame_ps=None, angles=None) -> dict:
   """Size, mean energy, structure checks, decorrelation of the backbone dihedrals (effective
   samples; only meaningful for time-ordered frames) and, for alanine dipeptide, the basin
-  populations with walker-block errors."""
-  from cmtjax.metrics.autocorrelation import dihedral_decorrelation
-  from cmtjax.metrics.basins import aldp_basin_populations_by_block
-  from cmtjax.targets.molecules.topology import (backbone_dihedral_pairs, dihedral_angles,
-                                                 load_topology)
-  out = {"n_frames": int(positions.shape[0]),
+  populations with walker-block errors.
+
+  ``angles`` ([N, n_pairs, 2] backbone (φ, ψ) of the N frames of ``energies`` and ``walker``)
+  describes a compact set, whose ``positions`` are a subset of its frames: the structure
+  checks then run on that subset, every other figure on all frames.
+  """
+  if angles is None:
+    from cmtjax.metrics.molecular import backbone_angles
+    from cmtjax.targets.molecules.topology import load_topology
+    angles = np.asarray(backbone_angles(positions, load_topology(system.pdb_path)))
+  angles = np.asarray(angles)
+  out = {"n_frames": int(angles.shape[0]),
          "energy_kj_mol": _block_mean(np.asarray(energies, np.float64), walker),
          **_structure_checks(system, positions)}
-  top = load_topology(system.pdb_path)
-  phi_idx, psi_idx = backbone_dihedral_pairs(top)
-  if phi_idx.size:
-    phi = np.asarray(dihedral_angles(positions, phi_idx))
-    psi = np.asarray(dihedral_angles(positions, psi_idx))
-    names = [f"{a}{i}" for i in range(phi.shape[1]) for a in ("phi", "psi")]
-    angles = np.stack([phi, psi], axis=2).reshape(phi.shape[0], -1)
-    try:
-      out["decorrelation"] = dihedral_decorrelation(angles, walker, names, frame_ps)
-    except ValueError as e:  # too few frames per walker to estimate
-      out["decorrelation"] = {"error": str(e)}
-    # The noise floor of the Ramachandran figures this set can support: TV between two halves
-    # (alternate walkers), per binning, mean over backbone pairs and per pair.
-    from cmtjax.metrics.molecular import RAMACHANDRAN_BINS, ramachandran_divergences
-    pairs = np.stack([phi, psi], axis=2)
-    out["half_vs_half_tv"], out["half_vs_half_tv_per_pair"] = {}, {}
-    for b in RAMACHANDRAN_BINS:
-      d = ramachandran_divergences(pairs, pairs, ref_blocks=walker, bins=b)
-      out["half_vs_half_tv"][f"{b}x{b}"] = d["tv_floor_reference"]
-      out["half_vs_half_tv_per_pair"][f"{b}x{b}"] = d["tv_floor_reference_per_pair"]
-    if system.name == "aldp":
-      out["basin_populations"] = aldp_basin_populations_by_block(phi[:, 0], psi[:, 0], walker)
-    elif phi.shape[1] > 1:  # a longer peptide: the same basins, residue by residue
-      out["basin_populations_per_residue"] = [
-          aldp_basin_populations_by_block(phi[:, i], psi[:, i], walker)
-          for i in range(phi.shape[1])]
+  if positions.shape[0] != angles.shape[0]:
+    out["structure_checks_on_frames"] = int(positions.shape[0])
+  if angles.shape[1]:
+    out.update(_describe_angles(system.name, angles, np.asarray(walker), frame_ps))
+  return out
+
+
+def _describe_angles(name: str, angles: np.ndarray, walker: np.ndarray, frame_ps) -> dict:
+  """Decorrelation, half-vs-half Ramachandran TV per binning and basin populations of the
+  backbone (φ, ψ) ``angles`` [N, n_pairs, 2] of frames from the walkers ``walker`` [N]."""
+  from cmtjax.metrics.autocorrelation import dihedral_decorrelation
+  from cmtjax.metrics.basins import aldp_basin_populations_by_block
+  from cmtjax.metrics.molecular import RAMACHANDRAN_BINS, ramachandran_divergences
+  out = {}
+  phi, psi = angles[:, :, 0], angles[:, :, 1]
+  names = [f"{a}{i}" for i in range(phi.shape[1]) for a in ("phi", "psi")]
+  try:
+    out["decorrelation"] = dihedral_decorrelation(angles.reshape(angles.shape[0], -1), walker,
+                                                  names, frame_ps)
+  except ValueError as e:  # too few frames per walker to estimate
+    out["decorrelation"] = {"error": str(e)}
+  # The noise floor of the Ramachandran figures this set can support: TV between two halves
+  # (alternate walkers), per binning, mean over backbone pairs and per pair.
+  out["half_vs_half_tv"], out["half_vs_half_tv_per_pair"] = {}, {}
+  for b in RAMACHANDRAN_BINS:
+    d = ramachandran_divergences(angles, angles, ref_blocks=walker, bins=b)
+    out["half_vs_half_tv"][f"{b}x{b}"] = d["tv_floor_reference"]
+    out["half_vs_half_tv_per_pair"][f"{b}x{b}"] = d["tv_floor_reference_per_pair"]
+  if name == "aldp":
+    out["basin_populations"] = aldp_basin_populations_by_block(phi[:, 0], psi[:, 0], walker)
+  elif phi.shape[1] > 1:  # a longer peptide: the same basins, residue by residue
+    out["basin_populations_per_residue"] = [
+        aldp_basin_populations_by_block(phi[:, i], psi[:, i], walker)
+        for i in range(phi.shape[1])]
   return out
 
 
@@ -235,41 +249,87 @@ def write_compact(system, positions, energies, walker, temperature: float, proto
 
 
 def _compact_only(args) -> dict:
+  """``--compact-from``: pools independent runs (full sets, or compact sets such as the pieces
+  of a long generation made in separate sittings) into one compact set."""
   from cmtjax.targets.molecules import reference as ref
   runs = [ref.load_reference_set("reference", path) for path in args.compact_from.split(",")]
   if len({r.temperature for r in runs}) > 1:
     raise ValueError(f"--compact-from: the sets have different temperatures "
                      f"{[r.temperature for r in runs]}")
-  walkers, offset = [], 0
-  for r in runs:  # every run's walkers become blocks of their own
-    walkers.append(r.walker - r.walker.min() + offset)
-    offset = int(walkers[-1].max()) + 1
-  full = runs[0]._replace(
-      positions=np.concatenate([r.positions for r in runs]),
-      energies=np.concatenate([r.energies for r in runs]), walker=np.concatenate(walkers),
-      protocol=runs[0].protocol if len(runs) == 1 else dict(
-          runs[0].protocol, pooled_runs=[r.protocol for r in runs]))
+  kinds = {r.all_angles is not None for r in runs}
+  if len(kinds) > 1:
+    compact = ", ".join(os.path.basename(r.path) for r in runs if r.all_angles is not None)
+    raise ValueError(f"--compact-from: pool either full sets or compact sets, not both "
+                     f"({compact} are compact); compact the full ones first")
   system = molecular_system_for(
-      args.target, temperature=full.temperature, precision=args.precision,
+      args.target, temperature=runs[0].temperature, precision=args.precision,
       forcefield_files=args.forcefield.split(",") if args.forcefield else None)
-  if full.positions.shape[1] != 3 * system.n_atoms:
-    raise ValueError(f"--compact-from: the sets hold {full.positions.shape[1] // 3} atoms, "
-                     f"{args.target!r} has {system.n_atoms}")
+  for r in runs:
+    if r.positions.shape[1] != 3 * system.n_atoms:
+      raise ValueError(f"--compact-from: {r.path} holds {r.positions.shape[1] // 3} atoms, "
+                       f"{args.target!r} has {system.n_atoms}")
+  # Every run's walkers become blocks of their own.
+  offsets, offset = [], 0
+  for r in runs:
+    labels = r.walker if r.all_walker is None else r.all_walker
+    offsets.append(offset - int(labels.min()))
+    offset += int(labels.max()) - int(labels.min()) + 1
+  protocol = runs[0].protocol if len(runs) == 1 else dict(
+      runs[0].protocol, pooled_runs=[r.protocol for r in runs])
+  protocol = dict(protocol, compacted_from=[os.path.basename(r.path) for r in runs])
+  positions = np.concatenate([r.positions for r in runs])
+  energies = np.concatenate([r.energies for r in runs])
+  walker = np.concatenate([r.walker + o for r, o in zip(runs, offsets)])
   frame_ps = None
-  if {"save_every", "dt_ps"} <= set(full.protocol):
-    frame_ps = float(full.protocol["save_every"]) * float(full.protocol["dt_ps"])
-  summary = {"compact": write_compact(system, full.positions, full.energies, full.walker,
-                                      full.temperature, dict(full.protocol, compacted_from=[
-                                          os.path.basename(r.path) for r in runs]),
-                                      args.compact, args.compact_frames, frame_ps),
-             "reference": _describe(system, full.positions, full.energies, full.walker,
-                                    frame_ps=frame_ps)}
+  if {"save_every", "dt_ps"} <= set(runs[0].protocol):
+    frame_ps = float(runs[0].protocol["save_every"]) * float(runs[0].protocol["dt_ps"])
+  if runs[0].all_angles is None:
+    compact = write_compact(system, positions, energies, walker, runs[0].temperature, protocol,
+                            args.compact, args.compact_frames, frame_ps)
+    described = _describe(system, positions, energies, walker, frame_ps=frame_ps)
+  else:
+    compact, described = _pool_compact(system, runs, offsets, protocol, args, frame_ps)
+  summary = {"compact": compact, "reference": described}
   summary_path = os.path.splitext(args.compact)[0] + ".json"
   with open(summary_path, "w") as f:
     json.dump(summary, f, indent=2)
   print(json.dumps(summary, indent=1))
   print(f"wrote {args.compact}, {summary_path}")
   return summary
+
+
+def _pool_compact(system, runs, offsets, protocol, args, frame_ps) -> tuple[dict, dict]:
+  """Writes the pool of compact sets ``runs`` (walker labels shifted by ``offsets``): every
+  frame's angles and energies, and the frames with coordinates of every set, thinned evenly
+  per walker to at most ``--compact-frames``. Returns the compact and reference summaries."""
+  from cmtjax.targets.molecules import reference as ref
+  angles = np.concatenate([r.all_angles for r in runs])
+  if len({a.shape[1:] for a in (r.all_angles for r in runs)}) > 1:
+    raise ValueError("--compact-from: the sets have different numbers of backbone pairs")
+  all_energies = np.concatenate([r.all_energies for r in runs])
+  all_walker = np.concatenate([r.all_walker + o for r, o in zip(runs, offsets)])
+  positions = np.concatenate([r.positions for r in runs])
+  energies = np.concatenate([r.energies for r in runs])
+  walker = np.concatenate([r.walker + o for r, o in zip(runs, offsets)])
+  idx = np.arange(positions.shape[0])
+  if idx.size > args.compact_frames:
+    idx = _thin_walkers(walker, args.compact_frames)
+  taus = [r.protocol.get("compact", {}).get("tau_max_frames") for r in runs]
+  protocol = dict(protocol, compact={
+      "frames": int(angles.shape[0]), "frames_with_coordinates": int(idx.size),
+      "selection": "the pooled sets' frames with coordinates"
+                   + (", thinned evenly per walker" if idx.size < positions.shape[0] else ""),
+      "tau_max_frames": max((t for t in taus if t is not None), default=None)})
+  ref.save_reference(args.compact, name=system.name, positions=positions[idx],
+                     energies=energies[idx], walker=walker[idx],
+                     temperature=runs[0].temperature, protocol=protocol, all_angles=angles,
+                     all_energies=all_energies, all_walker=all_walker)
+  described = _describe(system, positions[idx], all_energies, all_walker, frame_ps=frame_ps,
+                        angles=angles)
+  compact = {"file": args.compact, "bytes": os.path.getsize(args.compact),
+             "frames": int(angles.shape[0]), "frames_with_coordinates": int(idx.size),
+             "decorrelation": described.get("decorrelation")}
+  return compact, described
 
 
 def main(argv=None) -> dict:

@@ -304,6 +304,63 @@ def test_a_compact_set_keeps_every_frames_angles_and_a_decorrelated_subset(tmp_p
   assert len(got.protocol["pooled_runs"]) == 2
 
 
+def test_compact_pieces_of_a_generation_pool_into_the_set_they_split(tmp_path, capsys):
+  """Pieces of a long generation made in separate sittings (independent walkers, each piece a
+  compact set in git) pool with `--compact-from` into the compact set of all their walkers:
+  the same angles, energies and walker blocks, the same noise floor; full and compact sets do
+  not mix."""
+  from cmtjax.cli import main
+  shipped = ref.load_reference_set("aldp", ref.shipped_reference_path("aldp"))
+  keep = shipped.all_walker < 8  # eight walkers: quick, still several blocks per piece
+  whole = ref.save_reference(
+      str(tmp_path / "whole.npz"), name="aldp", positions=shipped.positions[shipped.walker < 8],
+      energies=shipped.energies[shipped.walker < 8], walker=shipped.walker[shipped.walker < 8],
+      temperature=shipped.temperature, protocol=shipped.protocol,
+      all_angles=shipped.all_angles[keep], all_energies=shipped.all_energies[keep],
+      all_walker=shipped.all_walker[keep])
+  pieces = []
+  for k, walkers in enumerate(((0, 1, 2, 3), (4, 5, 6, 7))):
+    rows, frames = np.isin(shipped.all_walker, walkers), np.isin(shipped.walker, walkers)
+    pieces.append(ref.save_reference(
+        str(tmp_path / f"piece{k}.npz"), name="aldp", positions=shipped.positions[frames],
+        energies=shipped.energies[frames], walker=shipped.walker[frames] - 4 * k,
+        temperature=shipped.temperature, protocol=dict(shipped.protocol, seed=k),
+        all_angles=shipped.all_angles[rows], all_energies=shipped.all_energies[rows],
+        all_walker=shipped.all_walker[rows] - 4 * k))  # each piece numbers its walkers from 0
+  out = tmp_path / "pooled.npz"
+  assert main(["reference", "--target", "aldp", "--compact-from", ",".join(pieces),
+               "--compact", str(out)]) == 0
+  got, want = ref.load_reference_set("aldp", str(out)), ref.load_reference_set("aldp", whole)
+  np.testing.assert_array_equal(got.all_angles, want.all_angles)
+  np.testing.assert_array_equal(got.all_energies, want.all_energies)
+  np.testing.assert_array_equal(got.all_walker, want.all_walker)  # 0-3 and 4-7 again
+  np.testing.assert_array_equal(got.positions, want.positions)
+  np.testing.assert_array_equal(got.walker, want.walker)
+  assert [p["seed"] for p in got.protocol["pooled_runs"]] == [0, 1]
+  summary = json.loads((tmp_path / "pooled.json").read_text())["reference"]
+  assert summary["n_frames"] == want.all_angles.shape[0]
+  assert summary["structure_checks_on_frames"] == want.positions.shape[0]
+  assert summary["wrong_chirality_fraction"] == 0.0
+  from cmtjax.metrics.molecular import ramachandran_divergences
+  floor = ramachandran_divergences(want.all_angles, want.all_angles,
+                                   ref_blocks=want.all_walker, bins=36)["tv_floor_reference"]
+  assert summary["half_vs_half_tv"]["36x36"] == pytest.approx(floor)
+  assert summary["basin_populations"]["phi_pos"]["mean"] == pytest.approx(
+      aldp_basin_populations(want.all_angles[:, 0, 0], want.all_angles[:, 0, 1])["phi_pos"])
+  # At most --compact-frames coordinates, spread over every walker.
+  assert main(["reference", "--target", "aldp", "--compact-from", ",".join(pieces),
+               "--compact", str(tmp_path / "small.npz"), "--compact-frames", "80"]) == 0
+  small = ref.load_reference_set("aldp", str(tmp_path / "small.npz"))
+  assert small.positions.shape[0] <= 80 and np.unique(small.walker).size == 8
+  full = ref.save_reference(
+      str(tmp_path / "full.npz"), name="aldp", positions=shipped.positions[:200],
+      energies=shipped.energies[:200], walker=shipped.walker[:200],
+      temperature=shipped.temperature, protocol=shipped.protocol)
+  assert main(["reference", "--target", "aldp", "--compact-from", f"{pieces[0]},{full}",
+               "--compact", str(tmp_path / "x.npz")]) == 2
+  assert "pool either full sets or compact sets" in capsys.readouterr().err
+
+
 def test_reference_sets_are_kept_apart_by_force_field_temperature_and_file(tmp_path):
   from cmtjax.targets.molecules import load_molecular_system, make_molecular_system
   valdp = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "valdp.pdb")
