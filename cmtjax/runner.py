@@ -343,7 +343,9 @@ def evaluate_trained(cfg: RunConfig, target, flow, params, out_dir: Optional[str
         target, lambda kk, nn: sample_fn(params, kk, nn), lambda x: log_prob_fn(params, x),
         jax.random.fold_in(k_eval, 1), cfg.eval.n_samples, out_dir,
         reference_path=reference_path, chunk=min(cfg.eval.chunk, 8192),
-        title=f"{cfg.method} on {target.name}"))
+        title=f"{cfg.method} on {target.name}",
+        # a method that trained on reference frames names those it left out
+        held_out=getattr(cfg.method_config, "held_out_reference", None)))
     timing["molecular_eval_seconds"] = time.perf_counter() - t_mol
   metrics["warnings"] = run_warnings(metrics, metrics.get("final_beta"),
                                      metrics.get("final_alpha"))

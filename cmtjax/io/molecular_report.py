@@ -83,6 +83,7 @@ def molecular_report(
     reference_path: Optional[str] = None,
     chunk: int = 8192,
     title: str = "",
+    held_out: Optional[Callable[[np.ndarray], Optional[np.ndarray]]] = None,
 ) -> dict[str, Any]:
   """Molecular figures, plots and a sample trajectory of a trained model.
 
@@ -102,6 +103,9 @@ def molecular_report(
     reference_path: explicit reference file (an error if it cannot be read).
     chunk: samples per call of the sampler, the energy and the density.
     title: plot title prefix.
+    held_out: ``walker [m] -> [m] bool or None``: the reference frames the model did not see
+      in training (forward KL trains on reference frames); the forward figures (EUBO, NLL,
+      forward ESS) are measured on those only. Needs a reference set read from a file.
 
   Returns:
     A flat dict of figures (see the module docstring); ``reference`` says where the
@@ -154,11 +158,18 @@ def molecular_report(
     if compact:  # every frame's angles and energies; coordinates of a decorrelated subset
       blocks = found.all_walker
       figures["n_reference_frames"] = int(found.all_angles.shape[0])
+    forward_mask = None
+    if held_out is not None:
+      if found is None:
+        raise ValueError("held_out needs a reference set read from a file (frames of walkers)")
+      forward_mask = held_out(np.asarray(found.walker))
+      if forward_mask is not None:
+        figures["forward_figures_on"] = "reference frames held out of training"
     figures.update(molecular_figures(
         x, log_w, energy, x_ref, log_p_ref, log_q_ref, e_ref, top,
         reference_signs=spec.chirality, ref_blocks=blocks,
         ref_angles_all=found.all_angles if compact else None,
-        e_ref_all=found.all_energies if compact else None))
+        e_ref_all=found.all_energies if compact else None, forward_mask=forward_mask))
     if log_prob_fn is None:  # no model density: no forward figures
       for k in ("eubo", "nll", "forward_ess", "forward_ess_without_top",
                 "forward_top_log_w_excess", "log_z_forward", "n_ref_outside_support",

@@ -387,6 +387,7 @@ def molecular_figures(
     ref_blocks=None,
     ref_angles_all=None,
     e_ref_all=None,
+    forward_mask=None,
     bins: int = 100,
     torus_n: int = 1000,
     seed: int = 0,
@@ -423,6 +424,8 @@ def molecular_figures(
       (``x_ref`` then holds a decorrelated subset): the Ramachandran and torus figures use
       them instead of the angles of ``x_ref``.
     e_ref_all: [M] energies of every frame of a compact reference, for the energy figures.
+    forward_mask: [m] bool, the reference samples the forward figures use (default all), e.g.
+      the frames a forward-KL flow did not train on.
     bins: Ramachandran histogram bins per axis of the headline figures; every Ramachandran
       figure is also given on 36×36 bins (suffix ``_36``).
     torus_n: subsample size of :func:`torus_w2`.
@@ -436,7 +439,8 @@ def molecular_figures(
     ``ramachandran_tv_floor_model``, ``ramachandran_tv_reweighted_floor_model``, ``..._36``),
     ``energy_w1[_reweighted]``, ``energy_w2[_reweighted]``, ``torus_w2[_reweighted]``,
     ``chirality_error_rate``; int counts ``n_wrong_chirality``, ``n_ref_outside_support``,
-    ``n_ref_nonfinite``, ``n_model_nonfinite_log_w``, ``n_model``, ``n_ref``. Figures that
+    ``n_ref_nonfinite``, ``n_model_nonfinite_log_w``, ``n_model``, ``n_ref``,
+    ``n_ref_forward`` (the reference samples of the forward figures). Figures that
     cannot be computed (no sample left) are NaN.
   """
   from cmtjax.targets.molecules.topology import (chiral_centres, chirality_signs,
@@ -461,15 +465,20 @@ def molecular_figures(
     raise ValueError(f"log_p_ref, log_q_ref and e_ref must be [{m}]")
 
   # Forward figures (reference samples).
-  log_w_ref = log_p_ref - log_q_ref
-  finite_q = np.isfinite(log_q_ref)
+  fwd = np.ones(m, bool) if forward_mask is None else np.asarray(forward_mask, bool).ravel()
+  if fwd.shape != (m,) or not fwd.any():
+    raise ValueError(f"forward_mask must be [{m}] bool with at least one True")
+  log_q_fwd = log_q_ref[fwd]
+  log_w_ref = log_p_ref[fwd] - log_q_fwd
+  finite_q = np.isfinite(log_q_fwd)
   fig: dict = {
       **{k: float(v) for k, v in reference_weight_figures(jnp.asarray(log_w_ref)).items()},
-      "nll": float(-log_q_ref[finite_q].mean()) if finite_q.any() else float("nan"),
-      "n_ref_outside_support": int(np.sum(log_q_ref == -np.inf)),
+      "nll": float(-log_q_fwd[finite_q].mean()) if finite_q.any() else float("nan"),
+      "n_ref_outside_support": int(np.sum(log_q_fwd == -np.inf)),
       "n_ref_nonfinite": int(np.sum(~np.isfinite(log_w_ref))),
       "n_model": n,
       "n_ref": m,
+      "n_ref_forward": int(fwd.sum()),
       "n_model_nonfinite_log_w": int(np.sum(~np.isfinite(log_w_model))),
   }
 

@@ -62,6 +62,16 @@ def test_on_a_molecule_forward_kl_trains_on_its_reference_frames(tmp_path, monke
   assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
   nll = lambda p: -float(np.mean(np.asarray(flow.log_prob(p, frames[:1000]))))  # noqa: E731
   assert nll(res.state.params) < nll(params0) - 10.0, (nll(params0), nll(res.state.params))
+  # By default it holds out the odd walkers' frames: it draws only the even walkers' ones, and
+  # the evaluation is told which frames it never saw.
+  ref_set = load_reference_set("aldp")
+  even = ref_set.walker % 2 == 0
+  assert 0 < even.sum() < even.size
+  x = np.asarray(reference_sampler(target, hold_out_walkers=True)(jax.random.PRNGKey(0), 500))
+  d_even = ((x[:, None, :] - frames[None, even, :]) ** 2).sum(-1).min(1)
+  assert np.all(d_even < 1e-10)
+  np.testing.assert_array_equal(ForwardKLConfig().held_out_reference(ref_set.walker), ~even)
+  assert ForwardKLConfig(hold_out_walkers=False).held_out_reference(ref_set.walker) is None
   monkeypatch.setenv("CMTJAX_DATA", str(tmp_path / "empty"))
   monkeypatch.setattr(reference, "shipped_reference_path",
                       lambda name: str(tmp_path / "none" / f"{name}_reference.npz"))

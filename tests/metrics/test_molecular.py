@@ -193,7 +193,7 @@ def test_molecular_figures_synthetic(aldp):
       "energy_w1", "energy_w2", "energy_w1_reweighted", "energy_w2_reweighted", "torus_w2",
       "torus_w2_reweighted", "chirality_error_rate", "n_wrong_chirality",
       "n_ref_outside_support", "n_ref_nonfinite", "n_model_nonfinite_log_w", "n_model",
-      "n_ref"}
+      "n_ref", "n_ref_forward"}
   rama = {f"ramachandran_{s}{k}{b}" for s in ("tv", "kl") for k in ("", "_reweighted")
           for b in ("", "_36")}
   expected_keys |= rama | {f"{n}_per_pair" for n in rama} | {f"{n}_floor_model" for n in rama}
@@ -222,6 +222,21 @@ def test_molecular_figures_synthetic(aldp):
   assert fig["energy_w1_reweighted"] < 1.0
   assert all(isinstance(v, (int, float)) or (k.endswith("_per_pair") and len(v) == 1)
              for k, v in fig.items())
+  # Forward figures on a subset of the reference (frames a forward-KL flow never saw): the
+  # same as on that subset alone; the Ramachandran and energy figures still use every frame.
+  held = np.arange(m) % 2 == 1
+  part = molecular_figures(x_model, log_w, e_model, x_ref, log_p_ref, log_q_ref, e_ref, top,
+                           torus_n=m, forward_mask=held)
+  alone = molecular_figures(x_model, log_w, e_model, x_ref[held], log_p_ref[held],
+                            log_q_ref[held], e_ref[held], top, torus_n=m // 2)
+  for k in ("eubo", "nll", "forward_ess", "log_z_forward", "n_ref_outside_support"):
+    assert part[k] == pytest.approx(alone[k], rel=1e-6), k
+  assert part["n_ref_forward"] == held.sum() and part["n_ref"] == m
+  assert part["n_ref_outside_support"] == 3  # rows 1, 3, 5 of the 7
+  assert part["ramachandran_tv"] == fig["ramachandran_tv"]
+  with pytest.raises(ValueError, match="forward_mask"):
+    molecular_figures(x_model, log_w, e_model, x_ref, log_p_ref, log_q_ref, e_ref, top,
+                      forward_mask=np.zeros(m, bool))
 
 
 def _pair_angles(rng, n, centre, spread=0.5, n_pairs=2):
