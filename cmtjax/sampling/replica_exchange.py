@@ -315,8 +315,14 @@ class RunCheckpoint:
   that each checkpoint costs the same whatever the run's length.
 
   A run resumed from it continues after the last finished call with the same keys, so an
-  interrupted and resumed run gives the frames of an uninterrupted one.
+  interrupted and resumed run gives the frames of an uninterrupted one. The production length
+  (``n_steps``) may change when a run is continued: every call's key depends only on where it
+  starts, so a run continued with a longer or shorter production (not shorter than what it has
+  done) gives the frames of an uninterrupted run of the new length.
   """
+
+  # Settings a continued run may change (see :meth:`load`).
+  CHANGEABLE = ("n_steps",)
 
   VERSION = 1
 
@@ -341,7 +347,7 @@ class RunCheckpoint:
                        f"cmtjax writes {self.VERSION}; remove the folder to start afresh")
     stored = meta["settings"]
     differ = sorted(k for k in set(stored) | set(self.settings)
-                    if stored.get(k) != self.settings.get(k))
+                    if stored.get(k) != self.settings.get(k) and k not in self.CHANGEABLE)
     if differ:
       raise ValueError(f"{self.directory} holds a run with other settings ("
                        + ", ".join(f"{k}: {stored.get(k)!r} there, {self.settings.get(k)!r} now"
@@ -378,6 +384,19 @@ class RunCheckpoint:
     os.replace(self._path("meta.tmp.json"), self._path("meta.json"))
 
 
+def _check_new_length(folder: str, done: int, total: int, frames_per_call: int,
+                      save_every: int) -> None:
+  """A checkpoint with ``done`` production frames can continue to ``total`` frames as the
+  uninterrupted run of that length would: not fewer frames than done, and only after whole
+  calls (a finished run's last, partial call cannot be extended)."""
+  if done > total:
+    raise ValueError(f"{folder} holds {done * save_every} production steps, more than the "
+                     f"{total * save_every} asked for; ask for at least {done * save_every}")
+  if done < total and done % frames_per_call:
+    raise ValueError(f"{folder} holds a finished run of {done * save_every} production steps "
+                     f"that ended with a partial call; it cannot be extended (start afresh)")
+
+
 def replica_exchange(system: MolecularSystem, key: Array, *, temperatures, n_walkers: int,
                      n_steps: int, burn_in: int = 0, save_every: int = 500,
                      swap_every: int = 100, dt: float = 0.001, friction: float = 1.0,
@@ -404,7 +423,9 @@ def replica_exchange(system: MolecularSystem, key: Array, *, temperatures, n_wal
     progress: called with a dict (phase, step, n_steps, wall_s, swap_acceptance) after each call.
     checkpoint: a folder (:class:`RunCheckpoint`) written after every call; a run started
       with a folder that holds a checkpoint of the same settings continues from it (and
-      gives the frames an uninterrupted run would), one of other settings is an error.
+      gives the frames an uninterrupted run would), one of other settings is an error. Only
+      ``n_steps`` may differ: the run then ends at the new length (e.g. a long generation
+      ended early with the frames it has, or extended).
 
   Returns:
     The ``ReplicaExchangeResult``.
@@ -440,6 +461,9 @@ def replica_exchange(system: MolecularSystem, key: Array, *, temperatures, n_wal
     loaded = store.load(state)
     if loaded is not None:
       start_phase, start_done, state, frames, wall_before, cpu_before = loaded
+      if start_phase == "production":
+        _check_new_length(checkpoint, start_done, n_steps // save_every, frames_per_call,
+                          save_every)
       sizes = [f.energies.shape[0] for f in frames]
       frame_files = [(int(sum(sizes[:i])), int(sum(sizes[:i + 1]))) for i in range(len(sizes))]
   wall0, cpu0 = time.perf_counter(), time.process_time()

@@ -156,6 +156,30 @@ def test_an_interrupted_run_resumes_to_the_frames_of_an_uninterrupted_one(tmp_pa
   with pytest.raises(ValueError, match="n_walkers: 2 there, 3 now"):
     replica_exchange(system, jax.random.key(3), **(kw | {"n_walkers": 3}),
                      checkpoint=str(tmp_path / "ckpt1"))
+  # The production length may change when a run continues: it ends where an uninterrupted run
+  # of the new length ends (a long generation stopped early with what it has, or extended).
+  # (Every call's key depends on where it starts: a run of 200 steps makes the first two
+  # production calls of the run of 400, and gives its first four frames per walker.)
+  short = whole.positions.reshape(2, 8, -1)[:, :4].reshape(8, -1)
+  folder = str(tmp_path / "ckpt_len")
+  calls = []
+
+  def kill_after_three(info):  # burn-in's two calls and one production call
+    calls.append(info)
+    if len(calls) == 3:
+      raise Killed
+
+  with pytest.raises(Killed):
+    replica_exchange(system, jax.random.key(3), **kw, checkpoint=folder,
+                     progress=kill_after_three)
+  got = replica_exchange(system, jax.random.key(3), **(kw | {"n_steps": 200}),
+                         checkpoint=folder)
+  np.testing.assert_array_equal(got.positions, short)
+  assert got.protocol["production_steps"] == 200
+  longer = replica_exchange(system, jax.random.key(3), **kw, checkpoint=folder)  # and extended
+  np.testing.assert_array_equal(longer.positions, whole.positions)
+  with pytest.raises(ValueError, match="400 production steps, more than the 200"):
+    replica_exchange(system, jax.random.key(3), **(kw | {"n_steps": 200}), checkpoint=folder)
 
 
 # ---------------------------------------------------------------------------------------------
