@@ -64,8 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                  help="frames per jitted call (progress is printed after each)")
   p.add_argument("--checkpoint", default=None,
                  help="checkpoint folder, written after every call; a run started again with "
-                      "the same settings continues from it (default: <out without .npz>"
-                      "_checkpoint/, removed once the reference is written)")
+                      "the same settings continues from it, --steps may differ (ends a long "
+                      "generation early with the frames it has, or extends it) (default: <out "
+                      "without .npz>_checkpoint/, removed once the reference is written)")
   p.add_argument("--keep-checkpoint", action="store_true",
                  help="keep the checkpoint folder after the reference is written")
   p.add_argument("--ship", default=None, help="also write a thinned set to this .npz")
