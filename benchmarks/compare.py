@@ -299,8 +299,8 @@ def _merge(paths: list[str], target: str, budget: int, specs: list[str]) -> dict
                        f"{earlier.get('target')!r} at {earlier.get('budget')}, not of "
                        f"{target!r} at {budget}")
     for spec, entry in earlier.get("methods", {}).items():
-      if spec in specs or spec in out:
-        continue
+      if spec in specs or spec in out or not entry.get("runs"):
+        continue  # run here, merged already, or a row the earlier comparison never filled
       runs = [dict(r, merged_from=path) for r in entry.get("runs", [])]
       out[spec] = {"spec": spec, "overrides": entry.get("overrides", {}), "runs": runs,
                    "merged_from": path, "command": earlier.get("command")}

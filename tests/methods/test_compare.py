@@ -129,7 +129,8 @@ def test_merge_adds_the_rows_of_an_earlier_comparison(tmp_path):
              "methods": {"cmt": {"spec": "cmt", "runs": [
                  {"method": "cmt", "seed": 0, "reverse_ess": 0.9, "target_evals": 1000}]},
                  "smc": {"spec": "smc", "runs": [{"method": "smc", "seed": 0,
-                                                  "particle_ess": 0.1}]}}}
+                                                  "particle_ess": 0.1}]},
+                 "fab": {"spec": "fab", "runs": []}}}  # a row the earlier table never filled
   old.write_text(json.dumps(earlier))
   argv = ["--target", "gmm40", "--methods", "smc", "--seeds", "0", "--budget", "1e3",
           "--runs-dir", str(runs), "--results-dir", str(res), "--report-only",
@@ -138,6 +139,7 @@ def test_merge_adds_the_rows_of_an_earlier_comparison(tmp_path):
   results = json.loads((res / "compare_gmm40.json").read_text())
   assert results["methods"]["cmt"]["runs"][0]["merged_from"] == str(old)
   assert results["methods"]["smc"]["runs"][0]["particle_ess"] == 0.97  # run now: its own
+  assert "fab" not in results["methods"]  # an empty row is not merged
   table = (res / "compare_gmm40.md").read_text()
   assert "| cmt | 1 |" in table and "particle ESS %" in table and "merged from" in table
   earlier["budget"] = 2000
