@@ -176,11 +176,7 @@ def _describe(system, positions, energies, walker, frame_ps=None, angles=None) -
   describes a compact set, whose ``positions`` are a subset of its frames: the structure
   checks then run on that subset, every other figure on all frames.
   """
-  if angles is None:
-    from cmtjax.metrics.molecular import backbone_angles
-    from cmtjax.targets.molecules.topology import load_topology
-    angles = np.asarray(backbone_angles(positions, load_topology(system.pdb_path)))
-  angles = np.asarray(angles)
+  angles = _backbone_angles(system, positions) if angles is None else np.asarray(angles)
   out = {"n_frames": int(angles.shape[0]),
          "energy_kj_mol": _block_mean(np.asarray(energies, np.float64), walker),
          **_structure_checks(system, positions)}
@@ -189,6 +185,13 @@ def _describe(system, positions, energies, walker, frame_ps=None, angles=None) -
   if angles.shape[1]:
     out.update(_describe_angles(system.name, angles, np.asarray(walker), frame_ps))
   return out
+
+
+def _backbone_angles(system, positions) -> np.ndarray:
+  """Backbone (φ, ψ) [N, n_pairs, 2] (float32) of the frames ``positions`` of ``system``."""
+  from cmtjax.metrics.molecular import backbone_angles
+  from cmtjax.targets.molecules.topology import load_topology
+  return np.asarray(backbone_angles(positions, load_topology(system.pdb_path)), np.float32)
 
 
 def _describe_angles(name: str, angles: np.ndarray, walker: np.ndarray, frame_ps) -> dict:
@@ -222,16 +225,15 @@ def _describe_angles(name: str, angles: np.ndarray, walker: np.ndarray, frame_ps
 
 
 def write_compact(system, positions, energies, walker, temperature: float, protocol: dict,
-                  out: str, max_frames: int, frame_ps=None) -> dict:
+                  out: str, max_frames: int, frame_ps=None, angles=None) -> dict:
   """Writes the compact set of a full reference: (φ, ψ) and energy of every frame, and the
   coordinates of frames spread evenly over each walker, one per integrated autocorrelation
-  time of the slowest backbone dihedral (at most ``max_frames``). Returns its description."""
+  time of the slowest backbone dihedral (at most ``max_frames``). Returns its description.
+  ``angles``: the frames' backbone (φ, ψ) where the caller has them already."""
   from cmtjax.metrics.autocorrelation import dihedral_decorrelation
-  from cmtjax.metrics.molecular import backbone_angles
   from cmtjax.targets.molecules import reference as ref
-  from cmtjax.targets.molecules.topology import load_topology
-  top = load_topology(system.pdb_path)
-  angles = np.asarray(backbone_angles(positions, top), np.float32)  # [N, n_pairs, 2]
+  angles = (_backbone_angles(system, positions) if angles is None
+            else np.asarray(angles, np.float32))  # [N, n_pairs, 2]
   decorrelation = dihedral_decorrelation(angles.reshape(angles.shape[0], -1), walker,
                                          frame_ps=frame_ps)
   n_sub = int(min(max_frames, max(np.unique(walker).size, decorrelation["effective_samples"])))
@@ -285,11 +287,14 @@ def _compact_only(args) -> dict:
   if {"save_every", "dt_ps"} <= set(runs[0].protocol):
     frame_ps = float(runs[0].protocol["save_every"]) * float(runs[0].protocol["dt_ps"])
   if runs[0].all_angles is None:
+    angles = _backbone_angles(system, positions)
     compact = write_compact(system, positions, energies, walker, runs[0].temperature, protocol,
-                            args.compact, args.compact_frames, frame_ps)
-    described = _describe(system, positions, energies, walker, frame_ps=frame_ps)
+                            args.compact, args.compact_frames, frame_ps, angles=angles)
+    described = _describe(system, positions, energies, walker, frame_ps=frame_ps,
+                          angles=angles)
   else:
-    compact, described = _pool_compact(system, runs, offsets, protocol, args, frame_ps)
+    compact, described = _pool_compact(system, runs, offsets, protocol, args, frame_ps,
+                                       positions, energies, walker)
   summary = {"compact": compact, "reference": described}
   summary_path = os.path.splitext(args.compact)[0] + ".json"
   with open(summary_path, "w") as f:
@@ -299,19 +304,18 @@ def _compact_only(args) -> dict:
   return summary
 
 
-def _pool_compact(system, runs, offsets, protocol, args, frame_ps) -> tuple[dict, dict]:
+def _pool_compact(system, runs, offsets, protocol, args, frame_ps, positions, energies,
+                  walker) -> tuple[dict, dict]:
   """Writes the pool of compact sets ``runs`` (walker labels shifted by ``offsets``): every
-  frame's angles and energies, and the frames with coordinates of every set, thinned evenly
-  per walker to at most ``--compact-frames``. Returns the compact and reference summaries."""
+  frame's angles and energies, and the frames with coordinates of every set (``positions``,
+  ``energies``, ``walker``: those frames pooled), thinned evenly per walker to at most
+  ``--compact-frames``. Returns the compact and reference summaries."""
   from cmtjax.targets.molecules import reference as ref
   angles = np.concatenate([r.all_angles for r in runs])
   if len({a.shape[1:] for a in (r.all_angles for r in runs)}) > 1:
     raise ValueError("--compact-from: the sets have different numbers of backbone pairs")
   all_energies = np.concatenate([r.all_energies for r in runs])
   all_walker = np.concatenate([r.all_walker + o for r, o in zip(runs, offsets)])
-  positions = np.concatenate([r.positions for r in runs])
-  energies = np.concatenate([r.energies for r in runs])
-  walker = np.concatenate([r.walker + o for r, o in zip(runs, offsets)])
   idx = np.arange(positions.shape[0])
   if idx.size > args.compact_frames:
     idx = _thin_walkers(walker, args.compact_frames)
@@ -388,6 +392,7 @@ def generate(args: argparse.Namespace, argv=None) -> dict:
   ref.save_reference(out, name=system.name, positions=result.positions,
                      energies=result.energies, walker=result.walker,
                      temperature=result.temperature, protocol=protocol)
+  angles = _backbone_angles(system, result.positions)
   summary = {
     "file": out,
     "protocol": protocol,
@@ -398,7 +403,7 @@ def generate(args: argparse.Namespace, argv=None) -> dict:
     "mean_energy_per_temperature": result.mean_energies.tolist(),
     "kinetic_temperature_per_slot": result.kinetic_temperature.tolist(),
     "reference": _describe(system, result.positions, result.energies, result.walker,
-                           frame_ps=args.save_every * args.dt),
+                           frame_ps=args.save_every * args.dt, angles=angles),
   }
   if args.ship:
     idx = _thin(result, args.ship_frames)
@@ -414,7 +419,8 @@ def generate(args: argparse.Namespace, argv=None) -> dict:
   if args.compact:
     summary["compact"] = write_compact(system, result.positions, result.energies, result.walker,
                                        result.temperature, protocol, args.compact,
-                                       args.compact_frames, args.save_every * args.dt)
+                                       args.compact_frames, args.save_every * args.dt,
+                                       angles=angles)
   if not args.keep_checkpoint:
     shutil.rmtree(checkpoint, ignore_errors=True)
   summary_path = os.path.splitext(out)[0] + ".json"

@@ -25,6 +25,7 @@ Units: nm, ps, Da, kJ/mol, K.
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
@@ -397,6 +398,26 @@ def _check_new_length(folder: str, done: int, total: int, frames_per_call: int,
                      f"that ended with a partial call; it cannot be extended (start afresh)")
 
 
+_SAMPLERS: collections.OrderedDict = collections.OrderedDict()
+
+
+def _cached_sampler(system: MolecularSystem, temperatures, **settings) -> ReplicaExchange:
+  """``make_replica_exchange`` for these settings, reused while the same ``system`` object is
+  sampled with them again (a run continued from its checkpoint in the same process then
+  skips recompiling). The few most recent samplers are kept; each holds its system alive, so
+  the key's ``id(system)`` cannot be reused by another object."""
+  key = (id(system), tuple(float(t) for t in np.asarray(temperatures).ravel()),
+         tuple(sorted(settings.items())))
+  if key in _SAMPLERS:
+    _SAMPLERS.move_to_end(key)
+    return _SAMPLERS[key][1]
+  sampler = make_replica_exchange(system, temperatures, **settings)
+  _SAMPLERS[key] = (system, sampler)
+  while len(_SAMPLERS) > 4:
+    _SAMPLERS.popitem(last=False)
+  return sampler
+
+
 def replica_exchange(system: MolecularSystem, key: Array, *, temperatures, n_walkers: int,
                      n_steps: int, burn_in: int = 0, save_every: int = 500,
                      swap_every: int = 100, dt: float = 0.001, friction: float = 1.0,
@@ -436,9 +457,8 @@ def replica_exchange(system: MolecularSystem, key: Array, *, temperatures, n_wal
   if n_steps <= 0 or n_steps % save_every or burn_in % save_every:
     raise ValueError(f"n_steps={n_steps} and burn_in={burn_in} must be multiples of "
                      f"save_every={save_every} (n_steps > 0)")
-  sampler = make_replica_exchange(system, temperatures, n_walkers=n_walkers, dt=dt,
-                                  friction=friction, swap_every=swap_every,
-                                  save_every=save_every)
+  sampler = _cached_sampler(system, temperatures, n_walkers=n_walkers, dt=dt,
+                            friction=friction, swap_every=swap_every, save_every=save_every)
   n_rep = sampler.temperatures.size
   key_init, key_burn, key_run = jax.random.split(key, 3)
   state = sampler.init(key_init, initial_positions)
