@@ -405,3 +405,26 @@ def test_reference_sets_are_kept_apart_by_force_field_temperature_and_file(tmp_p
   made_with = shipped._replace(protocol=dict(shipped.protocol, forcefield_files=[
       "amber99sbildn.xml", "amber99_obc.xml"]))
   assert "amber14-all.xml" in ref.reference_mismatch(made_with, amber14)
+
+
+def test_the_pieces_table_has_a_column_per_committed_piece():
+  """experiments/molecules/pieces_table.py: one column per summary, the figures read from it."""
+  import glob
+  import importlib.util
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  spec = importlib.util.spec_from_file_location(
+      "pieces_table", os.path.join(root, "experiments", "molecules", "pieces_table.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  paths = sorted(glob.glob(os.path.join(root, "experiments", "molecules", "reference_pieces",
+                                        "elil_s*.json")))
+  assert paths
+  lines = mod.table(paths).splitlines()
+  assert len(lines[0].split("|")) == len(paths) + 3
+  with open(paths[0]) as f:
+    summary = json.load(f)
+  eff = summary["reference"]["decorrelation"]["effective_samples"]
+  (row,) = [line for line in lines if line.startswith("| effective samples |")]
+  assert row.split("|")[2].strip() == f"{eff:.0f}"
+  with pytest.raises(SystemExit, match="no summary"):
+    mod.table([os.path.join(root, "nope.json")])
