@@ -428,3 +428,33 @@ def test_the_pieces_table_has_a_column_per_committed_piece():
   assert row.split("|")[2].strip() == f"{eff:.0f}"
   with pytest.raises(SystemExit, match="no summary"):
     mod.table([os.path.join(root, "nope.json")])
+
+
+@pytest.mark.parametrize("name", [n for n in ("ala4", "ala6", "elil")
+                                  if os.path.isfile(ref.shipped_reference_path(n))])
+def test_shipped_compact_sets_of_the_larger_peptides(name):
+  """Each shipped compact set: its frames' energies are the system's, its backbone angles are
+  those of its frames, it has every frame's angles, and no frame is wrong-handed."""
+  shipped = ref.load_reference_set("reference", ref.shipped_reference_path(name))
+  system = molecular_system(name)
+  n = shipped.positions.shape[0]
+  assert shipped.positions.shape == (n, 3 * system.n_atoms) and n >= 500
+  assert shipped.temperature == 300.0 and shipped.all_angles is not None
+  assert np.unique(shipped.all_walker).size >= 8
+  pick = np.linspace(0, n - 1, 40).astype(int)
+  np.testing.assert_allclose(np.asarray(system.energy(jnp.asarray(shipped.positions[pick]))),
+                             shipped.energies[pick], atol=0.05, rtol=1e-4)
+  top = load_topology(system.pdb_path)
+  phi_idx, psi_idx = backbone_dihedral_pairs(top)
+  assert shipped.all_angles.shape[1:] == (phi_idx.shape[0], 2)
+  assert shipped.all_angles.shape[0] >= 4 * n  # every frame's angles, coordinates for a subset
+  # The stored angles of the frames with coordinates are theirs (frames are matched by their
+  # energies, which are unique to float32 precision in a set this size).
+  own = np.stack([np.asarray(dihedral_angles(shipped.positions[pick], phi_idx)),
+                  np.asarray(dihedral_angles(shipped.positions[pick], psi_idx))], axis=-1)
+  rows = [int(np.flatnonzero(shipped.all_energies == e)[0]) for e in shipped.energies[pick]]
+  diff = np.angle(np.exp(1j * (shipped.all_angles[rows] - own)))
+  np.testing.assert_allclose(diff, 0.0, atol=1e-4)
+  centres = chiral_centres(top)
+  signs = chirality_signs(jnp.asarray(system.positions.reshape(1, -1)), centres)[0]
+  assert not np.any(np.asarray(wrong_chirality(jnp.asarray(shipped.positions), centres, signs)))
