@@ -435,6 +435,7 @@ def test_the_pieces_table_has_a_column_per_committed_piece():
 def test_shipped_compact_sets_of_the_larger_peptides(name):
   """Each shipped compact set: its frames' energies are the system's, its backbone angles are
   those of its frames, it has every frame's angles, and no frame is wrong-handed."""
+  from cmtjax.metrics.molecular import backbone_angles
   shipped = ref.load_reference_set("reference", ref.shipped_reference_path(name))
   system = molecular_system(name)
   n = shipped.positions.shape[0]
@@ -445,13 +446,12 @@ def test_shipped_compact_sets_of_the_larger_peptides(name):
   np.testing.assert_allclose(np.asarray(system.energy(jnp.asarray(shipped.positions[pick]))),
                              shipped.energies[pick], atol=0.05, rtol=1e-4)
   top = load_topology(system.pdb_path)
-  phi_idx, psi_idx = backbone_dihedral_pairs(top)
+  phi_idx, _ = backbone_dihedral_pairs(top)
   assert shipped.all_angles.shape[1:] == (phi_idx.shape[0], 2)
   assert shipped.all_angles.shape[0] >= 4 * n  # every frame's angles, coordinates for a subset
   # The stored angles of the frames with coordinates are theirs (frames are matched by their
   # energies, which are unique to float32 precision in a set this size).
-  own = np.stack([np.asarray(dihedral_angles(shipped.positions[pick], phi_idx)),
-                  np.asarray(dihedral_angles(shipped.positions[pick], psi_idx))], axis=-1)
+  own = np.asarray(backbone_angles(shipped.positions[pick], top))
   rows = [int(np.flatnonzero(shipped.all_energies == e)[0]) for e in shipped.energies[pick]]
   diff = np.angle(np.exp(1j * (shipped.all_angles[rows] - own)))
   np.testing.assert_allclose(diff, 0.0, atol=1e-4)
