@@ -84,6 +84,12 @@ COLUMNS = (
 )
 SUMMARY_KEYS = tuple(c[0] for c in COLUMNS) + ("log_z_error", "ais_log_z_error",
                                                 "compile_seconds", "n_steps")
+# Per backbone pair (peptides with several residues): Ramachandran TV on 36x36 bins, plain and
+# reweighted, with the same two noise floors; kept in each run's row as lists (one value per
+# pair) and tabled below the main table.
+PER_PAIR_KEYS = ("ramachandran_tv_36_per_pair", "ramachandran_tv_reweighted_36_per_pair",
+                 "ramachandran_tv_36_floor_reference_per_pair",
+                 "ramachandran_tv_36_floor_model_per_pair")
 FIXED_SCHEDULES = ("linear_beta", "geometric_beta", "geometric_temperature")
 
 
@@ -109,8 +115,36 @@ def summarise(runs: list[dict]) -> dict:
   n_modes = {r.get("n_modes") for r in ok} - {None}
   if n_modes:
     out["n_modes"] = max(n_modes)
+  for key in PER_PAIR_KEYS:  # element-wise over seeds, for runs with the same pairs
+    lists = [r[key] for r in ok if isinstance(r.get(key), list)]
+    if lists and len({len(v) for v in lists}) == 1:
+      out[key] = [grid.mean_se(column) for column in zip(*lists)]
   out["n_runs"], out["n_failed"] = len(ok), len(runs) - len(ok)
   return out
+
+
+def per_pair_table(summaries: dict[str, dict]) -> list[str]:
+  """Markdown lines of the per-pair Ramachandran TV (36²) table; none for one pair."""
+  n_pairs = max((len(s.get(PER_PAIR_KEYS[0], [])) for s in summaries.values()), default=0)
+  if n_pairs < 2:
+    return []
+  plain, reweighted, floor_ref, floor_model = PER_PAIR_KEYS
+  rows = []
+  for label, s in summaries.items():
+    if len(s.get(plain, [])) != n_pairs:
+      rows.append([label, *["–"] * n_pairs])
+      continue
+    cells = []
+    for i in range(n_pairs):
+      cell = (f"{_fmt(s[plain][i], '.2g')} / "
+              f"{_fmt(s[reweighted][i], '.2g') if len(s.get(reweighted, [])) == n_pairs else '–'}")
+      floors = [_fmt(s[k][i], ".2g") if len(s.get(k, [])) == n_pairs else "–"
+                for k in (floor_ref, floor_model)]
+      cells.append(f"{cell} ({floors[0]}, {floors[1]})")
+    rows.append([label, *cells])
+  return ["", "Per backbone pair: Ramachandran TV on 36² bins, plain / reweighted (noise "
+          "floors: reference halves, model halves).", "",
+          *grid.md_table(["method", *(f"pair {i + 1}" for i in range(n_pairs))], rows)]
 
 
 def _fmt(s, fmt: str) -> str:
@@ -143,7 +177,8 @@ def markdown_table(target: str, summaries: dict[str, dict], budget: float,
                "ESS, EUBO and forward ESS do not apply): the ESS of its final particles' "
                "weights; its molecular figures are those of the weighted particles."
                if any(c[0] == "particle_ess" for c in cols) else ""), "",
-           *grid.md_table(["method", "runs", *(c[1] for c in cols)], rows)]
+           *grid.md_table(["method", "runs", *(c[1] for c in cols)], rows),
+           *per_pair_table(summaries)]
   return "\n".join(lines) + "\n"
 
 
@@ -242,6 +277,8 @@ def main(argv=None) -> int:
   def record(done: grid.Finished) -> None:
     (spec, seed), note = done.key, notes[done.key]
     m = grid.flat_metrics(done.metrics)  # wall-clock figures next to the results in the table
+    m.update({k: done.metrics[k] for k in PER_PAIR_KEYS
+              if isinstance(done.metrics.get(k), list)})
     seconds = done.wall_seconds
     if done.reused:  # the time the run took when it ran, not the time to read it back
       seconds = m.get("total_seconds", seconds)

@@ -76,13 +76,20 @@ class Flow(NamedTuple):
 CPU_BLOCK = 1024
 
 
+def check_block(block) -> None:
+  """Raises ValueError unless ``block`` is ``"auto"`` or an integer >= 0 (not a bool)."""
+  if block == "auto":
+    return
+  if isinstance(block, bool) or not isinstance(block, int) or block < 0:
+    raise ValueError(f"block must be 'auto' or an integer >= 0 (0: whole batches), got {block!r}")
+
+
 def resolve_block(block) -> int:
   """The block size meant by a ``block`` setting: an int (0: whole batches), or ``"auto"``
   (:data:`CPU_BLOCK` on a CPU backend, 0 on GPU/TPU)."""
+  check_block(block)
   if block == "auto":
     return CPU_BLOCK if jax.default_backend() == "cpu" else 0
-  if isinstance(block, bool) or not isinstance(block, int) or block < 0:
-    raise ValueError(f"block must be 'auto' or an integer >= 0 (0: whole batches), got {block!r}")
   return block
 
 

@@ -19,6 +19,7 @@ import typing
 import warnings
 from typing import Any, Optional
 
+from cmtjax.flows.flow import check_block
 from cmtjax.methods.registry import get_method, method_names
 
 CONFIG_VERSION = 1
@@ -103,9 +104,7 @@ class DistributedSettings:
   block: typing.Union[int, str] = 0
 
   def __post_init__(self):
-    if not (self.block == "auto" or (isinstance(self.block, int) and self.block >= 0)):
-      raise ValueError(f"block must be 'auto' or an integer >= 0 (0: whole batches), got "
-                       f"{self.block!r}")
+    check_block(self.block)  # the flow's own check (cmtjax.flows.flow.resolve_block)
     if not (self.devices == "all" or (isinstance(self.devices, int) and self.devices >= 1)):
       raise ValueError(f"devices must be 'all' or an integer >= 1, got "
                        f"{self.devices!r}")

@@ -119,9 +119,11 @@ PRESETS: dict[str, dict] = {
     # CPU cores at N = 1e5 per step (ala6's 180 coordinates: ~45-50 s a step measured on its
     # first run; elil's 219: ~75 s estimated from ala4's ~40 s at 120). ala6 seed 0 (110 steps,
     # 2.1 h): not at the target (lambda ~3 at the end), reverse ESS 4e-5, no chirality errors
-    # (docs/molecules.md). Paper-scale configs: experiments/molecules/configs/.
+    # (docs/molecules.md). elil measured ~38 s a step alone on 2 cores (a first start at 9e6
+    # evaluations would have taken one hour), so its budget is 1.4e7 (~1.5 h), half of it for
+    # the annealing. Paper-scale configs: experiments/molecules/configs/.
     "ala6": _planned_peptide(5.5e6, 11_000_000),
-    "elil": _planned_peptide(4.5e6, 9_000_000),
+    "elil": _planned_peptide(7e6, 14_000_000),
     "double_well2d": {
         "flow": {"base_scale": 2.0, "box": 4.0, "n_layers": 6, "n_bins": 16},
         "max_target_evals": 500_000,

@@ -95,7 +95,10 @@ def _forward_figures(log_w_ref, log_q_ref):
   ok = jnp.isfinite(log_q_ref)
   return {
       **reference_weight_figures(log_w_ref),
-      "nll": -jnp.sum(jnp.where(ok, log_q_ref, 0.0)) / jnp.maximum(jnp.sum(ok), 1),
+      # NaN, not 0, when no reference sample has a finite log q (as the molecular metrics)
+      "nll": jnp.where(jnp.any(ok),
+                       -jnp.sum(jnp.where(ok, log_q_ref, 0.0)) / jnp.maximum(jnp.sum(ok), 1),
+                       jnp.nan),
       "n_nonfinite_ref": count_nonfinite(log_w_ref),
   }
 

@@ -66,5 +66,6 @@ def test_block_settings():
       resolve_block(bad)
   assert build_config([]).distributed.block == 0  # whole batches unless asked for
   assert build_config([{"distributed": {"block": 256}}]).distributed.block == 256
-  with pytest.raises(ConfigError, match="block"):
-    build_config([{"distributed": {"block": -3}}])
+  for bad in (-3, True, "big"):  # the config rejects what the flow would (one check for both)
+    with pytest.raises(ConfigError, match="block"):
+      build_config([{"distributed": {"block": bad}}])

@@ -41,6 +41,27 @@ def test_mean_and_standard_error_over_seeds():
   row = [line for line in table.splitlines() if line.startswith("| cmt")][0]
   assert "| 2 (1 failed) |" in row and "85 ± 5 |" in row and "39 ± 1 / 40" in row
   assert "EUBO" not in table  # columns no run reported are left out
+  assert "Per backbone pair" not in table  # no per-pair figures: no per-pair table
+
+
+def test_per_pair_ramachandran_table_of_a_peptide():
+  run = lambda tv, tvw: {"reverse_ess": 0.1, "ramachandran_tv_36_per_pair": tv,
+                         "ramachandran_tv_reweighted_36_per_pair": tvw,
+                         "ramachandran_tv_36_floor_reference_per_pair": [0.06, 0.07, 0.065],
+                         "ramachandran_tv_36_floor_model_per_pair": [0.04, 0.03, 0.035]}
+  s = compare.summarise([run([0.1, 0.2, 0.3], [0.15, 0.25, 0.35]),
+                         run([0.3, 0.4, 0.5], [0.15, 0.25, 0.35])])
+  assert [p["mean"] for p in s["ramachandran_tv_36_per_pair"]] == pytest.approx([0.2, 0.3, 0.4])
+  assert s["ramachandran_tv_36_per_pair"][0]["se"] == pytest.approx(0.1)
+  other = compare.summarise([{"reverse_ess": 0.2}])  # a row without per-pair figures
+  table = compare.markdown_table("ala4", {"cmt": s, "fab": other}, 1.1e7, [0, 1])
+  lines = table.splitlines()
+  header = [l for l in lines if l.startswith("| method | pair 1")]
+  assert header and "pair 3" in header[0] and "pair 4" not in header[0]
+  cmt = [l for l in lines if l.startswith("| cmt") and "pair" not in l and "/" in l]
+  assert cmt and "| 0.2 ± 0.1 / 0.15 ± 0 (0.06 ± 0, 0.04 ± 0) |" in cmt[0]
+  assert "| 0.4 ± 0.1 / 0.35 ± 0 (0.065 ± 0, 0.035 ± 0) |" in cmt[0]
+  assert any(l.startswith("| fab | – | – | – |") for l in lines)
 
 
 def test_ess_plot_of_several_seeds(tmp_path):

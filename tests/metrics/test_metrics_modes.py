@@ -129,3 +129,18 @@ def test_evaluate_rejects_bad_sizes():
   t = make_target("double_well2d")
   with pytest.raises(ValueError):
     evaluate(t, lambda k, n: None, jax.random.PRNGKey(0), 0)
+
+
+def test_evaluate_nll_is_nan_when_no_reference_sample_has_a_finite_density():
+  t = make_target("double_well2d")
+
+  def sample_and_log_prob(k, n):
+    x = jax.random.normal(k, (n, 2))
+    return x, jnp.sum(jax.scipy.stats.norm.logpdf(x), axis=-1)
+
+  r = evaluate(t, sample_and_log_prob, jax.random.PRNGKey(0), 1000, n_repeats=1,
+               log_prob_fn=lambda x: jnp.full(x.shape[:1], -jnp.inf))
+  assert math.isnan(r["nll"])  # not 0, which would read as a perfect fit
+  r = evaluate(t, sample_and_log_prob, jax.random.PRNGKey(0), 1000, n_repeats=1,
+               log_prob_fn=lambda x: jnp.sum(jax.scipy.stats.norm.logpdf(x), axis=-1))
+  assert math.isfinite(r["nll"]) and r["nll"] > 0
