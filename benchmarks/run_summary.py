@@ -4,7 +4,8 @@ tables in docs/molecules.md.
 
   .venv/bin/python benchmarks/run_summary.py runs/aldp_s1 benchmarks/results/aldp_refine_tr_s0
 
-A folder holds ``metrics.json`` (and, for the peak memory, a ``time -v`` log given with
+A folder holds ``metrics.json`` (with the peak memory and CPU seconds of the run's last sitting
+in its ``timing``; for older runs, the peak memory from a ``time -v`` log given with
 ``--time-log FOLDER=LOG``).
 """
 
@@ -53,7 +54,9 @@ def summary_row(folder: str, time_log: str = "") -> dict:
       "beta_rew": rew.get("beta_C5"), "alphaR_rew": rew.get("alphaR"),
       "chirality_error_rate": m.get("chirality_error_rate"),
       "wall_s": t.get("total_seconds"), "train_s": t.get("training_seconds"),
-      "peak_gb": _peak_gb(time_log),
+      # a `time -v` log if given, else the run's own figure (runs since it was recorded)
+      "peak_gb": _peak_gb(time_log) or t.get("process_peak_rss_gb"),
+      "cpu_s": t.get("process_cpu_seconds"),
   }
 
 

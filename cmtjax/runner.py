@@ -283,11 +283,23 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
     evaluate_trained(cfg, target, flow, params, out_dir if primary else None, metrics, k_eval,
                      molecular=primary)
   metrics["timing"]["total_seconds"] = time.perf_counter() - t_start
+  metrics["timing"].update(process_usage())
   if out_dir is not None and primary:
     write_metrics(out_dir, metrics)
     write_params(os.path.join(out_dir, PARAMS_FILE), params)
     _write_training_plots(cfg, spec, out_dir, result)
   return RunOutcome(metrics, params, flow, target)
+
+
+def process_usage() -> dict[str, float]:
+  """This process's CPU seconds (user + system, every thread) and peak resident memory in GB:
+  one sitting's figures (a resumed run's earlier sittings are not in them)."""
+  import resource  # noqa: PLC0415 - POSIX only; the figures are left out elsewhere
+  import sys  # noqa: PLC0415
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  peak_bytes = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)  # macOS: bytes
+  return {"process_cpu_seconds": usage.ru_utime + usage.ru_stime,
+          "process_peak_rss_gb": peak_bytes / 1024 ** 3}
 
 
 # The keys of metrics.json that training sets (the method's summary aside); the rest come from

@@ -36,6 +36,9 @@ def test_train_writes_every_output_and_repeats_from_its_config(tmp_path, capsys)
               "n_modes", "mode_tv"):
     assert key in metrics, key
   assert metrics["target_evals"] == 4000 and metrics["grad_steps"] == 40
+  # this process's own cost, recorded by the run (the test process: a lower bound of it)
+  assert metrics["timing"]["process_cpu_seconds"] > 0
+  assert 0.05 < metrics["timing"]["process_peak_rss_gb"] < 64
   steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
   assert len(steps) == 4
   for key in ("step", "lambda", "eta", "alpha", "beta", "kl", "entropy_drop", "step_ess",
