@@ -121,7 +121,9 @@ PRESETS: dict[str, dict] = {
     # 2.1 h): not at the target (lambda ~3 at the end), reverse ESS 4e-5, no chirality errors
     # (docs/molecules.md). elil measured ~38 s a step alone on 2 cores (a first start at 9e6
     # evaluations would have taken one hour), so its budget is 1.4e7 (~1.5 h), half of it for
-    # the annealing. Paper-scale configs: experiments/molecules/configs/.
+    # the annealing. elil seed 0 (140 steps, 80.5 min): not at the target (lambda ~3.7 at the
+    # end), reverse ESS 1e-4, no chirality errors (docs/molecules.md). Paper-scale configs:
+    # experiments/molecules/configs/.
     "ala6": _planned_peptide(5.5e6, 11_000_000),
     "elil": _planned_peptide(7e6, 14_000_000),
     "double_well2d": {
