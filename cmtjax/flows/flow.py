@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from cmtjax.flows.config import FlowConfig
+from cmtjax.io.config import check_block
 from cmtjax.flows.couplings import cartesian_couplings
 
 Array = jax.Array
@@ -74,14 +75,6 @@ class Flow(NamedTuple):
 # (benchmarks/flow_profile.py), so it is not the default; on accelerators one large batch is
 # faster.
 CPU_BLOCK = 1024
-
-
-def check_block(block) -> None:
-  """Raises ValueError unless ``block`` is ``"auto"`` or an integer >= 0 (not a bool)."""
-  if block == "auto":
-    return
-  if isinstance(block, bool) or not isinstance(block, int) or block < 0:
-    raise ValueError(f"block must be 'auto' or an integer >= 0 (0: whole batches), got {block!r}")
 
 
 def resolve_block(block) -> int:

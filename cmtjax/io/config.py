@@ -19,7 +19,6 @@ import typing
 import warnings
 from typing import Any, Optional
 
-from cmtjax.flows.flow import check_block
 from cmtjax.methods.registry import get_method, method_names
 
 CONFIG_VERSION = 1
@@ -78,6 +77,15 @@ class CheckpointSettings:
                        "checkpoint.max_stalled_steps >= 0")
 
 
+def check_block(block) -> None:
+  """Raises ValueError unless a flow block size ``block`` is ``"auto"`` or an integer >= 0
+  (not a bool); shared by the config and :func:`cmtjax.flows.flow.resolve_block`."""
+  if block == "auto":
+    return
+  if isinstance(block, bool) or not isinstance(block, int) or block < 0:
+    raise ValueError(f"block must be 'auto' or an integer >= 0 (0: whole batches), got {block!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class DistributedSettings:
   """Devices, processes and batch layout of a run (they change how fast a run computes, not
@@ -104,7 +112,7 @@ class DistributedSettings:
   block: typing.Union[int, str] = 0
 
   def __post_init__(self):
-    check_block(self.block)  # the flow's own check (cmtjax.flows.flow.resolve_block)
+    check_block(self.block)  # the check cmtjax.flows.flow.resolve_block uses too
     if not (self.devices == "all" or (isinstance(self.devices, int) and self.devices >= 1)):
       raise ValueError(f"devices must be 'all' or an integer >= 1, got "
                        f"{self.devices!r}")
