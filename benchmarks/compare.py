@@ -134,14 +134,10 @@ def per_pair_table(summaries: dict[str, dict]) -> list[str]:
     if len(s.get(plain, [])) != n_pairs:
       rows.append([label, *["–"] * n_pairs])
       continue
-    cells = []
-    for i in range(n_pairs):
-      cell = (f"{_fmt(s[plain][i], '.2g')} / "
-              f"{_fmt(s[reweighted][i], '.2g') if len(s.get(reweighted, [])) == n_pairs else '–'}")
-      floors = [_fmt(s[k][i], ".2g") if len(s.get(k, [])) == n_pairs else "–"
-                for k in (floor_ref, floor_model)]
-      cells.append(f"{cell} ({floors[0]}, {floors[1]})")
-    rows.append([label, *cells])
+    fig = lambda key, i: (_fmt(s[key][i], ".2g") if len(s.get(key, [])) == n_pairs else "–")
+    rows.append([label, *(f"{fig(plain, i)} / {fig(reweighted, i)} "
+                          f"({fig(floor_ref, i)}, {fig(floor_model, i)})"
+                          for i in range(n_pairs))])
   return ["", "Per backbone pair: Ramachandran TV on 36² bins, plain / reweighted (noise "
           "floors: reference halves, model halves).", "",
           *grid.md_table(["method", *(f"pair {i + 1}" for i in range(n_pairs))], rows)]

@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from cmtjax.flows.config import FlowConfig
-from cmtjax.io.config import check_block
 from cmtjax.flows.couplings import cartesian_couplings
+from cmtjax.io.config import check_block
 
 Array = jax.Array
 Params = Any

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from cmtjax.metrics.basins import aldp_basin_populations, aldp_basin_populations_by_block
+from cmtjax.metrics.molecular import backbone_angles
 from cmtjax.sampling.replica_exchange import replica_exchange, swap_neighbours
 from cmtjax.sampling.temperatures import geometric_ladder
 from cmtjax.targets.molecules import reference as ref
 from cmtjax.targets.molecules.parameters import MOLAR_GAS_CONSTANT
 from cmtjax.targets.molecules.topology import (backbone_dihedral_pairs, chiral_centres,
-                                               chirality_signs, dihedral_angles, load_topology,
-                                               wrong_chirality)
+                                               chirality_signs, load_topology, wrong_chirality)
 from molecular_reference import molecular_system
 
 
@@ -272,10 +272,8 @@ def test_shipped_aldp_reference(shipped):
   assert shipped.protocol["temperatures_K"][0] == 300.0
   assert np.unique(shipped.walker).size >= 8
   top = load_topology(system.pdb_path)
-  phi_idx, psi_idx = backbone_dihedral_pairs(top)
-  phi = np.asarray(dihedral_angles(shipped.positions, phi_idx))[:, 0]
-  psi = np.asarray(dihedral_angles(shipped.positions, psi_idx))[:, 0]
-  pops = aldp_basin_populations(phi, psi)
+  angles = backbone_angles(shipped.positions, top)[:, 0]  # alanine dipeptide: one pair
+  pops = aldp_basin_populations(angles[:, 0], angles[:, 1])
   assert pops["beta_C5"] > 0.2 and pops["C7eq_PII"] > 0.01 and pops["alphaR"] > 0.05, pops
   assert 0.0 < pops["phi_pos"] < 0.1, pops
   centres = chiral_centres(top)
@@ -435,7 +433,6 @@ def test_the_pieces_table_has_a_column_per_committed_piece():
 def test_shipped_compact_sets_of_the_larger_peptides(name):
   """Each shipped compact set: its frames' energies are the system's, its backbone angles are
   those of its frames, it has every frame's angles, and no frame is wrong-handed."""
-  from cmtjax.metrics.molecular import backbone_angles
   shipped = ref.load_reference_set("reference", ref.shipped_reference_path(name))
   system = molecular_system(name)
   n = shipped.positions.shape[0]
