@@ -80,6 +80,11 @@ COLUMNS = (
     ("ramachandran_tv_36", "Ram TV 36²", ".2g"),
     ("ramachandran_tv_36_floor_reference", "36² floor: ref halves", ".2g"),
     ("ramachandran_tv_36_floor_model", "36² floor: model halves", ".2g"),
+    ("energy_w1_reweighted", "energy W1 reweighted", ".2g"),
+    # Model energies capped at the reference's highest (exploded samples then count by their
+    # share, not by how far they went) and that share.
+    ("energy_w1_capped", "energy W1 capped", ".2g"),
+    ("energy_above_reference_fraction", "above ref. energies", ".2g"),
     ("chirality_error_rate", "wrong chirality", ".2g"),
 )
 SUMMARY_KEYS = tuple(c[0] for c in COLUMNS) + ("log_z_error", "ais_log_z_error",

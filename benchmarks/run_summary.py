@@ -50,6 +50,8 @@ def summary_row(folder: str, time_log: str = "") -> dict:
       "tv36_floor_ref": m.get("ramachandran_tv_36_floor_reference"),
       "tv36_floor_model": m.get("ramachandran_tv_36_floor_model"),
       "energy_w1_rew": m.get("energy_w1_reweighted"),
+      "energy_w1_capped": m.get("energy_w1_capped"),
+      "energy_above_ref": m.get("energy_above_reference_fraction"),
       "phi_pos_rew": rew.get("phi_pos"), "phi_pos_ref": ref.get("phi_pos"),
       "beta_rew": rew.get("beta_C5"), "alphaR_rew": rew.get("alphaR"),
       "chirality_error_rate": m.get("chirality_error_rate"),

@@ -305,6 +305,36 @@ def energy_distance(e_model, e_ref, weights=None) -> EnergyDistance:
   return EnergyDistance(float(np.sum(du * d)), float(np.sqrt(np.sum(du * d * d))))
 
 
+def energy_above_reference(e_model, e_ref) -> dict:
+  """The model's energies beyond the reference's highest one, and W1 without their tail.
+
+  A few samples with exploded geometry (energies of 1e9 kJ/mol) decide the plain energy W1
+  alone. Here every model energy above the highest finite reference energy, non-finite ones
+  included, is capped at that energy: ``energy_w1_capped`` is the W1 of the capped energies
+  against the reference (equal to ``energy_w1`` when no sample lies above, never larger), and
+  ``energy_above_reference_fraction`` the share of model samples that were capped.
+
+  Args:
+    e_model: [n] model energies (kJ/mol).
+    e_ref: [m] reference energies (kJ/mol).
+
+  Returns:
+    ``{"energy_w1_capped", "energy_above_reference_fraction"}`` (NaN without a finite
+    reference energy or without model samples).
+  """
+  a = np.asarray(e_model, np.float64).ravel()
+  b = np.asarray(e_ref, np.float64).ravel()
+  b = b[np.isfinite(b)]
+  nan = float("nan")
+  if a.size == 0 or b.size == 0:
+    return {"energy_w1_capped": nan, "energy_above_reference_fraction": nan}
+  cap = float(b.max())
+  above = ~(a <= cap)  # NaN and +inf count as above
+  capped = np.where(above, cap, a)
+  return {"energy_w1_capped": energy_distance(capped, b).w1,
+          "energy_above_reference_fraction": float(above.mean())}
+
+
 def torus_cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   """Squared torus distances Σ_k min(|Δ_k|, 2π - |Δ_k|)² between [n, d] and [m, d] -> [n, m]."""
   d = np.abs(np.mod(a[:, None, :] - b[None, :, :], _TWO_PI))
@@ -437,7 +467,9 @@ def molecular_figures(
     bins (``ramachandran_tv_36`` ...), each with ``_per_pair`` lists and the noise floors of
     :func:`ramachandran_divergences` (``ramachandran_tv_floor_reference``,
     ``ramachandran_tv_floor_model``, ``ramachandran_tv_reweighted_floor_model``, ``..._36``),
-    ``energy_w1[_reweighted]``, ``energy_w2[_reweighted]``, ``torus_w2[_reweighted]``,
+    ``energy_w1[_reweighted]``, ``energy_w2[_reweighted]``, ``energy_w1_capped`` and
+    ``energy_above_reference_fraction`` (:func:`energy_above_reference`),
+    ``torus_w2[_reweighted]``,
     ``chirality_error_rate``; int counts ``n_wrong_chirality``, ``n_ref_outside_support``,
     ``n_ref_nonfinite``, ``n_model_nonfinite_log_w``, ``n_model``, ``n_ref``,
     ``n_ref_forward`` (the reference samples of the forward figures). Figures that
@@ -530,7 +562,8 @@ def molecular_figures(
   plain = energy_distance(e_model[keep], e_ref)
   rew = energy_distance(e_model[keep], e_ref, w_bar) if has_w else EnergyDistance(nan, nan)
   fig.update(energy_w1=plain.w1, energy_w2=plain.w2,
-             energy_w1_reweighted=rew.w1, energy_w2_reweighted=rew.w2)
+             energy_w1_reweighted=rew.w1, energy_w2_reweighted=rew.w2,
+             **energy_above_reference(e_model[keep], e_ref))
 
   fig["torus_w2"] = (torus_w2(model_angles[finite_a], ref_angles, None, torus_n, seed)
                      if can_rama else nan)

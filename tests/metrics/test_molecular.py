@@ -11,6 +11,7 @@ import pytest
 from cmtjax.metrics import (
     backbone_angles,
     chirality_error_rate,
+    energy_above_reference,
     energy_distance,
     molecular_figures,
     ramachandran_histogram,
@@ -127,6 +128,30 @@ def test_energy_w1_matches_scipy():
       wasserstein_distance(a, b, u_weights=w), rel=1e-9)
 
 
+def test_energy_w1_capped_ignores_how_far_exploded_samples_went():
+  rng = np.random.default_rng(5)
+  ref = rng.normal(size=2000)
+  # No model energy above the reference's highest: the plain W1 exactly, nothing capped.
+  model = np.minimum(rng.normal(size=1000) + 0.5, ref.max())
+  clean = energy_above_reference(model, ref)
+  assert clean["energy_above_reference_fraction"] == 0.0
+  assert clean["energy_w1_capped"] == pytest.approx(energy_distance(model, ref).w1, rel=1e-12)
+  # Ten samples explode (far, +inf, NaN): the plain W1 is theirs alone; the capped one moves
+  # by at most their share times the reference's range and not with how far they went.
+  capped = []
+  for far in (1e9, 1e12):
+    bad = model.copy()
+    bad[:8], bad[8], bad[9] = far, np.inf, np.nan
+    cap = energy_above_reference(bad, ref)
+    capped.append(cap["energy_w1_capped"])
+    assert cap["energy_above_reference_fraction"] == pytest.approx(0.01)
+    assert energy_distance(bad, ref).w1 > 1e6
+    assert abs(cap["energy_w1_capped"] - clean["energy_w1_capped"]) <= 0.01 * np.ptp(ref)
+  assert capped[0] == pytest.approx(capped[1], rel=1e-12)
+  assert np.isnan(energy_above_reference(np.zeros(0), ref)["energy_w1_capped"])
+  assert np.isnan(energy_above_reference(model, [np.nan])["energy_above_reference_fraction"])
+
+
 def test_torus_w2_wraps_around():
   deg = np.pi / 180.0
   a = np.array([[179.0 * deg, -179.0 * deg]])
@@ -190,7 +215,8 @@ def test_molecular_figures_synthetic(aldp):
       "eubo", "nll", "forward_ess", "forward_ess_without_top", "forward_top_log_w_excess",
       "log_z_forward", "ramachandran_tv",
       "ramachandran_tv_reweighted", "ramachandran_kl", "ramachandran_kl_reweighted",
-      "energy_w1", "energy_w2", "energy_w1_reweighted", "energy_w2_reweighted", "torus_w2",
+      "energy_w1", "energy_w2", "energy_w1_reweighted", "energy_w2_reweighted",
+      "energy_w1_capped", "energy_above_reference_fraction", "torus_w2",
       "torus_w2_reweighted", "chirality_error_rate", "n_wrong_chirality",
       "n_ref_outside_support", "n_ref_nonfinite", "n_model_nonfinite_log_w", "n_model",
       "n_ref", "n_ref_forward"}
@@ -216,6 +242,8 @@ def test_molecular_figures_synthetic(aldp):
   assert fig["ramachandran_tv"] == pytest.approx(0.0, abs=1e-12)
   assert fig["ramachandran_kl"] < 1e-5
   assert fig["energy_w1"] == pytest.approx(0.0, abs=1e-9)
+  assert fig["energy_w1_capped"] == pytest.approx(0.0, abs=1e-9)
+  assert fig["energy_above_reference_fraction"] == 0.0
   assert fig["torus_w2"] == pytest.approx(0.0, abs=1e-9)
   # Reweighting drops the two non-finite log weights only: nearly identical.
   assert fig["ramachandran_tv_reweighted"] <= 2 / (m - 2) + 1e-9
@@ -308,4 +336,5 @@ def test_molecular_figures_of_a_compact_reference(aldp):
   far = molecular_figures(*args, ref_angles_all=np.angle(np.exp(1j * (angles + 1.0))),
                           e_ref_all=e_ref + 20.0, ref_blocks=np.arange(m) % 4)
   assert far["ramachandran_tv"] > 0.9 and far["energy_w1"] == pytest.approx(20.0, rel=1e-6)
+  assert far["energy_w1_capped"] == pytest.approx(20.0, rel=1e-6)  # nothing above the cap
   assert far["eubo"] == pytest.approx(plain["eubo"])
