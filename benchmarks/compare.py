@@ -26,10 +26,12 @@ the method's cost per outer step; the curve ends with the run's final evaluation
 Writes ``compare_<target>.json`` (every run's metrics and the summaries), ``compare_<target>.md``
 (mean ± standard error over seeds: target evaluations, gradient steps, wall time, reverse ESS,
 EUBO, |log Z error| and FAB's own AIS |log Z error|, modes covered / mode TV or well-occupancy
-TV, or for molecules the Ramachandran TV (plain and reweighted) and the wrong-chirality rate)
-and ``compare_<target>.png`` (reverse ESS against target evaluations, mean ± s.e. over seeds,
-on a linear and a log scale) in ``--results-dir``, and each run's folder under
-``--runs-dir/<target>/<method>/seed<k>``. ``--resume`` reuses runs
+TV, or for molecules the Ramachandran TV (plain and reweighted) and the wrong-chirality rate),
+``compare_<target>.png`` (reverse ESS against target evaluations, mean ± s.e. over seeds,
+on a linear and a log scale) and ``compare_<target>_time.png`` (the same against training
+wall time; comparable between runs made on one machine under the same load) in
+``--results-dir``, and each run's folder under ``--runs-dir/<target>/<method>/seed<k>``.
+``--resume`` reuses runs
 whose ``metrics.json`` exists and continues interrupted ones from their newest checkpoint (a
 long table can be finished in several sittings, losing at most one checkpoint interval);
 ``--report-only`` runs nothing and writes the table and plot of the finished runs.
@@ -318,7 +320,7 @@ def main(argv=None) -> int:
   results["run_seconds_sum"] = sum(  # every run, reused ones included
       r.get("seconds") or 0.0 for e in results["methods"].values() for r in e["runs"])
   _write(results, stem, final=True)
-  print(f"wrote {stem}.json, .md, .png")
+  print(f"wrote {stem}.json, .md, .png, _time.png")
   return 0
 
 
@@ -353,12 +355,21 @@ def _is_fixed_schedule(parsed_spec: tuple[str, dict]) -> bool:
 
 
 def _curve(run: dict) -> list[dict]:
-  """A run's in-training evaluations, ending with its final evaluation."""
-  path = os.path.join(run.get("folder") or "", "evals.jsonl")
+  """A run's in-training evaluations, ending with its final evaluation; each point carries
+  the training wall time at its step (``training_seconds``, from ``steps.jsonl``; evaluations
+  excluded, as in the run's own ``training_seconds``)."""
+  folder = run.get("folder") or ""
+  path = os.path.join(folder, "evals.jsonl")
   curve = grid.load_jsonl(path) if os.path.isfile(path) else []  # merged runs: final point
+  steps_path = os.path.join(folder, "steps.jsonl")
+  wall = {r["step"]: r["timing"]["wall_seconds"]
+          for r in (grid.load_jsonl(steps_path) if os.path.isfile(steps_path) else [])
+          if "step" in r and "wall_seconds" in r.get("timing", {})}
+  curve = [dict(p, training_seconds=wall.get(p.get("step"))) for p in curve]
   last = curve[-1]["target_evals"] if curve else -1
   if run.get("target_evals") is not None and run["target_evals"] > last:
-    curve.append({"target_evals": run["target_evals"], "reverse_ess": run.get("reverse_ess")})
+    curve.append({"target_evals": run["target_evals"], "reverse_ess": run.get("reverse_ess"),
+                  "training_seconds": run.get("training_seconds")})
   return curve
 
 
@@ -378,8 +389,10 @@ def _write(results: dict, stem: str, final: bool = False) -> None:
     curves = {s: [_curve(r) for r in e["runs"] if "error" not in r]
               for s, e in results["methods"].items()}
     from cmtjax.io.plots import plot_ess_vs_evals
-    plot_ess_vs_evals(stem + ".png", curves, f"{results['target']}: reverse ESS during "
-                      f"training (budget {results['budget']:.3g})")
+    title = f"{results['target']}: reverse ESS during training (budget {results['budget']:.3g})"
+    plot_ess_vs_evals(stem + ".png", curves, title)
+    plot_ess_vs_evals(stem + "_time.png", curves, title, x_key="training_seconds",
+                      x_label="training wall time, s (evaluations excluded)")
 
 
 if __name__ == "__main__":

@@ -183,35 +183,46 @@ def plot_training_curve(path: str, records: Sequence[dict], keys: Sequence[str],
 
 
 def plot_ess_vs_evals(path: str, curves: dict[str, Sequence[Sequence[dict]]],
-                      title: str = "") -> str:
-  """Reverse ESS against target evaluations, on a linear and a log scale.
+                      title: str = "", x_key: str = "target_evals",
+                      x_label: str = "target evaluations (training)") -> str:
+  """Reverse ESS against target evaluations (or another cost), on a linear and a log scale.
 
   Args:
     path: PNG file to write.
-    curves: label -> the evaluation records (``target_evals``, ``reverse_ess``) of each of its
-      runs; several runs (seeds) of a label are drawn as their mean ± standard error, over the
-      evaluations all of them reached (x from the first run).
+    curves: label -> the evaluation records (``x_key``, ``reverse_ess``) of each of its runs;
+      several runs (seeds) of a label are drawn as their mean ± standard error, over the
+      evaluations all of them reached, at the mean of their x values (the same for every run
+      when x counts evaluations; wall times differ a little between seeds).
     title: figure title.
+    x_key: the records' field on the x axis (log scale), e.g. ``training_seconds``.
+    x_label: its axis title.
   """
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+  plotted = False
   for label, runs in curves.items():
     runs = [r for r in runs if len(r)]
     if not runs:
       continue
     n = min(len(r) for r in runs)
-    x = _column(runs[0][:n], "target_evals")
     y = np.stack([_column(r[:n], "reverse_ess") for r in runs])
     with warnings.catch_warnings():  # a column of missing values is a gap in the curve
       warnings.simplefilter("ignore", RuntimeWarning)
+      x = np.nanmean(np.stack([_column(r[:n], x_key) for r in runs]), axis=0)
       mean = np.nanmean(y, axis=0)
       se = np.nanstd(y, axis=0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else None
+    ok = np.isfinite(x) & (x > 0)  # points without an x value (e.g. no time recorded) left out
+    if not ok.any():
+      continue
+    plotted = True
+    x, mean = x[ok], mean[ok]
     name = f"{label} ({len(runs)} seeds)" if len(runs) > 1 else label
     for ax in axes:
       line, = ax.plot(x, mean, marker="o", ms=3, label=name)
       if se is not None:
-        ax.fill_between(x, np.maximum(mean - se, 1e-12), mean + se, color=line.get_color(),
-                        alpha=0.2)
-  for ax, scale in zip(axes, ("linear", "log")):
+        ax.fill_between(x, np.maximum(mean - se[ok], 1e-12), mean + se[ok],
+                        color=line.get_color(), alpha=0.2)
+  # Nothing to draw (e.g. no run recorded its times): an empty figure, not an error.
+  for ax, scale in zip(axes if plotted else (), ("linear", "log")):
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: no clutter
     ax.set_yscale(scale)
@@ -219,10 +230,11 @@ def plot_ess_vs_evals(path: str, curves: dict[str, Sequence[Sequence[dict]]],
       ax.set_ylim(0, 1.02)
     else:
       ax.set_ylim(top=1.5)
-    ax.set_xlabel("target evaluations (training)")
+    ax.set_xlabel(x_label)
     ax.set_ylabel("reverse ESS" + (" (log scale)" if scale == "log" else ""))
     ax.grid(alpha=0.3)
-  axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+  if plotted:
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
   return save_figure(fig, path, title, dpi=110)
 
 

@@ -75,6 +75,35 @@ def test_ess_plot_of_several_seeds(tmp_path):
   assert os.path.getsize(path) > 1000
 
 
+def test_ess_curve_carries_the_training_time_of_its_steps(tmp_path):
+  import json
+
+  from cmtjax.io.plots import plot_ess_vs_evals
+
+  with open(tmp_path / "evals.jsonl", "w") as f:
+    for step, ess in ((1, 0.1), (3, 0.4)):
+      f.write(json.dumps({"step": step, "target_evals": 100 * (step + 1),
+                          "reverse_ess": ess}) + "\n")
+  with open(tmp_path / "steps.jsonl", "w") as f:
+    for step in range(4):
+      f.write(json.dumps({"step": step, "timing": {"wall_seconds": 10.0 * (step + 1),
+                                                   "step_seconds": 10.0}}) + "\n")
+  run = {"folder": str(tmp_path), "target_evals": 600, "reverse_ess": 0.5,
+         "training_seconds": 55.0}
+  curve = compare._curve(run)
+  assert [p["training_seconds"] for p in curve] == [20.0, 40.0, 55.0]
+  assert [p["target_evals"] for p in curve] == [200, 400, 600]
+  # A merged run without its folder: its final point only, with its time.
+  assert compare._curve({"target_evals": 600, "reverse_ess": 0.5,
+                         "training_seconds": 55.0}) == [
+      {"target_evals": 600, "reverse_ess": 0.5, "training_seconds": 55.0}]
+  path = str(tmp_path / "ess_time.png")
+  plot_ess_vs_evals(path, {"cmt": [curve, [dict(p, training_seconds=p["training_seconds"] + 5)
+                                           for p in curve]]}, "t",
+                    x_key="training_seconds", x_label="s")
+  assert os.path.getsize(path) > 1000
+
+
 def test_parallel_runs_keep_the_fixed_schedule_after_its_cmt_run(tmp_path):
   """--jobs 2: runs in worker processes, a fixed schedule still takes cmt's step count."""
   import json
