@@ -199,7 +199,8 @@ def _describe_angles(name: str, angles: np.ndarray, walker: np.ndarray, frame_ps
   backbone (φ, ψ) ``angles`` [N, n_pairs, 2] of frames from the walkers ``walker`` [N]."""
   from cmtjax.metrics.autocorrelation import dihedral_decorrelation
   from cmtjax.metrics.basins import aldp_basin_populations_by_block
-  from cmtjax.metrics.molecular import RAMACHANDRAN_BINS, ramachandran_divergences
+  from cmtjax.metrics.molecular import (RAMACHANDRAN_BINS, ramachandran_divergences,
+                                        split_tv_spread)
   out = {}
   phi, psi = angles[:, :, 0], angles[:, :, 1]
   names = [f"{a}{i}" for i in range(phi.shape[1]) for a in ("phi", "psi")]
@@ -215,6 +216,9 @@ def _describe_angles(name: str, angles: np.ndarray, walker: np.ndarray, frame_ps
     d = ramachandran_divergences(angles, angles, ref_blocks=walker, bins=b)
     out["half_vs_half_tv"][f"{b}x{b}"] = d["tv_floor_reference"]
     out["half_vs_half_tv_per_pair"][f"{b}x{b}"] = d["tv_floor_reference_per_pair"]
+  if np.unique(walker).size >= 4:  # how much that one split's figure is luck of the draw
+    out["half_vs_half_tv_random_splits"] = {
+        f"{b}x{b}": split_tv_spread(angles, walker, bins=b) for b in RAMACHANDRAN_BINS}
   if name == "aldp":
     out["basin_populations"] = aldp_basin_populations_by_block(phi[:, 0], psi[:, 0], walker)
   elif phi.shape[1] > 1:  # a longer peptide: the same basins, residue by residue

@@ -37,6 +37,7 @@ from cmtjax.metrics.molecular import (
     ramachandran_kl,
     ramachandran_tv,
     split_halves,
+    split_tv_spread,
     torus_w2,
 )
 from cmtjax.metrics.weights import count_nonfinite, masked_log_weights, normalised_weights
@@ -71,6 +72,7 @@ __all__ = [
     "ramachandran_kl",
     "ramachandran_tv",
     "split_halves",
+    "split_tv_spread",
     "top_log_weight_excess",
     "reverse_ess",
     "reverse_ess_clipped",

@@ -19,6 +19,7 @@ from cmtjax.metrics import (
     ramachandran_kl,
     ramachandran_tv,
     split_halves,
+    split_tv_spread,
     torus_w2,
 )
 
@@ -150,6 +151,29 @@ def test_energy_w1_capped_ignores_how_far_exploded_samples_went():
   assert capped[0] == pytest.approx(capped[1], rel=1e-12)
   assert np.isnan(energy_above_reference(np.zeros(0), ref)["energy_w1_capped"])
   assert np.isnan(energy_above_reference(model, [np.nan])["energy_above_reference_fraction"])
+
+
+def test_split_tv_spread_over_random_walker_splits():
+  rng = np.random.default_rng(7)
+  base = rng.uniform(-np.pi, np.pi, size=(50, 2, 2))
+  # Eight walkers with the very same frames: every split gives TV 0.
+  same = split_tv_spread(np.tile(base, (8, 1, 1)), np.repeat(np.arange(8), 50), n_splits=20)
+  assert same["median_per_pair"] == [0.0, 0.0] and same["p90_per_pair"] == [0.0, 0.0]
+  assert same["n_blocks"] == 8 and same["n_splits"] == 20
+  # Four equal walkers, one of them always in another bin on pair 0: whichever half holds it
+  # has half its frames there, the other none, so every split gives TV 0.5 on that pair.
+  angles = np.tile(base, (4, 1, 1))
+  angles[:, 0, :] = 0.5
+  angles[:50, 0, :] = -2.5
+  odd = split_tv_spread(angles, np.repeat(np.arange(4), 50), n_splits=30)
+  assert odd["median_per_pair"][0] == pytest.approx(0.5)
+  assert odd["p10_per_pair"][0] == pytest.approx(0.5)
+  assert odd["median_per_pair"][1] == pytest.approx(0.0)
+  # The same as the histogram TV of one such split (walkers 0, 1 against 2, 3).
+  halves = np.repeat(np.arange(4), 50) < 2
+  assert ramachandran_tv(angles[halves, 0], angles[~halves, 0], bins=36) == pytest.approx(0.5)
+  with pytest.raises(ValueError, match="at least 2 blocks"):
+    split_tv_spread(angles, np.zeros(200))
 
 
 def test_torus_w2_wraps_around():
