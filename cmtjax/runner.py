@@ -184,6 +184,7 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
       (:class:`cmtjax.train.TargetNotFinite`).
   """
   t_start = time.perf_counter()
+  usage_start = process_usage(reset_peak=True)
   dist = cfg.distributed
   # A multi-process run initialises jax.distributed before any JAX call (the checks included).
   initialize(dist.coordinator or None, dist.num_processes or None,
@@ -283,7 +284,7 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
     evaluate_trained(cfg, target, flow, params, out_dir if primary else None, metrics, k_eval,
                      molecular=primary)
   metrics["timing"]["total_seconds"] = time.perf_counter() - t_start
-  metrics["timing"].update(process_usage())
+  metrics["timing"].update(process_usage(since=usage_start))
   if out_dir is not None and primary:
     write_metrics(out_dir, metrics)
     write_params(os.path.join(out_dir, PARAMS_FILE), params)
@@ -291,15 +292,37 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
   return RunOutcome(metrics, params, flow, target)
 
 
-def process_usage() -> dict[str, float]:
-  """This process's CPU seconds (user + system, every thread) and peak resident memory in GB:
-  one sitting's figures (a resumed run's earlier sittings are not in them)."""
+def process_usage(since: dict | None = None, reset_peak: bool = False) -> dict[str, float]:
+  """CPU seconds (user + system, every thread) and peak resident memory in GB of this process.
+
+  Args:
+    since: an earlier result of this function: the CPU seconds are then those spent since
+      (one run's, in a process that runs several, e.g. ``benchmarks/compare.py``).
+    reset_peak: start a new peak (Linux: ``/proc/self/clear_refs``), so that the peak read
+      later is this run's; where that is not possible the peak stays the process's own.
+
+  One sitting's figures: a resumed run's earlier sittings are not in them.
+  """
   import resource  # noqa: PLC0415 - POSIX only; the figures are left out elsewhere
   import sys  # noqa: PLC0415
+  if reset_peak:
+    try:
+      with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak resident set size (VmHWM)
+    except OSError:
+      pass
   usage = resource.getrusage(resource.RUSAGE_SELF)
+  cpu = usage.ru_utime + usage.ru_stime
   peak_bytes = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)  # macOS: bytes
-  return {"process_cpu_seconds": usage.ru_utime + usage.ru_stime,
-          "process_peak_rss_gb": peak_bytes / 1024 ** 3}
+  try:  # the peak since the last reset (ru_maxrss is never reset)
+    with open("/proc/self/status") as f:
+      peak_bytes = next(int(line.split()[1]) * 1024 for line in f
+                        if line.startswith("VmHWM:"))
+  except (OSError, StopIteration, ValueError, IndexError):
+    pass
+  if since is not None:
+    cpu -= since.get("process_cpu_seconds", 0.0)
+  return {"process_cpu_seconds": cpu, "process_peak_rss_gb": peak_bytes / 1024 ** 3}
 
 
 # The keys of metrics.json that training sets (the method's summary aside); the rest come from

@@ -52,6 +52,25 @@ def test_train_writes_every_output_and_repeats_from_its_config(tmp_path, capsys)
   assert m2["reverse_ess"] == metrics["reverse_ess"] and m2["log_z"] == metrics["log_z"]
 
 
+def test_process_usage_is_the_runs_own_in_a_process_that_runs_several():
+  """CPU seconds since the run's start, and (on Linux) a peak memory started afresh."""
+  import numpy as np
+
+  from cmtjax.runner import process_usage
+  start = process_usage(reset_peak=True)
+  big = np.ones((4000, 4000))  # 128 MB, touched
+  during = process_usage(since=start)
+  total = process_usage()
+  assert 0.0 <= during["process_cpu_seconds"] <= (total["process_cpu_seconds"]
+                                                  - start["process_cpu_seconds"] + 1e-9)
+  assert during["process_cpu_seconds"] < total["process_cpu_seconds"]
+  assert during["process_peak_rss_gb"] >= start["process_peak_rss_gb"] + 0.1
+  del big
+  if os.path.exists("/proc/self/clear_refs"):
+    after = process_usage(reset_peak=True)
+    assert after["process_peak_rss_gb"] < during["process_peak_rss_gb"] - 0.1
+
+
 def test_reverse_kl_from_the_cli(tmp_path):
   out = tmp_path / "rkl"
   assert main(["train", "--target", "double_well2d", "--method", "reverse_kl", "--out", str(out),
