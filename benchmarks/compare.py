@@ -355,7 +355,8 @@ def _is_fixed_schedule(parsed_spec: tuple[str, dict]) -> bool:
 
 
 def _curve(run: dict) -> list[dict]:
-  """A run's in-training evaluations, ending with its final evaluation; each point carries
+  """A run's in-training evaluations, ending with its final evaluation (which replaces the
+  figure of an in-training evaluation at the same number of evaluations); each point carries
   the training wall time at its step (``training_seconds``, from ``steps.jsonl``; evaluations
   excluded, as in the run's own ``training_seconds``)."""
   folder = run.get("folder") or ""
@@ -367,9 +368,16 @@ def _curve(run: dict) -> list[dict]:
           if "step" in r and "wall_seconds" in r.get("timing", {})}
   curve = [dict(p, training_seconds=wall.get(p.get("step"))) for p in curve]
   last = curve[-1]["target_evals"] if curve else -1
-  if run.get("target_evals") is not None and run["target_evals"] > last:
-    curve.append({"target_evals": run["target_evals"], "reverse_ess": run.get("reverse_ess"),
-                  "training_seconds": run.get("training_seconds")})
+  final = {"target_evals": run.get("target_evals"), "reverse_ess": run.get("reverse_ess"),
+           "training_seconds": run.get("training_seconds")}
+  if final["target_evals"] is None:
+    return curve
+  if final["target_evals"] > last:
+    curve.append(final)
+  elif final["target_evals"] == last and final["reverse_ess"] is not None:
+    # An in-training evaluation at the last step scored the same flow as the final one, on
+    # fewer samples: the curve ends at the final evaluation's figure, as the table does.
+    curve[-1] = dict(curve[-1], reverse_ess=final["reverse_ess"])
   return curve
 
 

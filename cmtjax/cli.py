@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -57,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config value, e.g. --set cmt.eps_tr=0.2 (repeatable)")
   t.add_argument("--budget", type=float, help="max target evaluations (e.g. 2e6)")
+  t.add_argument("--minutes", type=float,
+                 help="a limit on the training wall time in minutes (evaluations excluded): "
+                      "the run ends after the last step that fits, with its outputs and a "
+                      "warning; --resume with a larger limit goes on "
+                      "(checkpoint.max_training_minutes)")
   t.add_argument("--init-from", metavar="PATH",
                  help="start the flow from an earlier run's parameters (its folder or a "
                       "params.msgpack; the flow must be the same), e.g. to refine it further")
@@ -95,6 +101,14 @@ def _distributed_layer(args) -> dict:
   return {"distributed": dist} if dist else {}
 
 
+def _minutes_layer(args) -> dict:
+  if args.minutes is None:
+    return {}
+  if not args.minutes > 0 or not math.isfinite(args.minutes):
+    raise ConfigError(f"--minutes must be a number of minutes > 0, got {args.minutes:g}")
+  return {"checkpoint": {"max_training_minutes": args.minutes}}
+
+
 def _int(text: str, flag: str) -> int:
   try:
     return int(text)
@@ -118,7 +132,8 @@ def _resume(args) -> int:
   cfg_path = os.path.join(args.resume, "config.json")
   if not os.path.isfile(cfg_path):
     raise ConfigError(f"--resume {args.resume}: no config.json there (not a run folder)")
-  cfg = build_config([load_file(cfg_path), *overrides, _distributed_layer(args)])
+  cfg = build_config([load_file(cfg_path), *overrides, _distributed_layer(args),
+                      _minutes_layer(args)])
   if args.dry_run:
     return _print_config(cfg)
   from cmtjax.runner import run  # heavy imports only once the input is known to be good
@@ -192,7 +207,8 @@ def _train(args) -> int:
   target = flag_layer.get("target", file_layer.get("target", "gmm40"))
   flag_layer["target"] = resolve_target_spec(target)  # file paths made absolute
   # A saved config.json is complete: the preset only fills what a partial file leaves out.
-  cfg = build_config([preset_for(flag_layer["target"]), file_layer, *overrides, flag_layer])
+  cfg = build_config([preset_for(flag_layer["target"]), file_layer, *overrides, flag_layer,
+                      _minutes_layer(args)])
   if cfg.eval.reference:  # found again from any working directory (evaluate, resume)
     import dataclasses
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(

@@ -173,7 +173,9 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
     where the target allows them), the method's own figures (its registered ``summary``:
     e.g. CMT's ``target_reached_at_step``), ``warnings``
     (:func:`cmtjax.metrics.run_warnings`: missing modes, a log Z error beyond its statistical
-    error, a path that did not reach the target; empty if none), and ``timing``
+    error, a path that did not reach the target, a run ended by its time limit; empty if
+    none), with a time limit (``checkpoint.max_training_minutes``) ``stopped_at_time_limit``
+    and ``planned_target_evals``, and ``timing``
     (``training_seconds``, ``compile_seconds``, ``eval_seconds``, ``total_seconds`` ...).
     Every key outside ``timing`` depends only on the configuration, the seed and the
     machine's arithmetic; ``timing`` holds all wall-clock figures.
@@ -252,7 +254,9 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
                    eval_every=cfg.eval.every, on_record=writer("steps"),
                    on_eval=writer("evals"), progress=progress and primary,
                    desc=f"{cfg.method} on {cfg.target}", checkpoint=ckpt_opts, resume=resume,
-                   mesh=mesh, max_stalled_steps=cfg.checkpoint.max_stalled_steps)
+                   mesh=mesh, max_stalled_steps=cfg.checkpoint.max_stalled_steps,
+                   max_training_seconds=(None if cfg.checkpoint.max_training_minutes is None
+                                         else 60.0 * cfg.checkpoint.max_training_minutes))
   except TargetNotFinite as e:
     raise TargetNotFinite(f"target {target.name!r}: {e}") from None
   finally:
@@ -270,6 +274,10 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
   metrics["n_devices"] = 1 if mesh is None else int(mesh.size)
   metrics["n_processes"] = jax.process_count()
   metrics["resumed_from"] = result.resumed_from
+  if cfg.checkpoint.max_training_minutes is not None:
+    metrics["max_training_minutes"] = cfg.checkpoint.max_training_minutes
+    metrics["stopped_at_time_limit"] = result.stopped_at_time_limit
+    metrics["planned_target_evals"] = cfg.max_target_evals
   metrics["timing"] = {"training_seconds": result.wall_seconds,
                        "compile_seconds": result.compile_seconds}
   last = result.records[-1] if result.records else {}
@@ -329,7 +337,8 @@ def process_usage(since: dict | None = None, reset_peak: bool = False) -> dict[s
 # the evaluation, which `cmtjax evaluate` recomputes.
 TRAINING_KEYS = ("target", "method", "seed", "target_evals", "grad_steps", "n_steps",
                  "cmtjax_version", "n_devices", "n_processes", "resumed_from", "final_beta",
-                 "final_alpha")
+                 "final_alpha", "max_training_minutes", "stopped_at_time_limit",
+                 "planned_target_evals")
 
 
 def read_records(out_dir: str) -> list[dict]:

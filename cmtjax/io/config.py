@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tomllib
 import types
@@ -64,17 +65,29 @@ class CheckpointSettings:
     keep: number of newest checkpoints kept.
     max_stalled_steps: stop the run after this many consecutive steps without progress (all
       target evaluations non-finite, or all gradient steps skipped); 0 never stops.
+    max_training_minutes: a limit on the training wall time (evaluations excluded, summed
+      over the sittings of a resumed run; None: no limit). The run ends after the last step
+      that its typical step time lets finish within it, as if its budget were spent: final
+      checkpoint, evaluation and outputs, and a warning. Resuming with a larger limit goes on.
+      Like the rest of this section it does not change what a step computes, so it may be
+      changed on resume.
   """
 
   enabled: bool = True
   every: int = 1
   keep: int = 3
   max_stalled_steps: int = 5
+  max_training_minutes: Optional[float] = None
 
   def __post_init__(self):
     if self.every < 1 or self.keep < 1 or self.max_stalled_steps < 0:
       raise ValueError("checkpoint.every and checkpoint.keep must be >= 1 and "
                        "checkpoint.max_stalled_steps >= 0")
+    minutes = self.max_training_minutes
+    if minutes is not None and (isinstance(minutes, bool) or not minutes > 0
+                                or not math.isfinite(minutes)):
+      raise ValueError(f"checkpoint.max_training_minutes must be a number of minutes > 0 or "
+                       f"null, got {minutes!r}")
 
 
 def check_block(block) -> None:

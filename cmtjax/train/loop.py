@@ -51,6 +51,8 @@ class TrainResult(NamedTuple):
     compile_seconds: time of the first step beyond a typical step (mostly compilation).
     resumed_from: folder of the checkpoint the run resumed from (None: a fresh start).
     checkpoint: folder of the last checkpoint written or restored (None: none).
+    stopped_at_time_limit: the run ended at ``max_training_seconds`` with steps of its budget
+      left.
   """
 
   state: TrainState
@@ -62,6 +64,7 @@ class TrainResult(NamedTuple):
   compile_seconds: float
   resumed_from: Optional[str] = None
   checkpoint: Optional[str] = None
+  stopped_at_time_limit: bool = False
 
 
 class TrainingStalled(RuntimeError):
@@ -138,7 +141,8 @@ def train(method: Method, key: jax.Array, params: Any, *,
           on_eval: Optional[Callable[[dict], None]] = None, progress: bool = True,
           desc: str = "", checkpoint: Optional[CheckpointOptions] = None,
           resume: bool = False, mesh: Optional[Mesh] = None,
-          max_stalled_steps: int = 0) -> TrainResult:
+          max_stalled_steps: int = 0,
+          max_training_seconds: Optional[float] = None) -> TrainResult:
   """Runs ``method`` for ``method.n_steps`` outer steps.
 
   Args:
@@ -160,6 +164,11 @@ def train(method: Method, key: jax.Array, params: Any, *,
       replicated over it and the step runs under it (None: default device, no sharding).
     max_stalled_steps: stop with :class:`TrainingStalled` after this many consecutive steps
       without progress (0: never).
+    max_training_seconds: a limit on the training wall time (``wall_seconds``, carried over a
+      resume; None: none). A step is the last when the next one, at the median time of the
+      steps so far (the first, which compiles, left out once there are others), would end
+      past the limit; it is then evaluated and checkpointed like the budget's last step. A
+      resumed run already past the limit takes no step.
 
   Returns:
     A :class:`TrainResult`.
@@ -232,10 +241,18 @@ def train(method: Method, key: jax.Array, params: Any, *,
   def save(n_done):
     return ckpt.save(n_done, state, run_key, dict(host), records, evals)
 
+  def out_of_time() -> bool:
+    if max_training_seconds is None:
+      return False
+    if not step_times:  # nothing timed in this sitting: only the time already used counts
+      return host["wall_seconds"] >= max_training_seconds
+    typical = float(np.median(step_times[1:] if len(step_times) > 1 else step_times))
+    return host["wall_seconds"] + typical > max_training_seconds
+
   try:
     i = start
     cost = next_cost(state)
-    while i < method.n_steps and fits(host["target_evals"], cost):
+    while i < method.n_steps and fits(host["target_evals"], cost) and not out_of_time():
       k = jax.random.fold_in(key, i)
       t0 = time.perf_counter()
       if mesh is not None:
@@ -260,7 +277,7 @@ def train(method: Method, key: jax.Array, params: Any, *,
       bar.set_postfix_str(_bar_text(record, host["target_evals"]), refresh=False)
       bar.update(cost if by_evals else 1)
       cost = next_cost(state)
-      last = i == method.n_steps - 1 or not fits(host["target_evals"], cost)
+      last = i == method.n_steps - 1 or not fits(host["target_evals"], cost) or out_of_time()
       if eval_fn is not None and (last or (eval_every and (i + 1) % eval_every == 0)):
         evaluate(i)
       host["compile_seconds"] = compile_base + _compile_estimate(step_times)
@@ -288,11 +305,13 @@ def train(method: Method, key: jax.Array, params: Any, *,
     bar.close()
     if ckpt is not None:
       ckpt.close()
+  budget_left = i < method.n_steps and fits(host["target_evals"], cost)
   return TrainResult(state=state, records=records, evals=evals,
                      target_evals=host["target_evals"], grad_steps=host["grad_steps"],
                      wall_seconds=host["wall_seconds"],
                      compile_seconds=host["compile_seconds"], resumed_from=resumed_from,
-                     checkpoint=ckpt.last_path if ckpt is not None else None)
+                     checkpoint=ckpt.last_path if ckpt is not None else None,
+                     stopped_at_time_limit=bool(budget_left and out_of_time()))
 
 
 def _compile_estimate(step_times: list) -> float:

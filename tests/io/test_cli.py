@@ -71,6 +71,45 @@ def test_process_usage_is_the_runs_own_in_a_process_that_runs_several():
     assert after["process_peak_rss_gb"] < during["process_peak_rss_gb"] - 0.1
 
 
+def test_minutes_end_a_run_with_its_outputs_and_a_warning_and_resume_goes_on(
+    tmp_path, capsys, monkeypatch):
+  """--minutes: the run ends after the last step that fits (a stand-in clock: 25 s for the
+  first step, 20 s for each later one), writes every output and says why it ended; --resume
+  with more minutes finishes the budget."""
+  import importlib
+  loop = importlib.import_module("cmtjax.train.loop")
+
+  class Clock:
+    def __init__(self):
+      self.now, self.calls = 0.0, 0
+
+    def perf_counter(self):
+      self.calls += 1
+      if self.calls % 2 == 0:
+        self.now += 25.0 if self.calls == 2 else 20.0
+      return self.now
+
+  out = tmp_path / "run"
+  monkeypatch.setattr(loop, "time", Clock())
+  assert main(["train", "--target", "double_well2d", "--out", str(out), "--minutes", "1",
+               *TINY]) == 0  # 25 + 20 s; a third step would end at 65 s > 60 s
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["target_evals"] == 2000 and metrics["stopped_at_time_limit"]
+  assert metrics["planned_target_evals"] == 4000 and metrics["max_training_minutes"] == 1.0
+  assert (out / "params.msgpack").is_file() and (out / "schedule.png").is_file()
+  (warning,) = [w for w in metrics["warnings"] if "time limit" in w]
+  assert "1 minutes after 2e+03 of 4e+03" in warning and "--minutes" in warning
+  assert f"WARNING: {warning}" in capsys.readouterr().out
+  assert json.loads((out / "config.json").read_text())["checkpoint"][
+      "max_training_minutes"] == 1.0
+  monkeypatch.setattr(loop, "time", Clock())
+  assert main(["train", "--resume", str(out), "--minutes", "2", "--no-progress"]) == 0
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["target_evals"] == 4000 and not metrics["stopped_at_time_limit"]
+  assert not [w for w in metrics["warnings"] if "time limit" in w]
+  assert len((out / "steps.jsonl").read_text().splitlines()) == 4
+
+
 def test_reverse_kl_from_the_cli(tmp_path):
   out = tmp_path / "rkl"
   assert main(["train", "--target", "double_well2d", "--method", "reverse_kl", "--out", str(out),
@@ -86,6 +125,8 @@ def test_reverse_kl_from_the_cli(tmp_path):
     (["--set", "cmt.eps_trr=1"], "unknown config key 'cmt.eps_trr'"),
     (["--config", "/nonexistent/c.json"], "config file not found"),
     (["--budget", "10"], "budget too small"),
+    (["--minutes", "0"], "--minutes must be a number of minutes > 0"),
+    (["--set", "checkpoint.max_training_minutes=-5"], "checkpoint.max_training_minutes"),
 ])
 def test_bad_input_is_a_one_line_error_with_exit_code_2(tmp_path, capsys, args, match):
   code = main(["train", "--out", str(tmp_path / "x"), "--no-progress", *args])

@@ -93,6 +93,16 @@ def test_ess_curve_carries_the_training_time_of_its_steps(tmp_path):
   curve = compare._curve(run)
   assert [p["training_seconds"] for p in curve] == [20.0, 40.0, 55.0]
   assert [p["target_evals"] for p in curve] == [200, 400, 600]
+  # An in-training evaluation at the last step: the curve ends at the final evaluation's
+  # figure (the table's), with the step's time.
+  with open(tmp_path / "evals.jsonl", "a") as f:
+    f.write(json.dumps({"step": 5, "target_evals": 600, "reverse_ess": 0.3}) + "\n")
+  with open(tmp_path / "steps.jsonl", "a") as f:
+    for step in (4, 5):
+      f.write(json.dumps({"step": step, "timing": {"wall_seconds": 10.0 * (step + 1)}}) + "\n")
+  ended = compare._curve(run)
+  assert [p["target_evals"] for p in ended] == [200, 400, 600]
+  assert ended[-1]["reverse_ess"] == 0.5 and ended[-1]["training_seconds"] == 60.0
   # A merged run without its folder: its final point only, with its time.
   assert compare._curve({"target_evals": 600, "reverse_ess": 0.5,
                          "training_seconds": 55.0}) == [

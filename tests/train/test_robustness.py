@@ -208,3 +208,53 @@ def test_the_cli_stops_a_stalled_run_with_exit_code_3(tmp_path, monkeypatch, cap
   assert ckpt in err and os.path.isdir(ckpt)
   assert len((out / "steps.jsonl").read_text().splitlines()) == 3
   assert not (out / "metrics.json").exists()
+
+
+class _Clock:
+  """A stand-in for the loop's ``time`` module: each step takes ``seconds`` (the first
+  ``first``, as if it compiled)."""
+
+  def __init__(self, seconds, first):
+    self.now, self.calls, self.seconds, self.first = 0.0, 0, seconds, first
+
+  def perf_counter(self):
+    self.calls += 1
+    if self.calls % 2 == 0:  # the loop reads the clock before and after each step
+      self.now += self.first if self.calls == 2 else self.seconds
+    return self.now
+
+
+def test_a_time_limit_ends_the_run_after_the_last_step_that_fits_and_resume_goes_on(
+    tmp_path, monkeypatch):
+  import importlib
+  loop = importlib.import_module("cmtjax.train.loop")
+
+  method = make_cmt(CMTConfig(n_samples=64, n_grad_steps=2, batch_size=16), FLOW,
+                    _target(_gauss), n_steps=10)
+  opts = CheckpointOptions(str(tmp_path / "ckpt"), every=100, keep=2, fingerprint="f")
+  evals = []
+  monkeypatch.setattr(loop, "time", _Clock(seconds=10.0, first=25.0))
+  # 25 s (compiling) + 10 s a step: after 5 steps (65 s) a sixth would end at 75 s > 70 s.
+  res = train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)), progress=False,
+              checkpoint=opts, eval_fn=lambda k, p: {"x": 1.0}, max_training_seconds=70.0)
+  assert len(res.records) == 5 and res.stopped_at_time_limit
+  assert res.wall_seconds == pytest.approx(65.0) and res.target_evals == 5 * 64
+  assert [e["step"] for e in res.evals] == [4]  # the last step is evaluated ...
+  assert res.checkpoint == os.path.join(str(tmp_path / "ckpt"), "5")  # ... and checkpointed
+  # Resumed past its limit: no step. With a larger limit it goes on, counting the time used.
+  monkeypatch.setattr(loop, "time", _Clock(seconds=10.0, first=12.0))
+  same = train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)),
+               progress=False, checkpoint=opts, resume=True, max_training_seconds=60.0)
+  assert len(same.records) == 5 and same.stopped_at_time_limit
+  monkeypatch.setattr(loop, "time", _Clock(seconds=10.0, first=12.0))
+  more = train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)),
+               progress=False, checkpoint=opts, resume=True, max_training_seconds=100.0,
+               on_eval=evals.append)
+  # 65 + 12 + 10 + 10 = 97 s after 8 steps; a ninth would end at 107 s.
+  assert len(more.records) == 8 and more.stopped_at_time_limit
+  assert more.wall_seconds == pytest.approx(97.0)
+  # A limit the budget never reaches: the budget ends the run, not the clock.
+  monkeypatch.setattr(loop, "time", _Clock(seconds=10.0, first=12.0))
+  done = train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)),
+               progress=False, checkpoint=opts, resume=True, max_training_seconds=1e4)
+  assert len(done.records) == 10 and not done.stopped_at_time_limit
