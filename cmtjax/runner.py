@@ -175,7 +175,7 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
     (:func:`cmtjax.metrics.run_warnings`: missing modes, a log Z error beyond its statistical
     error, a path that did not reach the target, a run ended by its time limit; empty if
     none), with a time limit (``checkpoint.max_training_minutes``) ``stopped_at_time_limit``
-    and ``planned_target_evals``, and ``timing``
+    and the budget ``max_target_evals``, and ``timing``
     (``training_seconds``, ``compile_seconds``, ``eval_seconds``, ``total_seconds`` ...).
     Every key outside ``timing`` depends only on the configuration, the seed and the
     machine's arithmetic; ``timing`` holds all wall-clock figures.
@@ -203,9 +203,9 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
   if out_dir is not None:
     prepare_out_dir(out_dir)
     ckpt_dir = os.path.join(out_dir, CHECKPOINT_DIR)
-    if not resume:
-      if primary:
-        save_config(cfg, os.path.join(out_dir, "config.json"))
+    if primary:  # a resume rewrites it too: its checkpoint/distributed settings may change
+      save_config(cfg, os.path.join(out_dir, "config.json"))
+      if not resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # a fresh run replaces the folder's outputs
     if jax.process_count() > 1:  # nobody opens the checkpoint folder before it is cleared
       from jax.experimental import multihost_utils
@@ -277,7 +277,7 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
   if cfg.checkpoint.max_training_minutes is not None:
     metrics["max_training_minutes"] = cfg.checkpoint.max_training_minutes
     metrics["stopped_at_time_limit"] = result.stopped_at_time_limit
-    metrics["planned_target_evals"] = cfg.max_target_evals
+    metrics["max_target_evals"] = cfg.max_target_evals
   metrics["timing"] = {"training_seconds": result.wall_seconds,
                        "compile_seconds": result.compile_seconds}
   last = result.records[-1] if result.records else {}
@@ -338,7 +338,7 @@ def process_usage(since: dict | None = None, reset_peak: bool = False) -> dict[s
 TRAINING_KEYS = ("target", "method", "seed", "target_evals", "grad_steps", "n_steps",
                  "cmtjax_version", "n_devices", "n_processes", "resumed_from", "final_beta",
                  "final_alpha", "max_training_minutes", "stopped_at_time_limit",
-                 "planned_target_evals")
+                 "max_target_evals")
 
 
 def read_records(out_dir: str) -> list[dict]:

@@ -65,12 +65,13 @@ class CheckpointSettings:
     keep: number of newest checkpoints kept.
     max_stalled_steps: stop the run after this many consecutive steps without progress (all
       target evaluations non-finite, or all gradient steps skipped); 0 never stops.
-    max_training_minutes: a limit on the training wall time (evaluations excluded, summed
-      over the sittings of a resumed run; None: no limit). The run ends after the last step
-      that its typical step time lets finish within it, as if its budget were spent: final
-      checkpoint, evaluation and outputs, and a warning. Resuming with a larger limit goes on.
-      Like the rest of this section it does not change what a step computes, so it may be
-      changed on resume.
+    max_training_minutes: a limit on the time of the training steps (summed over the
+      sittings of a resumed run; start-up, checkpoint writes and evaluations not counted;
+      None: no limit). The run ends after the last step that its typical time per target
+      evaluation lets finish within it, as if its budget were spent: final checkpoint,
+      evaluation and outputs, and a warning. Resuming with a larger limit goes on. Like the
+      rest of this section it does not change what a step computes, so it may be changed on
+      resume.
   """
 
   enabled: bool = True

@@ -23,13 +23,14 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None,
   Args:
     metrics: the run's metrics (``modes_covered``/``n_modes``, ``log_z_error``/``log_z_se``,
       ``target_reached_at_step`` for CMT, ``chirality_error_rate`` for molecules,
-      ``stopped_at_time_limit`` with ``max_training_minutes`` and ``planned_target_evals``;
+      ``stopped_at_time_limit`` with ``max_training_minutes`` and ``max_target_evals``;
       each check runs only when its figures are there).
     final_beta: CMT's β after the last step (for the message when the target was not reached).
     final_alpha: CMT's α after the last step (the same message: at β = 1 a path short of the
       target is one whose trust region still held the last step back, α < 1).
   """
   out = []
+  timed_out = bool(metrics.get("stopped_at_time_limit"))
   k, n = metrics.get("modes_covered"), metrics.get("n_modes")
   if k is not None and n is not None and k < n:
     out.append(f"only {k} of {n} modes covered: the flow misses mass that reverse ESS "
@@ -46,13 +47,18 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None,
     if final_beta is not None and final_alpha is not None and final_beta >= 1.0:
       where = (f" (final α = {final_alpha:.6g} at β = 1: the trust region still held the last "
                f"step back)")
-    out.append(f"CMT did not reach the target within the budget{where}: the flow fits an "
-               f"intermediate distribution; raise max_target_evals")
-  if metrics.get("stopped_at_time_limit"):
-    out.append(f"training stopped at its time limit of {metrics.get('max_training_minutes'):g} "
-               f"minutes after {metrics.get('target_evals', 0):.3g} of "
-               f"{metrics.get('planned_target_evals', 0):.3g} planned target evaluations; "
-               f"resume with a larger checkpoint.max_training_minutes (--minutes) to go on")
+    if timed_out:
+      out.append(f"CMT did not reach the target before the time limit{where}: the flow fits "
+                 f"an intermediate distribution; give the run more time, or a budget of "
+                 f"target evaluations that fits the time (the plan follows the budget)")
+    else:
+      out.append(f"CMT did not reach the target within the budget{where}: the flow fits an "
+                 f"intermediate distribution; raise max_target_evals")
+  if timed_out:
+    out.append(f"training stopped at its time limit ({metrics.get('max_training_minutes'):g} "
+               f"min) after {metrics.get('target_evals', 0):,} of the budget's "
+               f"{metrics.get('max_target_evals', 0):,} target evaluations; resume with a "
+               f"larger limit (--resume DIR --minutes M) to go on")
   rate = metrics.get("chirality_error_rate")
   if rate:
     out.append(f"{rate:.2%} of the samples have a wrong-handed stereocentre")

@@ -165,10 +165,11 @@ def train(method: Method, key: jax.Array, params: Any, *,
     max_stalled_steps: stop with :class:`TrainingStalled` after this many consecutive steps
       without progress (0: never).
     max_training_seconds: a limit on the training wall time (``wall_seconds``, carried over a
-      resume; None: none). A step is the last when the next one, at the median time of the
-      steps so far (the first, which compiles, left out once there are others), would end
-      past the limit; it is then evaluated and checkpointed like the budget's last step. A
-      resumed run already past the limit takes no step.
+      resume; None: none). A step is the last when the next one, at the median time per
+      target evaluation of the steps so far (restored ones included; a sitting's first step,
+      which compiles, only while there is no other) times its cost, would end past the
+      limit; it is then evaluated and checkpointed like the budget's last step. A resumed run
+      already past the limit takes no step. In a multi-process run process 0 decides.
 
   Returns:
     A :class:`TrainResult`.
@@ -241,18 +242,35 @@ def train(method: Method, key: jax.Array, params: Any, *,
   def save(n_done):
     return ckpt.save(n_done, state, run_key, dict(host), records, evals)
 
-  def out_of_time() -> bool:
+  # Seconds per target evaluation of earlier steps, for the time limit (steps of different
+  # cost, e.g. CMT's annealing and refinement, are predicted by their cost): a resumed run
+  # starts from its restored steps, the first of the run (which compiled) left out.
+  per_eval = [r["timing"]["step_seconds"] / max(r["target_evals"] - p, 1)
+              for q, r in enumerate(records) if q > 0
+              for p in [records[q - 1]["target_evals"]]
+              if "step_seconds" in r.get("timing", {})]
+  first_of_sitting = {"per_eval": None}
+
+  def out_of_time(next_cost: int) -> bool:
+    """Whether the next step, at the typical time per evaluation, would end past the limit
+    (the same answer on every process of a multi-process run: process 0's)."""
     if max_training_seconds is None:
       return False
-    if not step_times:  # nothing timed in this sitting: only the time already used counts
-      return host["wall_seconds"] >= max_training_seconds
-    typical = float(np.median(step_times[1:] if len(step_times) > 1 else step_times))
-    return host["wall_seconds"] + typical > max_training_seconds
+    seen = per_eval or ([first_of_sitting["per_eval"]]
+                        if first_of_sitting["per_eval"] is not None else [])
+    predicted = float(np.median(seen)) * next_cost if seen else 0.0
+    up = host["wall_seconds"] + predicted > max_training_seconds if seen else (
+        host["wall_seconds"] >= max_training_seconds)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      up = bool(multihost_utils.broadcast_one_to_all(np.asarray(up)))
+    return bool(up)
 
   try:
     i = start
     cost = next_cost(state)
-    while i < method.n_steps and fits(host["target_evals"], cost) and not out_of_time():
+    time_up = out_of_time(cost)
+    while i < method.n_steps and fits(host["target_evals"], cost) and not time_up:
       k = jax.random.fold_in(key, i)
       t0 = time.perf_counter()
       if mesh is not None:
@@ -263,6 +281,10 @@ def train(method: Method, key: jax.Array, params: Any, *,
       info = jax.device_get(info)
       dt = time.perf_counter() - t0
       step_times.append(dt)
+      if i > start:
+        per_eval.append(dt / max(cost, 1))
+      else:  # a sitting's first step compiles: the estimate only while there is no other
+        first_of_sitting["per_eval"] = dt / max(cost, 1)
       host["wall_seconds"] += dt
       host["target_evals"] += cost
       host["grad_steps"] += method.grad_steps_per_step
@@ -277,7 +299,8 @@ def train(method: Method, key: jax.Array, params: Any, *,
       bar.set_postfix_str(_bar_text(record, host["target_evals"]), refresh=False)
       bar.update(cost if by_evals else 1)
       cost = next_cost(state)
-      last = i == method.n_steps - 1 or not fits(host["target_evals"], cost) or out_of_time()
+      time_up = out_of_time(cost)
+      last = i == method.n_steps - 1 or not fits(host["target_evals"], cost) or time_up
       if eval_fn is not None and (last or (eval_every and (i + 1) % eval_every == 0)):
         evaluate(i)
       host["compile_seconds"] = compile_base + _compile_estimate(step_times)
@@ -311,7 +334,7 @@ def train(method: Method, key: jax.Array, params: Any, *,
                      wall_seconds=host["wall_seconds"],
                      compile_seconds=host["compile_seconds"], resumed_from=resumed_from,
                      checkpoint=ckpt.last_path if ckpt is not None else None,
-                     stopped_at_time_limit=bool(budget_left and out_of_time()))
+                     stopped_at_time_limit=bool(budget_left and time_up))
 
 
 def _compile_estimate(step_times: list) -> float:

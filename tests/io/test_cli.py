@@ -95,19 +95,23 @@ def test_minutes_end_a_run_with_its_outputs_and_a_warning_and_resume_goes_on(
                *TINY]) == 0  # 25 + 20 s; a third step would end at 65 s > 60 s
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["target_evals"] == 2000 and metrics["stopped_at_time_limit"]
-  assert metrics["planned_target_evals"] == 4000 and metrics["max_training_minutes"] == 1.0
+  assert metrics["max_target_evals"] == 4000 and metrics["max_training_minutes"] == 1.0
   assert (out / "params.msgpack").is_file() and (out / "schedule.png").is_file()
-  (warning,) = [w for w in metrics["warnings"] if "time limit" in w]
-  assert "1 minutes after 2e+03 of 4e+03" in warning and "--minutes" in warning
+  (warning,) = [w for w in metrics["warnings"] if "stopped at its time limit" in w]
+  assert "(1 min) after 2,000 of the budget's 4,000" in warning and "--minutes" in warning
   assert f"WARNING: {warning}" in capsys.readouterr().out
+  assert not [w for w in metrics["warnings"] if "raise max_target_evals" in w]
   assert json.loads((out / "config.json").read_text())["checkpoint"][
       "max_training_minutes"] == 1.0
+  # Resumed with more time: the new limit is the run's (config.json), the budget finishes.
   monkeypatch.setattr(loop, "time", Clock())
   assert main(["train", "--resume", str(out), "--minutes", "2", "--no-progress"]) == 0
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["target_evals"] == 4000 and not metrics["stopped_at_time_limit"]
   assert not [w for w in metrics["warnings"] if "time limit" in w]
   assert len((out / "steps.jsonl").read_text().splitlines()) == 4
+  assert json.loads((out / "config.json").read_text())["checkpoint"][
+      "max_training_minutes"] == 2.0
 
 
 def test_reverse_kl_from_the_cli(tmp_path):

@@ -244,8 +244,11 @@ def test_a_time_limit_ends_the_run_after_the_last_step_that_fits_and_resume_goes
   # Resumed past its limit: no step. With a larger limit it goes on, counting the time used.
   monkeypatch.setattr(loop, "time", _Clock(seconds=10.0, first=12.0))
   same = train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)),
-               progress=False, checkpoint=opts, resume=True, max_training_seconds=60.0)
+               progress=False, checkpoint=opts, resume=True, max_training_seconds=60.0,
+               eval_fn=lambda k, p: {"x": 1.0})
   assert len(same.records) == 5 and same.stopped_at_time_limit
+  assert [e["step"] for e in same.evals] == [4]  # the restored evaluation, no new one
+  assert [d for d in os.listdir(tmp_path / "ckpt") if d.isdigit()] == ["5"]
   monkeypatch.setattr(loop, "time", _Clock(seconds=10.0, first=12.0))
   more = train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)),
                progress=False, checkpoint=opts, resume=True, max_training_seconds=100.0,
@@ -258,3 +261,10 @@ def test_a_time_limit_ends_the_run_after_the_last_step_that_fits_and_resume_goes
   done = train(method, jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)),
                progress=False, checkpoint=opts, resume=True, max_training_seconds=1e4)
   assert len(done.records) == 10 and not done.stopped_at_time_limit
+  # Budget and clock ending on the same step: the budget ended the run.
+  monkeypatch.setattr(loop, "time", _Clock(seconds=10.0, first=25.0))
+  both = train(make_cmt(CMTConfig(n_samples=64, n_grad_steps=2, batch_size=16), FLOW,
+                        _target(_gauss), n_steps=3),
+               jax.random.PRNGKey(0), FLOW.init(jax.random.PRNGKey(1)), progress=False,
+               max_training_seconds=50.0)
+  assert len(both.records) == 3 and not both.stopped_at_time_limit
