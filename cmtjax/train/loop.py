@@ -244,23 +244,23 @@ def train(method: Method, key: jax.Array, params: Any, *,
 
   # Seconds per target evaluation of earlier steps, for the time limit (steps of different
   # cost, e.g. CMT's annealing and refinement, are predicted by their cost): a resumed run
-  # starts from its restored steps, the first of the run (which compiled) left out.
-  per_eval = [r["timing"]["step_seconds"] / max(r["target_evals"] - p, 1)
-              for q, r in enumerate(records) if q > 0
-              for p in [records[q - 1]["target_evals"]]
-              if "step_seconds" in r.get("timing", {})]
-  first_of_sitting = {"per_eval": None}
+  # starts from its restored steps, the first of the run (which compiled) left out; a
+  # sitting's own first step compiles too, so it counts only while there is no other.
+  restored_per_eval = [
+      r["timing"]["step_seconds"] / max(r["target_evals"] - prev["target_evals"], 1)
+      for prev, r in zip(records, records[1:]) if "step_seconds" in r.get("timing", {})]
+  sitting_per_eval = []
 
   def out_of_time(next_cost: int) -> bool:
     """Whether the next step, at the typical time per evaluation, would end past the limit
     (the same answer on every process of a multi-process run: process 0's)."""
     if max_training_seconds is None:
       return False
-    seen = per_eval or ([first_of_sitting["per_eval"]]
-                        if first_of_sitting["per_eval"] is not None else [])
-    predicted = float(np.median(seen)) * next_cost if seen else 0.0
-    up = host["wall_seconds"] + predicted > max_training_seconds if seen else (
-        host["wall_seconds"] >= max_training_seconds)
+    seen = restored_per_eval + sitting_per_eval[1:] or sitting_per_eval[:1]
+    if seen:
+      up = host["wall_seconds"] + float(np.median(seen)) * next_cost > max_training_seconds
+    else:
+      up = host["wall_seconds"] >= max_training_seconds
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       up = bool(multihost_utils.broadcast_one_to_all(np.asarray(up)))
@@ -281,10 +281,7 @@ def train(method: Method, key: jax.Array, params: Any, *,
       info = jax.device_get(info)
       dt = time.perf_counter() - t0
       step_times.append(dt)
-      if i > start:
-        per_eval.append(dt / max(cost, 1))
-      else:  # a sitting's first step compiles: the estimate only while there is no other
-        first_of_sitting["per_eval"] = dt / max(cost, 1)
+      sitting_per_eval.append(dt / max(cost, 1))
       host["wall_seconds"] += dt
       host["target_evals"] += cost
       host["grad_steps"] += method.grad_steps_per_step
