@@ -23,6 +23,7 @@ benchmarks/results/flow_profile_<target>.json and .md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -81,6 +82,38 @@ def matmul_floor(shapes, n: int, backward: bool, key) -> callable:
   return (lambda: run(xs, ws)), flops
 
 
+def make_fit_step(flow, opt, xb):
+  """One jitted fit step: value and gradient of −mean log q on ``xb``, then the update."""
+  @jax.jit
+  def fit_step(p, s):
+    loss, g = jax.value_and_grad(lambda q: -jnp.mean(flow.log_prob(q, xb)))(p)
+    u, s = opt.update(g, s, p)
+    return optax.apply_updates(p, u), s, loss
+  return fit_step
+
+
+@contextlib.contextmanager
+def knot_table_spline(on: bool):
+  """Within: the flows' splines evaluated from the knot table (plain autodiff) instead of
+  the fast path; JAX's trace caches are cleared on entry and exit (the flows' methods are
+  jitted)."""
+  from cmtjax.flows import splines
+  fast = splines.RationalQuadraticSpline._run
+
+  def table(self, value, on_y):
+    fn = splines.spline_inverse if on_y else splines.spline_forward
+    return fn(value, splines.spline_knots(self._params, self._box, *self._min), self._box)
+
+  if on:
+    splines.RationalQuadraticSpline._run = table
+  jax.clear_caches()
+  try:
+    yield
+  finally:
+    splines.RationalQuadraticSpline._run = fast
+    jax.clear_caches()
+
+
 def profile(target_name: str, n_sample: int, batch: int, overrides=(),
             blocks=(512, 1024, 2048, 4096)) -> dict:
   cfg = build_config([preset_for(target_name), {"target": target_name}, *overrides])
@@ -109,14 +142,25 @@ def profile(target_name: str, n_sample: int, batch: int, overrides=(),
   opt = optax.adam(1e-4)
   opt_state = opt.init(params)
 
-  @jax.jit
-  def fit_step(p, s):
-    loss, g = jax.value_and_grad(lambda q: -jnp.mean(flow.log_prob(q, xb)))(p)
-    u, s = opt.update(g, s, p)
-    return optax.apply_updates(p, u), s, loss
-
-  out["fit_step"] = timed(fit_step, params, opt_state, repeats=20)
+  out["fit_step"] = timed(make_fit_step(flow, opt, xb), params, opt_state, repeats=20)
   out["log_q_batch"] = timed(jax.jit(flow.log_prob), params, xb, repeats=20)
+  if cfg.flow.get("coupling", "spline") == "spline":
+    # The same three with the knot-table spline (the evaluation before the fast path),
+    # interleaved with the fast path so that both see the same machine.
+    out["knot_table"] = {k: [] for k in ("sample_and_log_q", "fit_step", "log_q_batch")}
+    out["fast_again"] = {k: [] for k in out["knot_table"]}
+    for _ in range(2):
+      for use_table, into in ((True, out["knot_table"]), (False, out["fast_again"])):
+        with knot_table_spline(use_table):
+          into["sample_and_log_q"].append(timed(
+              jax.jit(lambda p, k: flow.sample_and_log_prob(p, k, n_sample)), params, key,
+              repeats=3))
+          fit = make_fit_step(flow, opt, xb)
+          into["fit_step"].append(timed(fit, params, opt_state, repeats=20))
+          into["log_q_batch"].append(timed(jax.jit(flow.log_prob), params, xb, repeats=20))
+    for d in (out["knot_table"], out["fast_again"]):
+      for k, runs in d.items():
+        d[k] = {m: float(np.median([r[m] for r in runs])) for m in ("wall", "cpu")}
 
   parts = {}
   if target.molecule is not None:
@@ -143,17 +187,21 @@ def profile(target_name: str, n_sample: int, batch: int, overrides=(),
                                   feats).items()}
   theta = jax.jit(lambda f: layer.net.apply({"params": p0}, f))(feats)
   theta = theta.reshape(n_sample, len(layer.trans_idx), layer.n_params)
-  from cmtjax.flows.splines import spline_forward, spline_knots
+  from cmtjax.flows.splines import RationalQuadraticSpline, spline_forward, spline_knots
   pad = lambda t: jnp.concatenate([t[..., :2 * fc_bins(layer)], jnp.pad(  # noqa: E731
       t[..., 2 * fc_bins(layer):], [(0, 0), (0, 0), (1, 1)])], -1)
   box = 1.0 if target.molecule is not None else float(cfg.flow.get("box", 4.0))
   knots_fn = jax.jit(lambda t: spline_knots(pad(t), box))
-  parts[f"spline knots (x{nl})"] = {k: nl * v for k, v in timed(knots_fn, theta).items()}
+  parts[f"spline knot table (x{nl}, reference path)"] = {
+      k: nl * v for k, v in timed(knots_fn, theta).items()}
   knots = knots_fn(theta)
   yt = y[:, layer.trans_idx]
-  parts[f"spline evaluation (x{nl})"] = {
+  parts[f"spline evaluation from the table (x{nl}, reference path)"] = {
       k: nl * v for k, v in timed(jax.jit(lambda a, kn: spline_forward(a, kn, box)), yt,
                                   knots).items()}
+  parts[f"spline, fast path (x{nl}, what the flow runs)"] = {
+      k: nl * v for k, v in timed(jax.jit(lambda a, t: RationalQuadraticSpline(
+          pad(t), box).forward_and_log_det(a)), yt, theta).items()}
   parts[f"whole coupling layer (x{nl})"] = {
       k: nl * v for k, v in timed(jax.jit(lambda yy: layer.forward(p0, yy)), y).items()}
   out["sampling_parts"] = parts
@@ -200,6 +248,18 @@ def markdown(r: dict) -> str:
     lines.append(f"| sample + log q of {r['n_sample']:,} in blocks of {b} (block = \"auto\") "
                  f"| {ms(r['sample_in_blocks'][str(b)])} | {ms(r['floor_sample_blocked'])} "
                  f"(block by block) | {r['ratio_sample_blocked']:.2f} |")
+  if r.get("knot_table"):
+    t, f = r["knot_table"], r["fast_again"]
+    lines += ["", "The fast spline against the knot-table spline (the evaluation before it), "
+              "interleaved in this run (median of 2 rounds):", "",
+              "| what | knot table | fast | speed-up | fast / floor |", "|---|---|---|---|---|"]
+    for key, name, floor in (("sample_and_log_q", f"sample + log q of {r['n_sample']:,}",
+                              r["floor_sample"]),
+                             ("fit_step", f"fit step at batch {r['batch']}", r["floor_fit"]),
+                             ("log_q_batch", f"log q at batch {r['batch']}", None)):
+      ratio = f"{f[key]['wall'] / floor['wall']:.2f}" if floor else ""
+      lines.append(f"| {name} | {ms(t[key])} | {ms(f[key])} | "
+                   f"{t[key]['wall'] / f[key]['wall']:.2f}x | {ratio} |")
   lines += ["", f"Sampling {r['n_sample']:,} in blocks:", "", "| block | time |", "|---|---|"]
   lines += [f"| {b} | {ms(v)} |" for b, v in r["sample_in_blocks"].items()]
   lines += ["",

@@ -5,10 +5,23 @@ the same unconstrained parameterisation as ``distrax.RationalQuadraticSpline``
 with ``boundary_slopes="identity"`` (bin sizes by softmax with a minimum size,
 interior knot slopes by a softplus that maps 0 to slope 1, both boundary slopes
 fixed to 1): given the same ``params`` the two compute the same function (the
-tests check this). The evaluation here is written for whole batches at once (bin
-look-up by comparison against the knots and a one-hot reduction over bins), which
-is several times faster on CPU than evaluating the scalar spline under
-``jnp.vectorize``, especially for gradients of the inverse.
+tests check this).
+
+Two evaluations of one function:
+
+* :class:`RationalQuadraticSpline` (what the flows use) never builds the knot
+  table. It finds each input's bin by a running sum of bin sizes, takes the six
+  numbers of that bin by masked sums over the bins, and applies the softplus to
+  the bin's two knot slopes only; its gradient is written by hand
+  (``jax.custom_vjp``: the elementwise bin formula is differentiated by autodiff,
+  the bin look-up and the softmax by their closed forms). Reverse mode only: no
+  ``jax.jvp`` / ``jax.jacfwd`` through it (``jax.jacrev`` works).
+* :func:`spline_knots` + :func:`spline_forward` / :func:`spline_inverse`: the
+  whole knot table, then a one-hot reduction over bins; plain autodiff. The
+  reference the fast path is tested against, and what ``knots`` returns.
+
+On 2 CPU cores the fast path evaluates a batch of 512 x 30 splines of 8 bins
+about 2.3x faster than the knot table (benchmarks/flow_profile.py).
 
 Zero ``params`` give the identity map. Outside [-box, box] the map is the identity
 with log-det 0; the spline branch is then evaluated at the clipped input so that
@@ -17,6 +30,7 @@ values and gradients stay finite for arbitrarily large inputs.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -128,9 +142,41 @@ def _log_derivative(s, d_lo, d_hi, xi, xi1, denom):
   return jnp.log(s * s * num / (denom * denom))
 
 
+def _bin_forward(xc, x_lo, width, y_lo, height, d_lo, d_hi):
+  """The spline inside one bin: ``(y, log f'(x))`` at ``xc`` (elementwise)."""
+  s = height / width
+  xi = jnp.clip((xc - x_lo) / width, 0.0, 1.0)
+  xi1 = xi * (1.0 - xi)
+  denom = s + (d_hi + d_lo - 2.0 * s) * xi1
+  y = y_lo + height * (s * xi * xi + d_lo * xi1) / denom
+  return y, _log_derivative(s, d_lo, d_hi, xi, xi1, denom)
+
+
+def _bin_inverse(yc, x_lo, width, y_lo, height, d_lo, d_hi):
+  """The inverse spline inside one bin: ``(x, log |(f^-1)'(y)|)`` at ``yc``."""
+  s = height / width
+  w = jnp.clip((yc - y_lo) / height, 0.0, 1.0)
+  # Normalised quadratic a xi^2 + b xi + c = 0 for the bin coordinate xi.
+  t = d_hi + d_lo - 2.0 * s
+  c = -s * w
+  b = d_lo - t * w
+  a = s - b
+  disc = jnp.maximum(b * b - 4.0 * a * c, jnp.finfo(yc.dtype).tiny)
+  root = jnp.sqrt(disc)
+  # Two algebraically equal forms of the root in [0, 1]; pick the stable one.
+  b_pos = b >= 0.0
+  num = jnp.where(b_pos, 2.0 * c, -b + root)
+  den = jnp.where(b_pos, -b - root, 2.0 * a)
+  xi = jnp.clip(num / den, 0.0, 1.0)
+  x = x_lo + width * xi
+  xi1 = xi * (1.0 - xi)
+  denom = s + t * xi1
+  return x, -_log_derivative(s, d_lo, d_hi, xi, xi1, denom)
+
+
 def spline_forward(x: Array, knots: SplineKnots,
                    box: float) -> tuple[Array, Array]:
-  """Applies splines elementwise.
+  """Applies splines elementwise from their knot table (the reference evaluation).
 
   Args:
     x: [...] inputs (same leading shape as the knots without their last axis).
@@ -142,19 +188,13 @@ def spline_forward(x: Array, knots: SplineKnots,
   """
   inside = jnp.abs(x) < box
   xc = jnp.clip(x, -box, box)
-  x_lo, width, y_lo, height, d_lo, d_hi = _bin_params(xc, knots.x, knots)
-  s = height / width
-  xi = jnp.clip((xc - x_lo) / width, 0.0, 1.0)
-  xi1 = xi * (1.0 - xi)
-  denom = s + (d_hi + d_lo - 2.0 * s) * xi1
-  y = y_lo + height * (s * xi * xi + d_lo * xi1) / denom
-  log_det = _log_derivative(s, d_lo, d_hi, xi, xi1, denom)
+  y, log_det = _bin_forward(xc, *_bin_params(xc, knots.x, knots))
   return jnp.where(inside, y, x), jnp.where(inside, log_det, 0.0)
 
 
 def spline_inverse(y: Array, knots: SplineKnots,
                    box: float) -> tuple[Array, Array]:
-  """Applies the inverse splines elementwise.
+  """Applies the inverse splines elementwise from their knot table (the reference).
 
   Args:
     y: [...] outputs of the splines.
@@ -166,26 +206,90 @@ def spline_inverse(y: Array, knots: SplineKnots,
   """
   inside = jnp.abs(y) < box
   yc = jnp.clip(y, -box, box)
-  x_lo, width, y_lo, height, d_lo, d_hi = _bin_params(yc, knots.y, knots)
-  s = height / width
-  w = jnp.clip((yc - y_lo) / height, 0.0, 1.0)
-  # Normalised quadratic a xi^2 + b xi + c = 0 for the bin coordinate xi.
-  t = d_hi + d_lo - 2.0 * s
-  c = -s * w
-  b = d_lo - t * w
-  a = s - b
-  disc = jnp.maximum(b * b - 4.0 * a * c, jnp.finfo(y.dtype).tiny)
-  root = jnp.sqrt(disc)
-  # Two algebraically equal forms of the root in [0, 1]; pick the stable one.
-  b_pos = b >= 0.0
-  num = jnp.where(b_pos, 2.0 * c, -b + root)
-  den = jnp.where(b_pos, -b - root, 2.0 * a)
-  xi = jnp.clip(num / den, 0.0, 1.0)
-  x = x_lo + width * xi
-  xi1 = xi * (1.0 - xi)
-  denom = s + t * xi1
-  log_det = -_log_derivative(s, d_lo, d_hi, xi, xi1, denom)
+  x, log_det = _bin_inverse(yc, *_bin_params(yc, knots.y, knots))
   return jnp.where(inside, x, y), jnp.where(inside, log_det, 0.0)
+
+
+def _softmax_sizes(u: Array, total: float, min_size: float) -> tuple[Array, Array]:
+  """``(softmax(u), bin sizes)`` over the last axis; sizes sum to ``total``."""
+  e = jnp.exp(u - jnp.max(u, axis=-1, keepdims=True))
+  soft = e / jnp.sum(e, axis=-1, keepdims=True)
+  return soft, soft * (total - u.shape[-1] * min_size) + min_size
+
+
+def _lookup(value: Array, params: Array, box: float, on_y: bool, min_bin_size: float,
+            min_knot_slope: float):
+  """The six numbers of ``value``'s bin without the knot table, and what the gradient needs.
+
+  ``value`` lies in [-box, box] on the input axis (``on_y`` False) or the output axis.
+  Returns ``(bin, saved)``: bin = (x_lo, width, y_lo, height, d_lo, d_hi), each [...];
+  saved = (softmax of the widths, of the heights, the bin index, the two slopes'
+  softplus arguments).
+  """
+  n_bins = (params.shape[-1] - 1) // 3
+  soft_w, widths = _softmax_sizes(params[..., :n_bins], 2.0 * box, min_bin_size)
+  soft_h, heights = _softmax_sizes(params[..., n_bins:2 * n_bins], 2.0 * box, min_bin_size)
+  # The bin: how many interior knots lie at or below the value (no gradient flows here).
+  edges = jax.lax.stop_gradient(heights if on_y else widths)
+  tri = jnp.triu(jnp.ones((n_bins - 1, n_bins - 1), value.dtype))
+  idx = jnp.sum(value[..., None] >= edges[..., :-1] @ tri - box, axis=-1)
+  bins = jnp.arange(n_bins)
+  below = (bins < idx[..., None]).astype(value.dtype)
+  at = (bins == idx[..., None]).astype(value.dtype)
+  offset = math.log(math.expm1(1.0 - min_knot_slope))
+  raw = params[..., 2 * n_bins:]
+  arg_lo = jnp.sum(at * raw[..., :n_bins], -1) + offset
+  arg_hi = jnp.sum(at * raw[..., 1:], -1) + offset
+  d_lo = jnp.where(idx == 0, 1.0, _softplus(arg_lo) + min_knot_slope)
+  d_hi = jnp.where(idx == n_bins - 1, 1.0, _softplus(arg_hi) + min_knot_slope)
+  the_bin = (jnp.sum(below * widths, -1) - box, jnp.sum(at * widths, -1),
+             jnp.sum(below * heights, -1) - box, jnp.sum(at * heights, -1), d_lo, d_hi)
+  return the_bin, (soft_w, soft_h, idx, arg_lo, arg_hi)
+
+
+def _apply(value, params, box, on_y, min_bin_size, min_knot_slope):
+  """``(output, log_det)`` of the splines (or their inverses) and the gradient's residuals."""
+  inside = jnp.abs(value) < box
+  vc = jnp.clip(value, -box, box)
+  the_bin, saved = _lookup(vc, params, box, on_y, min_bin_size, min_knot_slope)
+  out, log_det = (_bin_inverse if on_y else _bin_forward)(vc, *the_bin)
+  primal = (jnp.where(inside, out, value), jnp.where(inside, log_det, 0.0))
+  return primal, (vc, inside, the_bin, saved)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _spline(value, params, box, on_y, min_bin_size, min_knot_slope):
+  return _apply(value, params, box, on_y, min_bin_size, min_knot_slope)[0]
+
+
+def _spline_bwd(box, on_y, min_bin_size, min_knot_slope, residuals, cotangents):
+  vc, inside, the_bin, (soft_w, soft_h, idx, arg_lo, arg_hi) = residuals
+  g_out, g_log_det = cotangents
+  n_bins = soft_w.shape[-1]
+  _, vjp = jax.vjp(_bin_inverse if on_y else _bin_forward, vc, *the_bin)
+  g_v, g_xlo, g_width, g_ylo, g_height, g_dlo, g_dhi = vjp(
+      (jnp.where(inside, g_out, 0.0), jnp.where(inside, g_log_det, 0.0)))
+  bins = jnp.arange(n_bins)
+  below = (bins < idx[..., None]).astype(vc.dtype)
+  at = (bins == idx[..., None]).astype(vc.dtype)
+  scale = 2.0 * box - n_bins * min_bin_size
+
+  def through_softmax(soft, g_lo, g_size):
+    # The bin's lower edge sums the sizes below it, its size is one of them.
+    g = below * g_lo[..., None] + at * g_size[..., None]
+    return scale * soft * (g - jnp.sum(soft * g, -1, keepdims=True))
+
+  g_lo_arg = jnp.where(idx == 0, 0.0, g_dlo * jax.nn.sigmoid(arg_lo))
+  g_hi_arg = jnp.where(idx == n_bins - 1, 0.0, g_dhi * jax.nn.sigmoid(arg_hi))
+  zero = jnp.zeros(idx.shape + (1,), vc.dtype)
+  g_slopes = (jnp.concatenate([at * g_lo_arg[..., None], zero], -1)
+              + jnp.concatenate([zero, at * g_hi_arg[..., None]], -1))
+  g_params = jnp.concatenate([through_softmax(soft_w, g_xlo, g_width),
+                              through_softmax(soft_h, g_ylo, g_height), g_slopes], -1)
+  return jnp.where(inside, g_v, g_out), g_params
+
+
+_spline.defvjp(lambda *args: _apply(*args), _spline_bwd)
 
 
 class RationalQuadraticSpline:
@@ -193,24 +297,38 @@ class RationalQuadraticSpline:
 
   Same parameters and same function as ``distrax.RationalQuadraticSpline(params,
   -box, box, boundary_slopes="identity")``; ``params`` has shape
-  ``[..., 3K + 1]`` and broadcasts against the input ``[...]``.
+  ``[..., 3K + 1]`` and broadcasts against the input ``[...]``. Evaluated without
+  the knot table, with a hand-written gradient (reverse mode only; see the module).
   """
 
   def __init__(self, params: Array, box: float,
                min_bin_size: float = MIN_BIN_SIZE,
                min_knot_slope: float = MIN_KNOT_SLOPE):
+    n_bins = (params.shape[-1] - 1) // 3
+    if 3 * n_bins + 1 != params.shape[-1]:
+      raise ValueError(f"spline params must have 3K + 1 entries on the last axis, "
+                       f"got {params.shape[-1]}")
+    if n_bins * min_bin_size > 2.0 * box:
+      raise ValueError(f"{n_bins} bins of minimum size {min_bin_size} do not fit "
+                       f"in [-{box}, {box}]")
+    self._params = params
     self._box = float(box)
-    self._knots = spline_knots(params, self._box, min_bin_size, min_knot_slope)
+    self._min = (float(min_bin_size), float(min_knot_slope))
 
   @property
   def knots(self) -> SplineKnots:
     """The splines' knots, arrays [..., K + 1]."""
-    return self._knots
+    return spline_knots(self._params, self._box, *self._min)
+
+  def _run(self, value: Array, on_y: bool) -> tuple[Array, Array]:
+    shape = jnp.broadcast_shapes(value.shape, self._params.shape[:-1])
+    params = jnp.broadcast_to(self._params, shape + self._params.shape[-1:])
+    return _spline(jnp.broadcast_to(value, shape), params, self._box, on_y, *self._min)
 
   def forward_and_log_det(self, x: Array) -> tuple[Array, Array]:
     """Computes y = f(x) and log |f'(x)| elementwise."""
-    return spline_forward(x, self._knots, self._box)
+    return self._run(x, on_y=False)
 
   def inverse_and_log_det(self, y: Array) -> tuple[Array, Array]:
     """Computes x = f^{-1}(y) and log |(f^{-1})'(y)| elementwise."""
-    return spline_inverse(y, self._knots, self._box)
+    return self._run(y, on_y=True)

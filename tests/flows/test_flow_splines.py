@@ -8,7 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cmtjax.flows.splines import RationalQuadraticSpline, n_spline_params
+from cmtjax.flows.splines import (
+    RationalQuadraticSpline,
+    n_spline_params,
+    spline_forward,
+    spline_inverse,
+    spline_knots,
+)
 
 BOX = 3.0
 
@@ -101,3 +107,53 @@ def test_far_outside_is_identity_with_finite_gradients(direction):
   np.testing.assert_array_equal(ld, 0.0)
   assert np.all(np.isfinite(gp)) and np.all(np.isfinite(gx))
   np.testing.assert_allclose(gx, 1.0, atol=1e-6)
+
+
+def _reference(params, x, direction, box, **mins):
+  """The knot-table evaluation (plain autodiff) of the same splines."""
+  knots = spline_knots(params, box, **mins)
+  return (spline_forward if direction == "forward_and_log_det" else spline_inverse)(
+      x, knots, box)
+
+
+@pytest.mark.parametrize("direction", ["forward_and_log_det", "inverse_and_log_det"])
+@pytest.mark.parametrize("n_bins,mins", [(8, {}), (5, {"min_bin_size": 1e-2,
+                                                       "min_knot_slope": 1e-2})])
+def test_fast_path_values_and_gradients_match_the_knot_table(direction, n_bins, mins):
+  # float64, so that the comparison is of the functions, not of rounding.
+  with jax.enable_x64(True):
+    params = 1.5 * jax.random.normal(jax.random.key(5), (300, n_spline_params(n_bins)),
+                                     jnp.float64)
+    x = 1.3 * BOX * jax.random.uniform(jax.random.key(6), (300,), jnp.float64, -1, 1)
+    x = x.at[:4].set(jnp.array([-BOX, BOX, 0.0, 1e3]))
+    # A loss that weighs outputs and log-dets differently, so that both cotangents count.
+    weights = jax.random.normal(jax.random.key(7), (2, 300), jnp.float64)
+
+    def loss(fn):
+      def f(p, xs):
+        out, ld = fn(p, xs)
+        return jnp.sum(weights[0] * jnp.sin(out)) + jnp.sum(weights[1] * ld)
+      return f
+
+    fast = lambda p, xs: getattr(RationalQuadraticSpline(p, BOX, **mins), direction)(xs)  # noqa: E731
+    ref = lambda p, xs: _reference(p, xs, direction, BOX, **mins)  # noqa: E731
+    for a, b in zip(fast(params, x), ref(params, x)):
+      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+    g_fast = jax.grad(loss(fast), argnums=(0, 1))(params, x)
+    g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
+    for a, b in zip(g_fast, g_ref):
+      assert np.all(np.isfinite(a))
+      np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-9)
+
+
+def test_fast_path_broadcasts_params_against_inputs():
+  params = jax.random.normal(jax.random.key(8), (3, n_spline_params(8)))
+  x = jax.random.uniform(jax.random.key(9), (4, 3), minval=-BOX, maxval=BOX)
+  y, ld = RationalQuadraticSpline(params, BOX).forward_and_log_det(x)
+  y_ref, ld_ref = _reference(jnp.broadcast_to(params, (4, 3, params.shape[-1])), x,
+                             "forward_and_log_det", BOX)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(ld, ld_ref, rtol=1e-5, atol=1e-5)
+  g = jax.grad(lambda p: jnp.sum(RationalQuadraticSpline(p, BOX).forward_and_log_det(x)[1]))(
+      params)
+  assert g.shape == params.shape
