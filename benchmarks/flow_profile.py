@@ -99,13 +99,8 @@ def knot_table_spline(on: bool):
   jitted)."""
   from cmtjax.flows import splines
   fast = splines.RationalQuadraticSpline._run
-
-  def table(self, value, on_y):
-    fn = splines.spline_inverse if on_y else splines.spline_forward
-    return fn(value, splines.spline_knots(self._params, self._box, *self._min), self._box)
-
   if on:
-    splines.RationalQuadraticSpline._run = table
+    splines.RationalQuadraticSpline._run = splines.RationalQuadraticSpline._run_from_knot_table
   jax.clear_caches()
   try:
     yield

@@ -10,7 +10,7 @@ tests check this).
 Two evaluations of one function:
 
 * :class:`RationalQuadraticSpline` (what the flows use) never builds the knot
-  table. It finds each input's bin by a running sum of bin sizes, takes the six
+  table. It finds each input's bin from the cumulative bin sizes, takes the six
   numbers of that bin by masked sums over the bins, and applies the softplus to
   the bin's two knot slopes only; its gradient is written by hand
   (``jax.custom_vjp``: the elementwise bin formula is differentiated by autodiff,
@@ -71,6 +71,18 @@ def _softplus(a: Array) -> Array:
   return jnp.maximum(a, 0.0) + jnp.log(1.0 + jnp.exp(-jnp.abs(a)))
 
 
+def _n_bins(params: Array, box: float, min_bin_size: float) -> int:
+  """K of splines with ``params`` [..., 3K + 1], checked (and that K bins fit the box)."""
+  n_bins = (params.shape[-1] - 1) // 3
+  if 3 * n_bins + 1 != params.shape[-1]:
+    raise ValueError(f"spline params must have 3K + 1 entries on the last axis, "
+                     f"got {params.shape[-1]}")
+  if n_bins * min_bin_size > 2.0 * box:
+    raise ValueError(f"{n_bins} bins of minimum size {min_bin_size} do not fit "
+                     f"in [-{box}, {box}]")
+  return n_bins
+
+
 def spline_knots(params: Array, box: float,
                  min_bin_size: float = MIN_BIN_SIZE,
                  min_knot_slope: float = MIN_KNOT_SLOPE) -> SplineKnots:
@@ -87,14 +99,8 @@ def spline_knots(params: Array, box: float,
   Returns:
     ``SplineKnots`` with arrays [..., K + 1].
   """
-  n_bins = (params.shape[-1] - 1) // 3
-  if 3 * n_bins + 1 != params.shape[-1]:
-    raise ValueError(f"spline params must have 3K + 1 entries on the last axis, "
-                     f"got {params.shape[-1]}")
+  n_bins = _n_bins(params, box, min_bin_size)
   total = 2.0 * box
-  if n_bins * min_bin_size > total:
-    raise ValueError(f"{n_bins} bins of minimum size {min_bin_size} do not fit "
-                     f"in [-{box}, {box}]")
 
   def knots_from(unnormalised: Array) -> Array:
     sizes = jax.nn.softmax(unnormalised, axis=-1)
@@ -304,13 +310,7 @@ class RationalQuadraticSpline:
   def __init__(self, params: Array, box: float,
                min_bin_size: float = MIN_BIN_SIZE,
                min_knot_slope: float = MIN_KNOT_SLOPE):
-    n_bins = (params.shape[-1] - 1) // 3
-    if 3 * n_bins + 1 != params.shape[-1]:
-      raise ValueError(f"spline params must have 3K + 1 entries on the last axis, "
-                       f"got {params.shape[-1]}")
-    if n_bins * min_bin_size > 2.0 * box:
-      raise ValueError(f"{n_bins} bins of minimum size {min_bin_size} do not fit "
-                       f"in [-{box}, {box}]")
+    _n_bins(params, box, min_bin_size)
     self._params = params
     self._box = float(box)
     self._min = (float(min_bin_size), float(min_knot_slope))
@@ -324,6 +324,12 @@ class RationalQuadraticSpline:
     shape = jnp.broadcast_shapes(value.shape, self._params.shape[:-1])
     params = jnp.broadcast_to(self._params, shape + self._params.shape[-1:])
     return _spline(jnp.broadcast_to(value, shape), params, self._box, on_y, *self._min)
+
+  def _run_from_knot_table(self, value: Array, on_y: bool) -> tuple[Array, Array]:
+    """What ``_run`` computes, by the knot-table reference (plain autodiff): the tests and
+    benchmarks/flow_profile.py put it in ``_run``'s place to compare the two."""
+    fn = spline_inverse if on_y else spline_forward
+    return fn(value, self.knots, self._box)
 
   def forward_and_log_det(self, x: Array) -> tuple[Array, Array]:
     """Computes y = f(x) and log |f'(x)| elementwise."""
