@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
                       "the run ends after the last step that fits, with its outputs and a "
                       "warning; --resume with a larger limit goes on "
                       "(checkpoint.max_training_minutes)")
+  t.add_argument("--plan-minutes", type=float, metavar="MINUTES",
+                 help="plan the run to end within this many minutes of training: from the "
+                      "first steps' timing the budget becomes what fits (at most --budget), and "
+                      "CMT anneals and refines within it (checkpoint.max_training_minutes and "
+                      "checkpoint.plan_to_time_limit); metrics.json records the budget planned")
   t.add_argument("--init-from", metavar="PATH",
                  help="start the flow from an earlier run's parameters (its folder or a "
                       "params.msgpack; the flow must be the same), e.g. to refine it further")
@@ -102,11 +107,17 @@ def _distributed_layer(args) -> dict:
 
 
 def _minutes_layer(args) -> dict:
-  if args.minutes is None:
-    return {}
-  if not args.minutes > 0 or not math.isfinite(args.minutes):
-    raise ConfigError(f"--minutes must be a number of minutes > 0, got {args.minutes:g}")
-  return {"checkpoint": {"max_training_minutes": args.minutes}}
+  if args.minutes is not None and args.plan_minutes is not None:
+    raise ConfigError("give --minutes (cut the run at a limit) or --plan-minutes (plan the run "
+                      "to end within it), not both")
+  for flag, minutes, plan in (("--minutes", args.minutes, False),
+                              ("--plan-minutes", args.plan_minutes, True)):
+    if minutes is None:
+      continue
+    if not minutes > 0 or not math.isfinite(minutes):
+      raise ConfigError(f"{flag} must be a number of minutes > 0, got {minutes:g}")
+    return {"checkpoint": {"max_training_minutes": minutes, "plan_to_time_limit": plan}}
+  return {}
 
 
 def _int(text: str, flag: str) -> int:

@@ -175,7 +175,8 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
     (:func:`cmtjax.metrics.run_warnings`: missing modes, a log Z error beyond its statistical
     error, a path that did not reach the target, a run ended by its time limit; empty if
     none), with a time limit (``checkpoint.max_training_minutes``) ``stopped_at_time_limit``
-    and the budget ``max_target_evals``, and ``timing``
+    and the budget ``max_target_evals`` (planned to the limit: also ``planned_target_evals``,
+    the budget the run planned for), and ``timing``
     (``training_seconds``, ``compile_seconds``, ``eval_seconds``, ``total_seconds`` ...).
     Every key outside ``timing`` depends only on the configuration, the seed and the
     machine's arithmetic; ``timing`` holds all wall-clock figures.
@@ -196,6 +197,16 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
   elif target_kind(cfg.target) != "object":  # the saved config must not name another target
     cfg = dataclasses.replace(cfg, target=OBJECT_PREFIX + getattr(target, "name", "target"))
   check_target(target, flow_dim=None if flow is None else flow.dim)
+  mesh = make_mesh("all" if jax.process_count() > 1 else dist.devices)
+  flow = in_blocks(flow_for_target(cfg.flow, target) if flow is None else flow, dist.block)
+  spec = get_method(cfg.method)
+  method_cfg = cfg.method_config
+  n_steps = plan_steps(method_cfg.evals_per_step, cfg.max_target_evals, cfg.max_steps)
+  method = make_method(cfg.method, method_cfg, flow, target, n_steps,
+                       max_target_evals=cfg.max_target_evals)
+  if cfg.checkpoint.plan_to_time_limit and method.with_budget is None:
+    raise ValueError(f"checkpoint.plan_to_time_limit: method {cfg.method!r} cannot plan its "
+                     f"budget to a time limit (cmt can); use --minutes to cut it at the limit")
   primary = is_primary()
   if resume and out_dir is None:
     raise ValueError("resume needs the run's output folder")
@@ -214,13 +225,6 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
       ckpt_opts = CheckpointOptions(directory=ckpt_dir, every=cfg.checkpoint.every,
                                     keep=cfg.checkpoint.keep, fingerprint=run_fingerprint(cfg),
                                     config=fingerprinted_config(cfg))
-  mesh = make_mesh("all" if jax.process_count() > 1 else dist.devices)
-  flow = in_blocks(flow_for_target(cfg.flow, target) if flow is None else flow, dist.block)
-  spec = get_method(cfg.method)
-  method_cfg = cfg.method_config
-  n_steps = plan_steps(method_cfg.evals_per_step, cfg.max_target_evals, cfg.max_steps)
-  method = make_method(cfg.method, method_cfg, flow, target, n_steps,
-                       max_target_evals=cfg.max_target_evals)
 
   k_init, k_train, k_eval = run_keys(cfg.seed)
   params = flow.init(k_init)
@@ -256,7 +260,8 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
                    desc=f"{cfg.method} on {cfg.target}", checkpoint=ckpt_opts, resume=resume,
                    mesh=mesh, max_stalled_steps=cfg.checkpoint.max_stalled_steps,
                    max_training_seconds=(None if cfg.checkpoint.max_training_minutes is None
-                                         else 60.0 * cfg.checkpoint.max_training_minutes))
+                                         else 60.0 * cfg.checkpoint.max_training_minutes),
+                   plan_to_time_limit=cfg.checkpoint.plan_to_time_limit)
   except TargetNotFinite as e:
     raise TargetNotFinite(f"target {target.name!r}: {e}") from None
   finally:
@@ -278,6 +283,8 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
     metrics["max_training_minutes"] = cfg.checkpoint.max_training_minutes
     metrics["stopped_at_time_limit"] = result.stopped_at_time_limit
     metrics["max_target_evals"] = cfg.max_target_evals
+  if result.planned_target_evals is not None:
+    metrics["planned_target_evals"] = result.planned_target_evals
   metrics["timing"] = {"training_seconds": result.wall_seconds,
                        "compile_seconds": result.compile_seconds}
   last = result.records[-1] if result.records else {}
@@ -338,7 +345,7 @@ def process_usage(since: dict | None = None, reset_peak: bool = False) -> dict[s
 TRAINING_KEYS = ("target", "method", "seed", "target_evals", "grad_steps", "n_steps",
                  "cmtjax_version", "n_devices", "n_processes", "resumed_from", "final_beta",
                  "final_alpha", "max_training_minutes", "stopped_at_time_limit",
-                 "max_target_evals")
+                 "max_target_evals", "planned_target_evals")
 
 
 def read_records(out_dir: str) -> list[dict]:

@@ -72,6 +72,13 @@ class CheckpointSettings:
       evaluation and outputs, and a warning. Resuming with a larger limit goes on. Like the
       rest of this section it does not change what a step computes, so it may be changed on
       resume.
+    plan_to_time_limit: plan the run to end within ``max_training_minutes`` instead of being
+      cut there (``cmtjax train --plan-minutes M``): from the first steps' timing the budget
+      becomes the target evaluations that fit (at most ``max_target_evals``), and CMT plans
+      its annealing and learning-rate decay for it (with ``cmt.plan_budget``: the path
+      reaches the target and the flow is refined within the time). ``metrics.json`` records
+      the budget planned (``planned_target_evals``); such a run depends on the machine's
+      speed, so it is repeated by its planned budget, not by its config.
   """
 
   enabled: bool = True
@@ -79,6 +86,7 @@ class CheckpointSettings:
   keep: int = 3
   max_stalled_steps: int = 5
   max_training_minutes: Optional[float] = None
+  plan_to_time_limit: bool = False
 
   def __post_init__(self):
     if self.every < 1 or self.keep < 1 or self.max_stalled_steps < 0:
@@ -89,6 +97,9 @@ class CheckpointSettings:
                                 or not math.isfinite(minutes)):
       raise ValueError(f"checkpoint.max_training_minutes must be a number of minutes > 0 or "
                        f"null, got {minutes!r}")
+    if self.plan_to_time_limit and minutes is None:
+      raise ValueError("checkpoint.plan_to_time_limit needs checkpoint.max_training_minutes "
+                       "(cmtjax train --plan-minutes M sets both)")
 
 
 def check_block(block) -> None:

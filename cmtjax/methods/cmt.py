@@ -196,6 +196,8 @@ class CMTState(NamedTuple):
     n_annealing_steps: steps taken while annealing (with the annealing buffer size).
     last_gain: progress αβ gained by the last annealing step (for ``plan_budget``).
     eps_scale: the factor on ε of the last step (for ``plan_budget``).
+    budget: the budget the run plans for (:class:`BudgetPlan`); the loop may lower it while
+      the run goes (``Method.with_budget``: a run planned to end within a time limit).
   """
 
   lam: Array
@@ -206,6 +208,26 @@ class CMTState(NamedTuple):
   n_annealing_steps: Array
   last_gain: Array
   eps_scale: Array
+  budget: "BudgetPlan"
+
+
+class BudgetPlan(NamedTuple):
+  """The budget a CMT run plans for, in its state (computed on the host, so a run whose
+  budget never changes plans exactly as with a static one).
+
+  Attributes:
+    evals: target evaluations of the whole run (float32).
+    anneal_evals: target evaluations the annealing may spend (with ``plan_budget``).
+    anneal_steps: annealing steps those allow; the learning rate's decay starts there at the
+      latest (with ``plan_budget``; int32).
+    steps: the most steps of N samples the budget allows (int32; the cosine decay's horizon
+      when every step draws N).
+  """
+
+  evals: Array
+  anneal_evals: Array
+  anneal_steps: Array
+  steps: Array
 
 
 class CMTInfo(NamedTuple):
@@ -303,8 +325,15 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     ms = CMTState(lam=jnp.ones(()), eta=jnp.ones(()), path=init_path(),
                   at_target=jnp.array(False), target_step=jnp.array(-1, jnp.int32),
                   n_annealing_steps=jnp.zeros((), jnp.int32), last_gain=jnp.zeros(()),
-                  eps_scale=jnp.ones(()))
+                  eps_scale=jnp.ones(()), budget=budget_plan_for(
+                      budget if budget is not None else int(n_steps) * n_anneal))
     return TrainState.initial(params, optimizer, ms)
+
+  def with_budget(state: TrainState, max_target_evals: int) -> TrainState:
+    """The state planning for another budget from now on (a run that must end within a time
+    limit); read on the host between steps."""
+    ms = state.method_state
+    return state._replace(method_state=ms._replace(budget=budget_plan_for(max_target_evals)))
 
   def imposed(state: TrainState) -> Array:
     """True once a fixed I or a fixed schedule imposes λ = η = 0."""
@@ -333,17 +362,23 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
 
   # Target evaluations the annealing may use when planning (see CMTConfig.plan_budget).
   plan = config.plan_budget and table is None
-  plan_evals = (1.0 - config.refine_fraction) * (budget if budget is not None
-                                                 else int(n_steps) * n_anneal)
-  if config.plan_anneal_evals is not None:
-    plan_evals = min(plan_evals, float(config.plan_anneal_evals))
+
+  def budget_plan_for(evals: int) -> BudgetPlan:
+    """The state's :class:`BudgetPlan` for a run of ``evals`` target evaluations (host)."""
+    plan_evals = (1.0 - config.refine_fraction) * evals
+    if config.plan_anneal_evals is not None:
+      plan_evals = min(plan_evals, float(config.plan_anneal_evals))
+    return BudgetPlan(evals=jnp.asarray(evals, jnp.float32),
+                      anneal_evals=jnp.asarray(plan_evals, jnp.float32),
+                      anneal_steps=jnp.asarray(int(plan_evals // n_anneal), jnp.int32),
+                      steps=jnp.asarray(min(int(n_steps), int(evals) // n), jnp.int32))
 
   def budget_plan(ms: CMTState, is_annealing):
     """``(ε scale, impose the target now)`` of this step."""
     if not plan:
       return jnp.ones(()), jnp.array(False)
     done = ms.n_annealing_steps.astype(jnp.float32)
-    left = jnp.floor((plan_evals - done * n_anneal) / n_anneal)  # this step included
+    left = jnp.floor((ms.budget.anneal_evals - done * n_anneal) / n_anneal)  # this step too
     progress = ms.path.alpha * ms.path.beta
     rate = jnp.maximum(progress / jnp.maximum(done, 1.0), ms.last_gain)
     needed = (1.0 - progress) / jnp.maximum(rate, 1e-6)
@@ -354,23 +389,23 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     scale = jnp.where(done >= 2, scale, 1.0)
     return scale, is_annealing & (left <= 1)
 
-  # With the plan, the refinement's decay starts where the annealing share of the budget
-  # ends even when the target was not reached (a refused jump): the path then goes on at a
-  # decaying learning rate instead of at the annealing one until the budget runs out.
-  plan_steps = int(plan_evals // n_anneal) if plan else None
-
-  def learning_rate(step_index, at_target, target_step, n_annealing_steps):
+  def learning_rate(step_index, at_target, target_step, n_annealing_steps, bp: BudgetPlan):
     """``learning_rate`` while annealing; at the target (with ``plan_budget``: at the latest
     once the annealing share is spent), a cosine decay to ``final_learning_rate`` over the
     steps the run has left."""
     total = jnp.asarray(n_steps, jnp.float32)
-    if budget is not None and n_anneal != n:
+    if n_anneal == n:  # a lowered budget (a time limit) shortens the run
+      total = bp.steps.astype(jnp.float32)
+    elif budget is not None:
       # Steps the budget allows: those of N_annealing so far, then steps of N.
       a = n_annealing_steps.astype(jnp.float32)
-      total = jnp.minimum(total, a + jnp.floor((budget - a * n_anneal) / n))
+      total = jnp.minimum(total, a + jnp.floor((bp.evals - a * n_anneal) / n))
     start = jnp.where(at_target, target_step, jnp.iinfo(jnp.int32).max)
-    if plan_steps is not None:
-      start = jnp.minimum(start, plan_steps)
+    if plan:
+      # With the plan, the refinement's decay starts where the annealing share of the budget
+      # ends even when the target was not reached (a refused jump): the path then goes on at
+      # a decaying learning rate instead of at the annealing one until the budget runs out.
+      start = jnp.minimum(start, bp.anneal_steps)
     decaying = step_index >= start
     horizon = jnp.maximum(total - start, 1.0)
     return jnp.where(decaying,
@@ -417,7 +452,7 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
                             jnp.where(reached, state.step, -1)).astype(jnp.int32)
 
     n_annealing_steps = ms.n_annealing_steps + is_annealing.astype(jnp.int32)
-    lr = learning_rate(state.step, at_target, target_step, n_annealing_steps)
+    lr = learning_rate(state.step, at_target, target_step, n_annealing_steps, ms.budget)
     res = kernel(k_fit, state.params, with_learning_rate(state.opt_state, lr), buf, mult.lam,
                  mult.eta, None if n_anneal == n else n_drawn)
 
@@ -435,7 +470,7 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
                       eta=jnp.where(keep, ms.eta, mult.eta), path=path, at_target=at_target,
                       target_step=target_step, n_annealing_steps=n_annealing_steps,
                       last_gain=jnp.where(is_annealing & masks.has_samples, gain, ms.last_gain),
-                      eps_scale=eps_scale)
+                      eps_scale=eps_scale, budget=ms.budget)
     info = CMTInfo(
         lam=mult.lam, eta=mult.eta, alpha=path.alpha, beta=path.beta, kl=st.kl,
         entropy_drop=st.entropy_drop, step_ess=st.ess, entropy=st.entropy, step_log_z=st.log_z,
@@ -449,7 +484,7 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
   return Method(name="cmt", init=init, step=step, evals_per_step=n,
                 grad_steps_per_step=int(config.n_grad_steps), n_steps=int(n_steps),
                 step_evals=None if n_anneal == n else step_evals,
-                max_target_evals=budget)
+                max_target_evals=budget, with_budget=with_budget)
 
 
 def cmt_summary(records: list, config: CMTConfig, target: Target) -> dict:

@@ -23,7 +23,8 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None,
   Args:
     metrics: the run's metrics (``modes_covered``/``n_modes``, ``log_z_error``/``log_z_se``,
       ``target_reached_at_step`` for CMT, ``chirality_error_rate`` for molecules,
-      ``stopped_at_time_limit`` with ``max_training_minutes`` and ``max_target_evals``;
+      ``stopped_at_time_limit`` with ``max_training_minutes`` and ``max_target_evals``,
+      ``planned_target_evals`` of a run planned to its time limit;
       each check runs only when its figures are there).
     final_beta: CMT's β after the last step (for the message when the target was not reached).
     final_alpha: CMT's α after the last step (the same message: at β = 1 a path short of the
@@ -49,8 +50,13 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None,
                f"step back)")
     if timed_out:
       out.append(f"CMT did not reach the target before the time limit{where}: the flow fits "
-                 f"an intermediate distribution; give the run more time, or a budget of "
-                 f"target evaluations that fits the time (the plan follows the budget)")
+                 f"an intermediate distribution; give the run more time, or plan it to the "
+                 f"limit (--plan-minutes)")
+    elif metrics.get("planned_target_evals") is not None:
+      out.append(f"CMT did not reach the target within the "
+                 f"{metrics['planned_target_evals']:,} target evaluations planned to fit the "
+                 f"time limit{where}: the flow fits an intermediate distribution; give the run "
+                 f"more time (--plan-minutes)")
     else:
       out.append(f"CMT did not reach the target within the budget{where}: the flow fits an "
                  f"intermediate distribution; raise max_target_evals")

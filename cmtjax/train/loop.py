@@ -53,6 +53,8 @@ class TrainResult(NamedTuple):
     checkpoint: folder of the last checkpoint written or restored (None: none).
     stopped_at_time_limit: the run ended at ``max_training_seconds`` with steps of its budget
       left.
+    planned_target_evals: with ``plan_to_time_limit``, the budget the run last planned for
+      (None: not planned to a time limit).
   """
 
   state: TrainState
@@ -65,6 +67,14 @@ class TrainResult(NamedTuple):
   resumed_from: Optional[str] = None
   checkpoint: Optional[str] = None
   stopped_at_time_limit: bool = False
+  planned_target_evals: Optional[int] = None
+
+
+# Planning to a time limit: the share of the time left that a budget is planned to use (the
+# rest absorbs the noise of step times), and the latest steps whose time per evaluation
+# predicts the next ones.
+_PLAN_MARGIN = 0.98
+_PLAN_WINDOW = 8
 
 
 class TrainingStalled(RuntimeError):
@@ -142,7 +152,8 @@ def train(method: Method, key: jax.Array, params: Any, *,
           desc: str = "", checkpoint: Optional[CheckpointOptions] = None,
           resume: bool = False, mesh: Optional[Mesh] = None,
           max_stalled_steps: int = 0,
-          max_training_seconds: Optional[float] = None) -> TrainResult:
+          max_training_seconds: Optional[float] = None,
+          plan_to_time_limit: bool = False) -> TrainResult:
   """Runs ``method`` for ``method.n_steps`` outer steps.
 
   Args:
@@ -170,25 +181,46 @@ def train(method: Method, key: jax.Array, params: Any, *,
       which compiles, only while there is no other) times its cost, would end past the
       limit; it is then evaluated and checkpointed like the budget's last step. A resumed run
       already past the limit takes no step. In a multi-process run process 0 decides.
+    plan_to_time_limit: plan the run to end within ``max_training_seconds`` instead of being
+      cut there: as soon as a step's time is known without compilation (after the second
+      step of a fresh run, before the first step of a resumed one) the budget becomes the
+      target evaluations that fit in 98 % of the time left at the median time per evaluation
+      of the latest 8 steps (at most ``method.max_target_evals``), and the method plans for
+      it (``method.with_budget``: CMT's annealing share and learning-rate decay). Later the
+      budget is only lowered, when the steps so far say it would end past the limit (a
+      machine that got slower). A fresh run whose budget was set once is therefore the run
+      of that budget: ``--budget planned_target_evals`` repeats it (steps 0 and 1 plan
+      nothing that depends on the budget). A step-time estimate from steps of another cost
+      (CMT's larger annealing buffer) can leave time unused; the time limit still ends the
+      run if the estimate was short.
 
   Returns:
     A :class:`TrainResult`.
 
   Raises:
     TrainingStalled: see ``max_stalled_steps``.
+    ValueError: ``plan_to_time_limit`` without ``max_training_seconds``, or for a method that
+      cannot change its budget (``method.with_budget`` None).
     cmtjax.train.checkpoint.CheckpointError: ``resume`` without a usable checkpoint, or a
       checkpoint of another configuration.
   """
   if resume and checkpoint is None:
     raise ValueError("resume=True needs checkpoint options (the checkpoint folder)")
+  if plan_to_time_limit and max_training_seconds is None:
+    raise ValueError("planning to a time limit needs the limit (max_training_seconds)")
+  if plan_to_time_limit and method.with_budget is None:
+    raise ValueError(f"method {method.name!r} cannot plan its budget to a time limit; only a "
+                     f"method with a budget plan can (cmt)")
   run_key = key
   key, k_init = jax.random.split(run_key)
   # The step donates its state: work on a copy so the caller's ``params`` stay usable.
   params = jax.tree_util.tree_map(lambda a: jax.numpy.array(a, copy=True), params)
   state = replicate(method.init(k_init, params), mesh)
   records, evals = [], []
+  cap = (method.max_target_evals if method.max_target_evals is not None
+         else method.n_steps * method.evals_per_step)
   host = {"target_evals": 0, "grad_steps": 0, "wall_seconds": 0.0, "compile_seconds": 0.0,
-          "stalled": 0}
+          "stalled": 0, "planned_evals": cap}
   start = 0
   ckpt = Checkpointer(checkpoint) if checkpoint is not None else None
   resumed_from = None
@@ -219,12 +251,15 @@ def train(method: Method, key: jax.Array, params: Any, *,
     return int(method.step_evals(st)) if method.step_evals is not None else method.evals_per_step
 
   def fits(used: int, cost: int) -> bool:
+    if plan_to_time_limit:
+      return used + cost <= host["planned_evals"]
     return method.max_target_evals is None or used + cost <= method.max_target_evals
 
   # A method whose steps differ in cost shows its progress in target evaluations.
   by_evals = method.step_evals is not None and method.max_target_evals is not None
   if by_evals:
-    bar = tqdm(total=method.max_target_evals, initial=host["target_evals"],
+    bar = tqdm(total=host["planned_evals"] if plan_to_time_limit else method.max_target_evals,
+               initial=host["target_evals"],
                desc=desc or method.name, disable=not progress, dynamic_ncols=True, leave=True,
                unit="evals", unit_scale=True)
   else:
@@ -266,10 +301,42 @@ def train(method: Method, key: jax.Array, params: Any, *,
       up = bool(multihost_utils.broadcast_one_to_all(np.asarray(up)))
     return bool(up)
 
+  def plan_to_time(state, first: bool):
+    """The state planning for the target evaluations that fit in the time left (the first
+    time in a sitting: set; later: only lowered, when the run would end past the limit)."""
+    seen = (restored_per_eval + sitting_per_eval[1:])[-_PLAN_WINDOW:]
+    if not plan_to_time_limit or not seen:
+      return state, first
+    per_eval = float(np.median(seen))
+    left = max_training_seconds - host["wall_seconds"]
+    planned = new = host["planned_evals"]
+    if first or host["wall_seconds"] + per_eval * (planned - host["target_evals"]) > (
+        max_training_seconds):
+      new = min(cap, host["target_evals"] + int(_PLAN_MARGIN * max(left, 0.0) / per_eval))
+    if jax.process_count() > 1:  # every process plans process 0's budget
+      from jax.experimental import multihost_utils
+      new = int(multihost_utils.broadcast_one_to_all(np.asarray(new)))
+    if new != planned:
+      host["planned_evals"] = new
+      state = replicate(method.with_budget(state, new), mesh)
+      if by_evals:
+        bar.total = new
+      else:
+        bar.total = min(method.n_steps, start + len(sitting_per_eval)
+                        + max(new - host["target_evals"], 0) // max(method.evals_per_step, 1))
+      bar.refresh()
+    return state, False
+
   try:
     i = start
     cost = next_cost(state)
     time_up = out_of_time(cost)
+    plan_first = True  # the first planning of this sitting sets the budget, later ones lower it
+    state, plan_first = plan_to_time(state, plan_first)
+    if (not plan_to_time_limit and method.with_budget is not None
+        and host["planned_evals"] != cap):  # a planned run resumed without a plan: its budget
+      host["planned_evals"] = cap
+      state = replicate(method.with_budget(state, cap), mesh)
     while i < method.n_steps and fits(host["target_evals"], cost) and not time_up:
       k = jax.random.fold_in(key, i)
       t0 = time.perf_counter()
@@ -295,6 +362,7 @@ def train(method: Method, key: jax.Array, params: Any, *,
         on_record(record)
       bar.set_postfix_str(_bar_text(record, host["target_evals"]), refresh=False)
       bar.update(cost if by_evals else 1)
+      state, plan_first = plan_to_time(state, plan_first)
       cost = next_cost(state)
       time_up = out_of_time(cost)
       last = i == method.n_steps - 1 or not fits(host["target_evals"], cost) or time_up
@@ -331,7 +399,8 @@ def train(method: Method, key: jax.Array, params: Any, *,
                      wall_seconds=host["wall_seconds"],
                      compile_seconds=host["compile_seconds"], resumed_from=resumed_from,
                      checkpoint=ckpt.last_path if ckpt is not None else None,
-                     stopped_at_time_limit=bool(budget_left and time_up))
+                     stopped_at_time_limit=bool(budget_left and time_up),
+                     planned_target_evals=host["planned_evals"] if plan_to_time_limit else None)
 
 
 def _compile_estimate(step_times: list) -> float:

@@ -70,6 +70,9 @@ class Method(NamedTuple):
     particles: for a method whose result is a weighted particle set rather than a trained
       flow (the SMC baseline): ``TrainState -> (x [N, dim], log_w [N], log_z)``; the runner
       then evaluates the particles (None: a flow method, evaluated through its flow).
+    with_budget: ``(TrainState, max_target_evals) -> TrainState``, called on the host between
+      steps: the state planning for a smaller budget from now on, for a run that must end
+      within a time limit (the loop's ``plan_to_time_limit``; None: the method cannot).
   """
 
   name: str
@@ -81,3 +84,4 @@ class Method(NamedTuple):
   step_evals: Optional[Callable[[TrainState], int]] = None
   max_target_evals: Optional[int] = None
   particles: Optional[Callable[[TrainState], tuple[Array, Array, Array]]] = None
+  with_budget: Optional[Callable[[TrainState, int], TrainState]] = None

@@ -71,6 +71,20 @@ def test_process_usage_is_the_runs_own_in_a_process_that_runs_several():
     assert after["process_peak_rss_gb"] < during["process_peak_rss_gb"] - 0.1
 
 
+class _Clock:
+  """A stand-in for the training loop's ``time`` module: 25 s for a sitting's first step,
+  20 s for each later one (the loop reads the clock before and after each step)."""
+
+  def __init__(self):
+    self.now, self.calls = 0.0, 0
+
+  def perf_counter(self):
+    self.calls += 1
+    if self.calls % 2 == 0:
+      self.now += 25.0 if self.calls == 2 else 20.0
+    return self.now
+
+
 def test_minutes_end_a_run_with_its_outputs_and_a_warning_and_resume_goes_on(
     tmp_path, capsys, monkeypatch):
   """--minutes: the run ends after the last step that fits (a stand-in clock: 25 s for the
@@ -78,19 +92,8 @@ def test_minutes_end_a_run_with_its_outputs_and_a_warning_and_resume_goes_on(
   with more minutes finishes the budget."""
   import importlib
   loop = importlib.import_module("cmtjax.train.loop")
-
-  class Clock:
-    def __init__(self):
-      self.now, self.calls = 0.0, 0
-
-    def perf_counter(self):
-      self.calls += 1
-      if self.calls % 2 == 0:
-        self.now += 25.0 if self.calls == 2 else 20.0
-      return self.now
-
   out = tmp_path / "run"
-  monkeypatch.setattr(loop, "time", Clock())
+  monkeypatch.setattr(loop, "time", _Clock())
   assert main(["train", "--target", "double_well2d", "--out", str(out), "--minutes", "1",
                *TINY]) == 0  # 25 + 20 s; a third step would end at 65 s > 60 s
   metrics = json.loads((out / "metrics.json").read_text())
@@ -104,7 +107,7 @@ def test_minutes_end_a_run_with_its_outputs_and_a_warning_and_resume_goes_on(
   assert json.loads((out / "config.json").read_text())["checkpoint"][
       "max_training_minutes"] == 1.0
   # Resumed with more time: the new limit is the run's (config.json), the budget finishes.
-  monkeypatch.setattr(loop, "time", Clock())
+  monkeypatch.setattr(loop, "time", _Clock())
   assert main(["train", "--resume", str(out), "--minutes", "2", "--no-progress"]) == 0
   metrics = json.loads((out / "metrics.json").read_text())
   assert metrics["target_evals"] == 4000 and not metrics["stopped_at_time_limit"]
@@ -112,6 +115,23 @@ def test_minutes_end_a_run_with_its_outputs_and_a_warning_and_resume_goes_on(
   assert len((out / "steps.jsonl").read_text().splitlines()) == 4
   assert json.loads((out / "config.json").read_text())["checkpoint"][
       "max_training_minutes"] == 2.0
+
+
+def test_plan_minutes_plans_the_budget_to_the_limit(tmp_path, monkeypatch):
+  """--plan-minutes: with a stand-in clock (25 s for the first step, 20 s for each later one)
+  and 1 minute, 98 % of the 15 s left after two steps fit 735 more evaluations: the run plans
+  for 2,735 of its 4,000, takes the 2 steps that fit and ends without hitting the limit."""
+  import importlib
+  loop = importlib.import_module("cmtjax.train.loop")
+  out = tmp_path / "run"
+  monkeypatch.setattr(loop, "time", _Clock())
+  assert main(["train", "--target", "double_well2d", "--out", str(out), "--plan-minutes", "1",
+               *TINY]) == 0
+  metrics = json.loads((out / "metrics.json").read_text())
+  assert metrics["planned_target_evals"] == 2735 and metrics["max_target_evals"] == 4000
+  assert metrics["target_evals"] == 2000 and not metrics["stopped_at_time_limit"]
+  assert not [w for w in metrics["warnings"] if "stopped at its time limit" in w]
+  assert json.loads((out / "config.json").read_text())["checkpoint"]["plan_to_time_limit"]
 
 
 def test_reverse_kl_from_the_cli(tmp_path):
@@ -131,6 +151,10 @@ def test_reverse_kl_from_the_cli(tmp_path):
     (["--budget", "10"], "budget too small"),
     (["--minutes", "0"], "--minutes must be a number of minutes > 0"),
     (["--set", "checkpoint.max_training_minutes=-5"], "checkpoint.max_training_minutes"),
+    (["--plan-minutes", "-1"], "--plan-minutes must be a number of minutes > 0"),
+    (["--minutes", "5", "--plan-minutes", "5"], "not both"),
+    (["--set", "checkpoint.plan_to_time_limit=true"], "needs checkpoint.max_training_minutes"),
+    (["--method", "reverse_kl", "--plan-minutes", "5"], "'reverse_kl' cannot plan its budget"),
 ])
 def test_bad_input_is_a_one_line_error_with_exit_code_2(tmp_path, capsys, args, match):
   code = main(["train", "--out", str(tmp_path / "x"), "--no-progress", *args])
