@@ -179,7 +179,8 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
     the budget the run planned for), and ``timing``
     (``training_seconds``, ``compile_seconds``, ``eval_seconds``, ``total_seconds`` ...).
     Every key outside ``timing`` depends only on the configuration, the seed and the
-    machine's arithmetic; ``timing`` holds all wall-clock figures.
+    machine's arithmetic (except in a run planned to a time limit, whose budget and so its
+    figures depend on the clock); ``timing`` holds all wall-clock figures.
 
   Raises:
     ValueError: a target or flow that fails :func:`cmtjax.targets.check_target`, or a target

@@ -70,15 +70,17 @@ class CheckpointSettings:
       None: no limit). The run ends after the last step that its typical time per target
       evaluation lets finish within it, as if its budget were spent: final checkpoint,
       evaluation and outputs, and a warning. Resuming with a larger limit goes on. Like the
-      rest of this section it does not change what a step computes, so it may be changed on
-      resume.
+      rest of this section it is not part of the run's fingerprint, so it may be changed on
+      resume (with ``plan_to_time_limit`` it also changes what the steps compute).
     plan_to_time_limit: plan the run to end within ``max_training_minutes`` instead of being
       cut there (``cmtjax train --plan-minutes M``): from the first steps' timing the budget
       becomes the target evaluations that fit (at most ``max_target_evals``), and CMT plans
       its annealing and learning-rate decay for it (with ``cmt.plan_budget``: the path
       reaches the target and the flow is refined within the time). ``metrics.json`` records
       the budget planned (``planned_target_evals``); such a run depends on the machine's
-      speed, so it is repeated by its planned budget, not by its config.
+      speed, so it is repeated by its planned budget, not by its config. A resume plans
+      afresh with ``--plan-minutes M``; with ``--minutes M`` the plan is off and the run goes
+      on to ``max_target_evals``.
   """
 
   enabled: bool = True

@@ -196,8 +196,8 @@ class CMTState(NamedTuple):
     n_annealing_steps: steps taken while annealing (with the annealing buffer size).
     last_gain: progress αβ gained by the last annealing step (for ``plan_budget``).
     eps_scale: the factor on ε of the last step (for ``plan_budget``).
-    budget: the budget the run plans for (:class:`BudgetPlan`); the loop may lower it while
-      the run goes (``Method.with_budget``: a run planned to end within a time limit).
+    budget: the budget the run plans for (:class:`BudgetPlan`); the loop may change it
+      between steps (``Method.with_budget``: a run planned to end within a time limit).
   """
 
   lam: Array
@@ -289,7 +289,8 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     flow: a :class:`cmtjax.flows.Flow` (``sample_and_log_prob``, ``log_prob``).
     target: the target; its ``log_prob`` is evaluated N times per step.
     n_steps: the most outer steps the run may take (with ``n_samples_annealing`` unset, the
-      planned number; it sets the cosine decay's horizon).
+      planned number; it sets the cosine decay's horizon unless a smaller budget is planned,
+      ``Method.with_budget``).
     max_target_evals: the run's budget of target evaluations. With a larger annealing
       buffer the number of steps depends on when the target is reached; the loop stops at
       the budget and the cosine decay ends there. None: ``n_steps`` steps.

@@ -32,6 +32,7 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None,
   """
   out = []
   timed_out = bool(metrics.get("stopped_at_time_limit"))
+  planned = metrics.get("planned_target_evals")
   k, n = metrics.get("modes_covered"), metrics.get("n_modes")
   if k is not None and n is not None and k < n:
     out.append(f"only {k} of {n} modes covered: the flow misses mass that reverse ESS "
@@ -49,12 +50,13 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None,
       where = (f" (final α = {final_alpha:.6g} at β = 1: the trust region still held the last "
                f"step back)")
     if timed_out:
+      advice = ("give the run more time" if planned is not None else
+                "give the run more time, or plan it to the limit (--plan-minutes)")
       out.append(f"CMT did not reach the target before the time limit{where}: the flow fits "
-                 f"an intermediate distribution; give the run more time, or plan it to the "
-                 f"limit (--plan-minutes)")
-    elif metrics.get("planned_target_evals") is not None:
+                 f"an intermediate distribution; {advice}")
+    elif planned is not None and planned < metrics.get("max_target_evals", planned + 1):
       out.append(f"CMT did not reach the target within the "
-                 f"{metrics['planned_target_evals']:,} target evaluations planned to fit the "
+                 f"{planned:,} target evaluations planned to fit the "
                  f"time limit{where}: the flow fits an intermediate distribution; give the run "
                  f"more time (--plan-minutes)")
     else:
@@ -64,7 +66,8 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None,
     out.append(f"training stopped at its time limit ({metrics.get('max_training_minutes'):g} "
                f"min) after {metrics.get('target_evals', 0):,} of the budget's "
                f"{metrics.get('max_target_evals', 0):,} target evaluations; resume with a "
-               f"larger limit (--resume DIR --minutes M) to go on")
+               f"larger limit (--resume DIR --{'plan-' if planned is not None else ''}minutes "
+               f"M) to go on")
   rate = metrics.get("chirality_error_rate")
   if rate:
     out.append(f"{rate:.2%} of the samples have a wrong-handed stereocentre")

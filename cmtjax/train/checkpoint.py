@@ -42,7 +42,8 @@ import orbax.checkpoint as ocp
 from cmtjax._json import json_default
 from cmtjax.train.state import TrainState
 
-FORMAT_VERSION = 2
+# 3: CMT's state holds the budget it plans for (BudgetPlan), for runs planned to a time limit.
+FORMAT_VERSION = 3
 HISTORY_FILE = "history.jsonl"
 
 

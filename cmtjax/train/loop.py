@@ -185,14 +185,18 @@ def train(method: Method, key: jax.Array, params: Any, *,
       cut there: as soon as a step's time is known without compilation (after the second
       step of a fresh run, before the first step of a resumed one) the budget becomes the
       target evaluations that fit in 98 % of the time left at the median time per evaluation
-      of the latest 8 steps (at most ``method.max_target_evals``), and the method plans for
-      it (``method.with_budget``: CMT's annealing share and learning-rate decay). Later the
-      budget is only lowered, when the steps so far say it would end past the limit (a
-      machine that got slower). A fresh run whose budget was set once is therefore the run
-      of that budget: ``--budget planned_target_evals`` repeats it (steps 0 and 1 plan
-      nothing that depends on the budget). A step-time estimate from steps of another cost
-      (CMT's larger annealing buffer) can leave time unused; the time limit still ends the
-      run if the estimate was short.
+      of the latest 8 steps (at most ``method.max_target_evals``, which must be set), and
+      the method plans for it (``method.with_budget``: CMT's annealing share and
+      learning-rate decay). Later in the sitting the budget is only lowered, when the latest
+      steps say it would end past the limit (a machine that got slower); each lowering
+      moves the plan (the decay's horizon, the annealing share). One slow early step
+      therefore under-plans the sitting; a resumed sitting plans afresh (up to
+      ``method.max_target_evals``). A fresh run whose budget was set once is usually the
+      run of that budget (``--budget planned_target_evals`` repeats it): CMT's steps 0 and
+      1 do not depend on the budget unless it allows fewer than three annealing steps or
+      the target is reached within them. A step-time estimate from steps of another cost
+      (CMT's larger annealing buffer) can leave time unused; the limit still ends the run
+      if the estimate was short (the same latest-8 estimate decides it).
 
   Returns:
     A :class:`TrainResult`.
@@ -211,6 +215,9 @@ def train(method: Method, key: jax.Array, params: Any, *,
   if plan_to_time_limit and method.with_budget is None:
     raise ValueError(f"method {method.name!r} cannot plan its budget to a time limit; only a "
                      f"method with a budget plan can (cmt)")
+  if plan_to_time_limit and method.max_target_evals is None:
+    raise ValueError("planning to a time limit needs a budget of target evaluations to plan "
+                     "within (the method's max_target_evals)")
   run_key = key
   key, k_init = jax.random.split(run_key)
   # The step donates its state: work on a copy so the caller's ``params`` stay usable.
@@ -292,6 +299,8 @@ def train(method: Method, key: jax.Array, params: Any, *,
     if max_training_seconds is None:
       return False
     seen = restored_per_eval + sitting_per_eval[1:] or sitting_per_eval[:1]
+    if plan_to_time_limit:  # the estimate the plan uses (its latest steps)
+      seen = seen[-_PLAN_WINDOW:]
     if seen:
       up = host["wall_seconds"] + float(np.median(seen)) * next_cost > max_training_seconds
     else:
@@ -307,7 +316,7 @@ def train(method: Method, key: jax.Array, params: Any, *,
     seen = (restored_per_eval + sitting_per_eval[1:])[-_PLAN_WINDOW:]
     if not plan_to_time_limit or not seen:
       return state, first
-    per_eval = float(np.median(seen))
+    per_eval = max(float(np.median(seen)), 1e-12)
     left = max_training_seconds - host["wall_seconds"]
     planned = new = host["planned_evals"]
     if first or host["wall_seconds"] + per_eval * (planned - host["target_evals"]) > (

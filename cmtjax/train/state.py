@@ -71,8 +71,9 @@ class Method(NamedTuple):
       flow (the SMC baseline): ``TrainState -> (x [N, dim], log_w [N], log_z)``; the runner
       then evaluates the particles (None: a flow method, evaluated through its flow).
     with_budget: ``(TrainState, max_target_evals) -> TrainState``, called on the host between
-      steps: the state planning for a smaller budget from now on, for a run that must end
-      within a time limit (the loop's ``plan_to_time_limit``; None: the method cannot).
+      steps: the state planning for another budget from now on (at most the configured
+      one), for a run that must end within a time limit (the loop's ``plan_to_time_limit``;
+      None: the method cannot).
   """
 
   name: str

@@ -47,6 +47,25 @@ def test_an_unreached_target_and_wrong_chirality_are_reported():
   assert run_warnings({"method": "reverse_kl", "target_reached_at_step": None}) == []
 
 
+def test_a_run_planned_to_its_time_limit_gets_advice_about_time():
+  base = {"method": "cmt", "target_reached_at_step": None, "max_target_evals": 10_000,
+          "max_training_minutes": 5.0}
+  (w,) = run_warnings({**base, "planned_target_evals": 4_000}, 0.5)
+  assert "within the 4,000 target evaluations planned to fit the time limit" in w
+  assert "--plan-minutes" in w
+  # Time to spare (the plan kept the whole budget): the budget is what to raise.
+  (w,) = run_warnings({**base, "planned_target_evals": 10_000}, 0.5)
+  assert w.endswith("raise max_target_evals")
+  # Cut by the clock all the same: resume it with a plan, not with a plain limit.
+  w = run_warnings({**base, "planned_target_evals": 4_000, "stopped_at_time_limit": True,
+                    "target_evals": 3_000}, 0.5)
+  assert "before the time limit" in w[0] and "plan it" not in w[0]
+  assert "(--resume DIR --plan-minutes M)" in w[1]
+  w = run_warnings({**base, "stopped_at_time_limit": True, "target_evals": 3_000}, 0.5)
+  assert "plan it to the limit (--plan-minutes)" in w[0]
+  assert "(--resume DIR --minutes M)" in w[1]
+
+
 def test_log_z_standard_error_matches_the_spread_over_repeats():
   # p = N(0, 1), q = N(0, 1.5²) in 1-D: log w = log p - log q, log Z = 0.
   n, reps = 4000, 300

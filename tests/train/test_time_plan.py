@@ -93,6 +93,9 @@ def test_a_machine_that_slows_down_lowers_the_budget_and_the_run_ends_in_time(mo
 def test_planning_needs_a_limit_and_a_method_that_can_change_its_budget(monkeypatch):
   with pytest.raises(ValueError, match="needs the limit"):
     _run(_cmt(4 * N), monkeypatch, [1.0], plan_to_time_limit=True)
+  unbudgeted = make_cmt(CONFIG, FLOW, TARGET, n_steps=4)
+  with pytest.raises(ValueError, match="needs a budget of target evaluations"):
+    _run(unbudgeted, monkeypatch, [1.0], max_training_seconds=10.0, plan_to_time_limit=True)
   rkl = make_reverse_kl(ReverseKLConfig(batch_size=32, n_grad_steps=1), FLOW, TARGET,
                         n_steps=4)
   with pytest.raises(ValueError, match="'reverse_kl' cannot plan its budget"):
