@@ -43,8 +43,8 @@ from cmtjax.methods import get_method, make_method
 from cmtjax.metrics import evaluate, evaluate_particles, run_warnings
 from cmtjax.targets import check_target, make_target
 from cmtjax.targets.registry import OBJECT_PREFIX, target_kind
-from cmtjax.train import (CheckpointOptions, TargetNotFinite, fingerprint, initialize,
-                          is_primary, make_mesh, plan_steps, train)
+from cmtjax.train import (CheckpointOptions, TargetNotFinite, check_time_plan, fingerprint,
+                          initialize, is_primary, make_mesh, plan_steps, train)
 
 # steps.jsonl uses "lambda" for λ (a Python keyword, hence "lam" in the info NamedTuples).
 _RENAME = {"lam": "lambda"}
@@ -205,9 +205,8 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
   n_steps = plan_steps(method_cfg.evals_per_step, cfg.max_target_evals, cfg.max_steps)
   method = make_method(cfg.method, method_cfg, flow, target, n_steps,
                        max_target_evals=cfg.max_target_evals)
-  if cfg.checkpoint.plan_to_time_limit and method.with_budget is None:
-    raise ValueError(f"checkpoint.plan_to_time_limit: method {cfg.method!r} cannot plan its "
-                     f"budget to a time limit (cmt can); use --minutes to cut it at the limit")
+  if cfg.checkpoint.plan_to_time_limit:  # before the output folder is touched
+    check_time_plan(method, 60.0 * cfg.checkpoint.max_training_minutes)
   primary = is_primary()
   if resume and out_dir is None:
     raise ValueError("resume needs the run's output folder")

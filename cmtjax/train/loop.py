@@ -131,6 +131,21 @@ def plan_steps(method_evals_per_step: int, max_target_evals: Optional[int],
   return n
 
 
+def check_time_plan(method: Method, max_training_seconds: Optional[float]) -> None:
+  """Raises ValueError unless ``method`` can be planned to the time limit (see
+  :func:`train`'s ``plan_to_time_limit``): the limit, a method that can change its budget,
+  and a budget of target evaluations to plan within."""
+  if max_training_seconds is None:
+    raise ValueError("planning to a time limit needs the limit (max_training_seconds)")
+  if method.with_budget is None:
+    raise ValueError(f"method {method.name!r} cannot plan its budget to a time limit; only a "
+                     f"method with a budget plan can (cmt); a time limit without a plan "
+                     f"(--minutes) cuts the run at the limit")
+  if method.max_target_evals is None:
+    raise ValueError("planning to a time limit needs a budget of target evaluations to plan "
+                     "within (the method's max_target_evals)")
+
+
 def _scalar(v):
   """A record value: a Python scalar (None for a non-finite float), or a list of them for a
   per-component array (e.g. one figure per residue)."""
@@ -210,14 +225,8 @@ def train(method: Method, key: jax.Array, params: Any, *,
   """
   if resume and checkpoint is None:
     raise ValueError("resume=True needs checkpoint options (the checkpoint folder)")
-  if plan_to_time_limit and max_training_seconds is None:
-    raise ValueError("planning to a time limit needs the limit (max_training_seconds)")
-  if plan_to_time_limit and method.with_budget is None:
-    raise ValueError(f"method {method.name!r} cannot plan its budget to a time limit; only a "
-                     f"method with a budget plan can (cmt)")
-  if plan_to_time_limit and method.max_target_evals is None:
-    raise ValueError("planning to a time limit needs a budget of target evaluations to plan "
-                     "within (the method's max_target_evals)")
+  if plan_to_time_limit:
+    check_time_plan(method, max_training_seconds)
   run_key = key
   key, k_init = jax.random.split(run_key)
   # The step donates its state: work on a copy so the caller's ``params`` stay usable.
