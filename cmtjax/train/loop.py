@@ -302,16 +302,25 @@ def train(method: Method, key: jax.Array, params: Any, *,
       for prev, r in zip(records, records[1:]) if "step_seconds" in r.get("timing", {})]
   sitting_per_eval = []
 
+  def per_eval_seconds(compiled_too: bool) -> Optional[float]:
+    """Typical (median) seconds per target evaluation of the steps so far, None before any;
+    a planned run uses its latest steps only. ``compiled_too``: fall back on the sitting's
+    first step (which compiled) while there is no other."""
+    seen = restored_per_eval + sitting_per_eval[1:]
+    if not seen and compiled_too:
+      seen = sitting_per_eval[:1]
+    if plan_to_time_limit:
+      seen = seen[-_PLAN_WINDOW:]
+    return float(np.median(seen)) if seen else None
+
   def out_of_time(next_cost: int) -> bool:
     """Whether the next step, at the typical time per evaluation, would end past the limit
     (the same answer on every process of a multi-process run: process 0's)."""
     if max_training_seconds is None:
       return False
-    seen = restored_per_eval + sitting_per_eval[1:] or sitting_per_eval[:1]
-    if plan_to_time_limit:  # the estimate the plan uses (its latest steps)
-      seen = seen[-_PLAN_WINDOW:]
-    if seen:
-      up = host["wall_seconds"] + float(np.median(seen)) * next_cost > max_training_seconds
+    per_eval = per_eval_seconds(compiled_too=True)
+    if per_eval is not None:
+      up = host["wall_seconds"] + per_eval * next_cost > max_training_seconds
     else:
       up = host["wall_seconds"] >= max_training_seconds
     if jax.process_count() > 1:
@@ -322,10 +331,10 @@ def train(method: Method, key: jax.Array, params: Any, *,
   def plan_to_time(state, first: bool):
     """The state planning for the target evaluations that fit in the time left (the first
     time in a sitting: set; later: only lowered, when the run would end past the limit)."""
-    seen = (restored_per_eval + sitting_per_eval[1:])[-_PLAN_WINDOW:]
-    if not plan_to_time_limit or not seen:
+    per_eval = per_eval_seconds(compiled_too=False) if plan_to_time_limit else None
+    if per_eval is None:
       return state, first
-    per_eval = max(float(np.median(seen)), 1e-12)
+    per_eval = max(per_eval, 1e-12)
     left = max_training_seconds - host["wall_seconds"]
     planned = new = host["planned_evals"]
     if first or host["wall_seconds"] + per_eval * (planned - host["target_evals"]) > (
