@@ -88,6 +88,9 @@ COLUMNS = (
     ("energy_w1_capped", "energy W1 capped", ".2g"),
     ("energy_above_reference_fraction", "above ref. energies", ".2g"),
     ("chirality_error_rate", "wrong chirality", ".2g"),
+    # Configurations with a cis peptide bond: the reweighted model beside the reference.
+    ("cis_peptide_fraction_reweighted", "cis peptide reweighted", ".2g"),
+    ("cis_peptide_fraction_reference", "cis peptide ref.", ".2g"),
 )
 SUMMARY_KEYS = tuple(c[0] for c in COLUMNS) + ("log_z_error", "ais_log_z_error",
                                                 "compile_seconds", "n_steps")

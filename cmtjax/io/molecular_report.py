@@ -8,7 +8,8 @@ to the run's other outputs:
   samples.dcd/.pdb   model samples (canonical frame, nm) as a trajectory mdtraj, VMD, PyMOL read
 
 and returns the figures of ``cmtjax.metrics.molecular_figures`` (EUBO, NLL, forward ESS,
-Ramachandran TV / KL plain and reweighted, energy W1 / W2, torus W2, chirality error rate)
+Ramachandran TV / KL plain and reweighted, energy W1 / W2, torus W2, chirality error rate,
+cis peptide bonds)
 plus, for alanine dipeptide, the basin populations of the reweighted model and the reference
 (``basins_*``) and, for peptides of several residues, each residue's populations in the same
 basins (``basins_*_per_pair``: model, reweighted model, reference).
@@ -23,7 +24,8 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 
-from cmtjax.metrics.molecular import backbone_angles, chirality_error_rate, molecular_figures
+from cmtjax.metrics.molecular import (backbone_angles, chirality_error_rate, cis_peptide_bonds,
+                                      molecular_figures)
 from cmtjax.metrics.weights import normalised_weights
 from cmtjax.sampling.chunks import draw_in_chunks, map_in_chunks
 
@@ -148,6 +150,15 @@ def molecular_report(
   if reference is None:
     figures["chirality_error_rate"] = chirality_error_rate(x, spec.chiral_centres,
                                                            spec.chirality)
+    cis = cis_peptide_bonds(x, top)  # the model's share of cis peptide bonds, as with one
+    w_all = np.asarray(normalised_weights(log_w), np.float64)
+    for sfx, w in (("", None), ("_reweighted", w_all if w_all.sum() > 0 else None)):
+      ok = min(cis.shape) > 0 and (sfx == "" or w is not None)  # NaN: no bond or no weight
+      figures[f"cis_peptide_fraction{sfx}"] = (
+          float(np.average(cis.any(axis=1), weights=w)) if ok else float("nan"))
+      figures[f"cis_peptide_fraction{sfx}_per_bond"] = [
+          float(np.average(cis[:, k], weights=w)) if ok else float("nan")
+          for k in range(cis.shape[1])]
   else:
     x_ref = np.asarray(reference, np.float32)
     e_ref = map_in_chunks(spec.energy, x_ref, chunk)

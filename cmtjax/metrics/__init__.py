@@ -1,5 +1,5 @@
 """Metrics: ESS, log Z estimates and evidence bounds, mode coverage, molecular figures
-(Ramachandran, energy and torus distances, chirality), and :func:`evaluate`.
+(Ramachandran, energy and torus distances, chirality, cis peptide bonds), and :func:`evaluate`.
 
 Log weights are log w = log p̃(x) - log q(x); ESS is a fraction in [0, 1]; non-finite log
 weights are dropped (and counted by :func:`count_nonfinite`).
@@ -28,6 +28,7 @@ from cmtjax.metrics.molecular import (
     EnergyDistance,
     backbone_angles,
     chirality_error_rate,
+    cis_peptide_bonds,
     energy_above_reference,
     energy_distance,
     molecular_figures,
@@ -49,6 +50,7 @@ __all__ = [
     "aldp_basin_populations_by_block",
     "backbone_angles",
     "chirality_error_rate",
+    "cis_peptide_bonds",
     "count_nonfinite",
     "elbo",
     "energy_above_reference",

@@ -1,5 +1,6 @@
 """Checks of a finished run that a high ESS can hide: missing modes, a log Z off by more than
-its statistical error, a path that never reached the target, wrong-handed molecules.
+its statistical error, a path that never reached the target, wrong-handed molecules, a cis
+peptide isomer the reference holds and the model misses.
 
 Reverse ESS is measured on the model's own samples, so it cannot see a mode the model never
 visits; where log Z is known, a missing mode shows as a log Z error of about log(1 − its
@@ -14,6 +15,9 @@ from typing import Any, Optional
 # which float32 sums over ~1e5 weights can reach).
 LOG_Z_SIGMAS = 3.0
 LOG_Z_FLOOR = 1e-3
+# A peptide bond whose cis isomer the reference holds and the reweighted model samples at
+# under this share of the reference's population: the flow misses the isomer.
+CIS_MISSED = 0.01
 
 
 def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None,
@@ -22,7 +26,8 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None,
 
   Args:
     metrics: the run's metrics (``modes_covered``/``n_modes``, ``log_z_error``/``log_z_se``,
-      ``target_reached_at_step`` for CMT, ``chirality_error_rate`` for molecules,
+      ``target_reached_at_step`` for CMT, ``chirality_error_rate`` and the
+      ``cis_peptide_fraction_*_per_bond`` lists for molecules,
       ``stopped_at_time_limit`` with ``max_training_minutes`` and ``max_target_evals``,
       ``planned_target_evals`` of a run planned to its time limit;
       each check runs only when its figures are there).
@@ -71,4 +76,13 @@ def run_warnings(metrics: dict[str, Any], final_beta: Optional[float] = None,
   rate = metrics.get("chirality_error_rate")
   if rate:
     out.append(f"{rate:.2%} of the samples have a wrong-handed stereocentre")
+  ref_cis = metrics.get("cis_peptide_fraction_reference_per_bond") or []
+  model_cis = metrics.get("cis_peptide_fraction_reweighted_per_bond") or []
+  for k, (ref, model) in enumerate(zip(ref_cis, model_cis)):
+    if ref > 0 and model < CIS_MISSED * ref:  # NaN (no weights) is not reported
+      n = round(ref * metrics["n_ref"]) if metrics.get("n_ref") else None
+      seen = "" if n is None else f" ({n} frame{'' if n == 1 else 's'})"
+      out.append(f"peptide bond {k + 1}: {ref:.2g} of the reference is cis{seen}, the "
+                 f"reweighted model {model:.2g}: the flow misses the cis isomer (forward ESS "
+                 f"and EUBO suffer, reverse ESS cannot see it)")
   return out

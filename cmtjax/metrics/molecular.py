@@ -1,4 +1,5 @@
-"""Molecular metrics: Ramachandran histograms, energy and torus distances, chirality errors.
+"""Molecular metrics: Ramachandran histograms, energy and torus distances, chirality errors,
+cis peptide bonds.
 
 Host-side NumPy (float64) functions on batches of samples, vectorised over samples and
 backbone pairs; :func:`molecular_figures` computes every molecular figure of CMT.md §7 at once.
@@ -430,6 +431,32 @@ def torus_w2(model_angles, ref_angles, weights=None, n: int = 1000, seed: int = 
   return float(np.mean(values))
 
 
+def cis_peptide_bonds(x, top: MolecularTopology, chunk: int = 65536) -> np.ndarray:
+  """Which peptide bonds of every configuration are cis (|ω| < 90°).
+
+  Args:
+    x: [n, 3 * n_atoms] positions in nm.
+    top: the molecule's topology (bonds from
+      :func:`~cmtjax.targets.molecules.topology.peptide_bonds`).
+    chunk: configurations per call.
+
+  Returns:
+    [n, n_bonds] bool.
+  """
+  from cmtjax.sampling.chunks import map_in_chunks
+  from cmtjax.targets.molecules.topology import dihedral_angles, peptide_bonds
+
+  x = np.asarray(x)
+  idx = peptide_bonds(top)
+  if x.ndim != 2 or x.shape[1] != 3 * top.n_atoms:
+    raise ValueError(f"x must be [n, {3 * top.n_atoms}] for {top.n_atoms} atoms, "
+                     f"got shape {x.shape}")
+  if x.shape[0] == 0 or idx.shape[0] == 0:
+    return np.zeros((x.shape[0], idx.shape[0]), bool)
+  omega = map_in_chunks(lambda xb: dihedral_angles(jnp.asarray(xb), idx), x, chunk)
+  return np.abs(np.asarray(omega, np.float64)) < np.pi / 2
+
+
 def chirality_error_rate(x, centres: np.ndarray, reference_signs) -> float:
   """Fraction of configurations with at least one mirrored stereocentre.
 
@@ -514,7 +541,11 @@ def molecular_figures(
     ``energy_w1[_reweighted]``, ``energy_w2[_reweighted]``, ``energy_w1_capped`` and
     ``energy_above_reference_fraction`` (:func:`energy_above_reference`),
     ``torus_w2[_reweighted]``,
-    ``chirality_error_rate``; int counts ``n_wrong_chirality``, ``n_ref_outside_support``,
+    ``chirality_error_rate``, ``cis_peptide_fraction`` (configurations with a cis peptide
+    bond, :func:`cis_peptide_bonds`), ``cis_peptide_fraction_reweighted`` and
+    ``cis_peptide_fraction_reference`` (of the reference samples ``x_ref``), each with a
+    ``_per_bond`` list; int counts ``n_ref_cis_peptide``, ``n_wrong_chirality``,
+    ``n_ref_outside_support``,
     ``n_ref_nonfinite``, ``n_model_nonfinite_log_w``, ``n_model``, ``n_ref``,
     ``n_ref_forward`` (the reference samples of the forward figures). Figures that
     cannot be computed (no sample left) are NaN.
@@ -602,6 +633,21 @@ def molecular_figures(
           if kind == "":
             fig[f"ramachandran_tv{sfx}_floor_reference_per_pair"] = d.get(
                 "tv_floor_reference_per_pair", [])
+
+  # Peptide bonds: the share of configurations with a cis bond (any; and per bond), a rare
+  # isomer that a flow can miss while every backbone figure looks right.
+  cis_model = cis_peptide_bonds(x_model[keep], top)
+  cis_ref = cis_peptide_bonds(x_ref, top)
+  share = lambda c, w=None: (  # noqa: E731  (NaN: no peptide bond, no sample or no weight)
+      float(np.average(c, weights=w))
+      if min(cis_ref.shape[1], c.size) > 0 and (w is None or w.sum() > 0) else nan)
+  for sfx, c, w in (("", cis_model, None), ("_reweighted", cis_model, w_bar if has_w else None),
+                    ("_reference", cis_ref, None)):
+    missing = sfx == "_reweighted" and not has_w
+    fig[f"cis_peptide_fraction{sfx}"] = nan if missing else share(c.any(axis=1), w)
+    fig[f"cis_peptide_fraction{sfx}_per_bond"] = [
+        nan if missing else share(c[:, k], w) for k in range(c.shape[1])]
+  fig["n_ref_cis_peptide"] = int(cis_ref.any(axis=1).sum())
 
   plain = energy_distance(e_model[keep], e_ref)
   rew = energy_distance(e_model[keep], e_ref, w_bar) if has_w else EnergyDistance(nan, nan)

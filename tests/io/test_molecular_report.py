@@ -32,6 +32,11 @@ def test_report_without_reference_set(tmp_path, monkeypatch):
                           jax.random.PRNGKey(0), 64, str(tmp_path), chunk=32)
   assert figs["reference"] is None
   assert figs["chirality_error_rate"] == 0.0
+  # The model's cis peptide bonds need no reference: none in the jittered all-trans structure
+  # (six peptide bonds from ACE to NME).
+  assert figs["cis_peptide_fraction"] == figs["cis_peptide_fraction_reweighted"] == 0.0
+  assert figs["cis_peptide_fraction_per_bond"] == [0.0] * 6
+  assert "cis_peptide_fraction_reference" not in figs
   assert "eubo" not in figs
   # A peptide: every residue's basin populations, plain and reweighted (no reference here).
   n_pairs = len(figs["basins_model_per_pair"])

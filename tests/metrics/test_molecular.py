@@ -1,4 +1,5 @@
-"""Molecular metrics: Ramachandran TV/KL, energy and torus distances, chirality, figures."""
+"""Molecular metrics: Ramachandran TV/KL, energy and torus distances, chirality, cis peptide
+bonds, figures."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from cmtjax.metrics import (
     backbone_angles,
     chirality_error_rate,
+    cis_peptide_bonds,
     energy_above_reference,
     energy_distance,
     molecular_figures,
@@ -211,6 +213,66 @@ def test_chirality_of_mirror_images(aldp):
     assert chirality_error_rate(np.concatenate([x, -x, x, x]), centres, signs) == 0.25
 
 
+def _cis_at_nme(top, x):
+  """x with the NME cap turned by 180° about its peptide bond C(Ala)-N(Nme): that bond cis."""
+  pos = x.reshape(len(x), -1, 3).copy()
+  c, n = top.find(1, "C"), top.find(2, "N")
+  axis = (pos[:, n] - pos[:, c]) / np.linalg.norm(pos[:, n] - pos[:, c], axis=-1,
+                                                   keepdims=True)
+  cap = np.asarray(top.residue_index) == 2
+  rel = pos[:, cap] - pos[:, n, None]
+  # Rodrigues' rotation by π: v -> 2 (v·k) k - v.
+  pos[:, cap] = pos[:, n, None] + 2 * np.sum(rel * axis[:, None], -1, keepdims=True) * (
+      axis[:, None]) - rel
+  return pos.reshape(len(x), -1)
+
+
+def test_cis_peptide_bonds_of_a_turned_cap(aldp):
+  from cmtjax.targets.molecules.topology import peptide_bonds
+
+  top, x = aldp
+  names = [[(top.residue_names[i], top.atom_names[i]) for i in row] for row in peptide_bonds(top)]
+  assert names == [[("ACE", "CH3"), ("ACE", "C"), ("ALA", "N"), ("ALA", "CA")],
+                   [("ALA", "CA"), ("ALA", "C"), ("NME", "N"), ("NME", "C")]]
+  x_cis = _cis_at_nme(top, x)
+  np.testing.assert_array_equal(cis_peptide_bonds(np.concatenate([x, x_cis]), top),
+                                [[False, False], [False, True]])
+  # Bond lengths and the backbone pair are untouched by the turn.
+  np.testing.assert_allclose(backbone_angles(x_cis, top)[0, 0, 0],
+                             backbone_angles(x, top)[0, 0, 0], atol=1e-9)
+  assert cis_peptide_bonds(x[:0], top).shape == (0, 2)
+  with pytest.raises(ValueError, match="must be"):
+    cis_peptide_bonds(x[:, :-3], top)
+
+
+def test_cis_figures_count_the_isomer_plain_reweighted_and_in_the_reference(aldp):
+  from cmtjax.metrics import run_warnings
+
+  top, x0 = aldp
+  rng = np.random.default_rng(3)
+  jitter = lambda n: 0.002 * rng.normal(size=(n, x0.shape[1]))  # noqa: E731
+  x_cis = _cis_at_nme(top, x0)
+  # Reference: 1 cis frame in 10. Model: 4 cis samples in 20, carrying a tenth of the weight.
+  x_ref = np.concatenate([x0 + jitter(9), x_cis + jitter(1)])
+  x_model = np.concatenate([x0 + jitter(16), x_cis + jitter(4)])
+  log_w = np.log(np.concatenate([np.full(16, 0.9 / 16), np.full(4, 0.1 / 4)]))
+  e_ref, e_model = np.zeros(10), np.zeros(20)
+  fig = molecular_figures(x_model, log_w, e_model, x_ref, -e_ref, -e_ref, e_ref, top,
+                          torus_n=10)
+  assert fig["cis_peptide_fraction"] == pytest.approx(0.2)
+  assert fig["cis_peptide_fraction_per_bond"] == [0.0, pytest.approx(0.2)]
+  assert fig["cis_peptide_fraction_reweighted"] == pytest.approx(0.1)
+  assert fig["cis_peptide_fraction_reference_per_bond"] == [0.0, pytest.approx(0.1)]
+  assert fig["n_ref_cis_peptide"] == 1
+  assert not any("cis" in w for w in run_warnings(fig))
+  # A flow that samples the isomer at a negligible weight misses it: a warning says so.
+  log_w[16:] = -40.0
+  fig = molecular_figures(x_model, log_w, e_model, x_ref, -e_ref, -e_ref, e_ref, top,
+                          torus_n=10)
+  (w,) = [w for w in run_warnings(fig) if "cis" in w]
+  assert w.startswith("peptide bond 2: 0.1 of the reference is cis (1 frame)")
+
+
 def test_backbone_angles_of_mirror(aldp):
   top, x = aldp
   a = backbone_angles(np.concatenate([x, -x]), top)
@@ -252,6 +314,8 @@ def test_molecular_figures_synthetic(aldp):
   expected_keys |= {f"ramachandran_tv{k}{b}_floor_model_per_pair" for k in ("", "_reweighted")
                     for b in ("", "_36")}
   expected_keys |= {f"ramachandran_tv{b}_floor_reference_per_pair" for b in ("", "_36")}
+  cis = {f"cis_peptide_fraction{k}" for k in ("", "_reweighted", "_reference")}
+  expected_keys |= cis | {f"{n}_per_bond" for n in cis} | {"n_ref_cis_peptide"}
   assert set(fig) == expected_keys
   assert fig["n_ref_outside_support"] == 7
   assert fig["n_ref_nonfinite"] == 7
@@ -273,7 +337,9 @@ def test_molecular_figures_synthetic(aldp):
   assert fig["ramachandran_tv_reweighted"] <= 2 / (m - 2) + 1e-9
   assert fig["energy_w1_reweighted"] < 1.0
   assert all(isinstance(v, (int, float)) or (k.endswith("_per_pair") and len(v) == 1)
-             for k, v in fig.items())
+             or (k.endswith("_per_bond") and len(v) == 2) for k, v in fig.items())
+  assert fig["cis_peptide_fraction_reference"] == fig["cis_peptide_fraction"] == 0.0
+  assert fig["n_ref_cis_peptide"] == 0
   # Forward figures on a subset of the reference (frames a forward-KL flow never saw): the
   # same as on that subset alone; the Ramachandran and energy figures still use every frame.
   held = np.arange(m) % 2 == 1

@@ -19,7 +19,7 @@ from cmtjax.targets.molecules.systems import (DATA_DIR, MOLECULAR_SYSTEMS, Molec
 from cmtjax.targets.molecules.topology import (MolecularTopology, backbone_dihedral_pairs,
                                                chiral_centres, chirality_signs,
                                                dihedral_angles, load_topology,
-                                               wrong_chirality)
+                                               peptide_bonds, wrong_chirality)
 from cmtjax.metrics.basins import aldp_basin_populations
 from cmtjax.targets.molecules.reference import load_reference, load_reference_set
 from cmtjax.targets.molecules.zmatrix import ZMatrix, build_zmatrix
@@ -47,6 +47,7 @@ __all__ = [
   "load_reference",
   "load_reference_set",
   "load_topology",
+  "peptide_bonds",
   "wrong_chirality",
   "ONE_4PI_EPS0",
   "angle_energy",

@@ -1,4 +1,5 @@
-"""What a molecule's topology says: atoms, bonds, backbone dihedrals, chiral centres.
+"""What a molecule's topology says: atoms, bonds, backbone dihedrals, peptide bonds, chiral
+centres.
 
 Read once from a PDB (OpenMM's reader, which also adds the standard residue bonds), held as
 plain NumPy arrays, so that everything downstream (internal coordinates, Ramachandran metrics,
@@ -107,6 +108,35 @@ def backbone_dihedral_pairs(top: MolecularTopology) -> tuple[np.ndarray, np.ndar
     phis.append((c_prev, n, ca, c))
     psis.append((n, ca, c, n_next))
   return np.asarray(phis, np.int32).reshape(-1, 4), np.asarray(psis, np.int32).reshape(-1, 4)
+
+
+def peptide_bonds(top: MolecularTopology) -> np.ndarray:
+  """The ω dihedral of every peptide bond C(r)-N(r+1): [n_bonds, 4] atom indices.
+
+  ω = CA(r)-C(r)-N(r+1)-CA(r+1); a cap has no CA, so its carbon bonded to the peptide atom
+  stands in (ACE's CH3, NME's methyl carbon). trans is ω ≈ 180°, cis ω ≈ 0°. Residue pairs
+  without both C(r) and N(r+1) bonded to each other (e.g. two molecules) are skipped.
+  """
+  nb = top.neighbours()
+
+  def carbon_beside(atom: int, other: int, residue: int) -> int | None:
+    ca = top.find(residue, "CA")
+    if ca is not None:
+      return ca
+    for j in nb[atom]:  # the cap's carbon: bonded to the peptide atom, not the other one
+      if j != other and top.elements[j] == "C":
+        return j
+    return None
+
+  rows = []
+  for r in range(top.n_residues - 1):
+    c, n = top.find(r, "C"), top.find(r + 1, "N")
+    if c is None or n is None or n not in nb[c]:
+      continue
+    before, after = carbon_beside(c, n, r), carbon_beside(n, c, r + 1)
+    if before is not None and after is not None:
+      rows.append((before, c, n, after))
+  return np.asarray(rows, np.int32).reshape(-1, 4)
 
 
 def chiral_centres(top: MolecularTopology) -> np.ndarray:
