@@ -1,5 +1,5 @@
 """One line of figures per finished run folder (reverse and forward ESS, evidence, Ramachandran
-TV with its floors, basins, chirality, cost), as a Markdown table: the rows of the per-seed
+TV with its floors, basins, chirality, cis peptide bonds, cost), as a Markdown table: the rows of the per-seed
 tables in docs/molecules.md.
 
   .venv/bin/python benchmarks/run_summary.py runs/aldp_s1 benchmarks/results/aldp_refine_tr_s0
@@ -55,6 +55,8 @@ def summary_row(folder: str, time_log: str = "") -> dict:
       "phi_pos_rew": rew.get("phi_pos"), "phi_pos_ref": ref.get("phi_pos"),
       "beta_rew": rew.get("beta_C5"), "alphaR_rew": rew.get("alphaR"),
       "chirality_error_rate": m.get("chirality_error_rate"),
+      "cis_rew": m.get("cis_peptide_fraction_reweighted"),
+      "cis_ref": m.get("cis_peptide_fraction_reference"),
       "wall_s": t.get("total_seconds"), "train_s": t.get("training_seconds"),
       # a `time -v` log if given, else the run's own figure (runs since it was recorded)
       "peak_gb": _peak_gb(time_log) or t.get("process_peak_rss_gb"),
@@ -66,7 +68,8 @@ def markdown(rows: list[dict]) -> str:
   head = ("| run | seed | evals | target at step | reverse ESS (repeats); clipped "
           "| forward ESS (without the top frame; its log-weight excess) "
           "| log Z rev / fwd; EUBO | Ram. TV 36² plain / rew. (floors ref, model) "
-          "| φ>0 rew. (ref) | β / αR rew. | wrong-handed | wall s (train) |")
+          "| φ>0 rew. (ref) | β / αR rew. | wrong-handed | cis peptide rew. (ref) "
+          "| wall s (train) |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for r in rows:
     reps = ", ".join(_fmt(v) for v in (r["reverse_ess_repeats"] or []))
@@ -79,6 +82,7 @@ def markdown(rows: list[dict]) -> str:
         f"({_fmt(r['tv36_floor_ref'])}, {_fmt(r['tv36_floor_model'])}) "
         f"| {_fmt(r['phi_pos_rew'], '.4f')} ({_fmt(r['phi_pos_ref'], '.4f')}) "
         f"| {_fmt(r['beta_rew'])} / {_fmt(r['alphaR_rew'])} | {_fmt(r['chirality_error_rate'], 'g')} "
+        f"| {_fmt(r['cis_rew'], '.2g')} ({_fmt(r['cis_ref'], '.2g')}) "
         f"| {_fmt(r['wall_s'], '.0f')} ({_fmt(r['train_s'], '.0f')}) |")
   return "\n".join(lines)
 

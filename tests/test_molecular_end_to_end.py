@@ -26,7 +26,8 @@ def test_tiny_cmt_run_on_alanine_dipeptide(tmp_path):
   assert m["chirality_error_rate"] == 0.0
   assert m["reference"] is not None  # the shipped reference set
   for key in ("eubo", "nll", "forward_ess", "ramachandran_tv", "ramachandran_tv_reweighted",
-              "ramachandran_kl", "energy_w1", "torus_w2", "basins_reference"):
+              "ramachandran_kl", "energy_w1", "torus_w2", "basins_reference",
+              "cis_peptide_fraction_reweighted", "cis_peptide_fraction_reference"):
     assert key in m, key
   assert 0.0 <= m["ramachandran_tv"] <= 1.0
   assert np.isfinite(m["eubo"]) and np.isfinite(m["nll"])
