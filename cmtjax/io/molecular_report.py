@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from cmtjax.metrics.molecular import (backbone_angles, chirality_error_rate, cis_peptide_bonds,
-                                      molecular_figures)
+                                      cis_peptide_shares, molecular_figures)
 from cmtjax.metrics.weights import normalised_weights
 from cmtjax.sampling.chunks import draw_in_chunks, map_in_chunks
 
@@ -151,14 +151,9 @@ def molecular_report(
     figures["chirality_error_rate"] = chirality_error_rate(x, spec.chiral_centres,
                                                            spec.chirality)
     cis = cis_peptide_bonds(x, top)  # the model's share of cis peptide bonds, as with one
-    w_all = np.asarray(normalised_weights(log_w), np.float64)
-    for sfx, w in (("", None), ("_reweighted", w_all if w_all.sum() > 0 else None)):
-      ok = min(cis.shape) > 0 and (sfx == "" or w is not None)  # NaN: no bond or no weight
-      figures[f"cis_peptide_fraction{sfx}"] = (
-          float(np.average(cis.any(axis=1), weights=w)) if ok else float("nan"))
-      figures[f"cis_peptide_fraction{sfx}_per_bond"] = [
-          float(np.average(cis[:, k], weights=w)) if ok else float("nan")
-          for k in range(cis.shape[1])]
+    for sfx, w in (("", None), ("_reweighted", normalised_weights(log_w))):
+      figures[f"cis_peptide_fraction{sfx}"], figures[f"cis_peptide_fraction{sfx}_per_bond"] = (
+          cis_peptide_shares(cis, w))
   else:
     x_ref = np.asarray(reference, np.float32)
     e_ref = map_in_chunks(spec.energy, x_ref, chunk)

@@ -457,6 +457,24 @@ def cis_peptide_bonds(x, top: MolecularTopology, chunk: int = 65536) -> np.ndarr
   return np.abs(np.asarray(omega, np.float64)) < np.pi / 2
 
 
+def cis_peptide_shares(cis: np.ndarray, weights=None) -> tuple[float, list[float]]:
+  """The share of configurations with a cis peptide bond, and the share per bond.
+
+  Args:
+    cis: [n, n_bonds] bool, :func:`cis_peptide_bonds`.
+    weights: [n] non-negative weights (None: equal).
+
+  Returns:
+    ``(any bond, [per bond])``; NaN where there is no bond, no configuration or no weight.
+  """
+  n, n_bonds = cis.shape
+  w = None if weights is None else np.asarray(weights, np.float64)
+  if n == 0 or n_bonds == 0 or (w is not None and not w.sum() > 0):
+    return float("nan"), [float("nan")] * n_bonds
+  return (float(np.average(cis.any(axis=1), weights=w)),
+          [float(np.average(cis[:, k], weights=w)) for k in range(n_bonds)])
+
+
 def chirality_error_rate(x, centres: np.ndarray, reference_signs) -> float:
   """Fraction of configurations with at least one mirrored stereocentre.
 
@@ -542,7 +560,7 @@ def molecular_figures(
     ``energy_above_reference_fraction`` (:func:`energy_above_reference`),
     ``torus_w2[_reweighted]``,
     ``chirality_error_rate``, ``cis_peptide_fraction`` (configurations with a cis peptide
-    bond, :func:`cis_peptide_bonds`), ``cis_peptide_fraction_reweighted`` and
+    bond, :func:`cis_peptide_shares`), ``cis_peptide_fraction_reweighted`` and
     ``cis_peptide_fraction_reference`` (of the reference samples ``x_ref``), each with a
     ``_per_bond`` list; int counts ``n_ref_cis_peptide``, ``n_wrong_chirality``,
     ``n_ref_outside_support``,
@@ -638,15 +656,11 @@ def molecular_figures(
   # isomer that a flow can miss while every backbone figure looks right.
   cis_model = cis_peptide_bonds(x_model[keep], top)
   cis_ref = cis_peptide_bonds(x_ref, top)
-  share = lambda c, w=None: (  # noqa: E731  (NaN: no peptide bond, no sample or no weight)
-      float(np.average(c, weights=w))
-      if min(cis_ref.shape[1], c.size) > 0 and (w is None or w.sum() > 0) else nan)
-  for sfx, c, w in (("", cis_model, None), ("_reweighted", cis_model, w_bar if has_w else None),
+  for sfx, c, w in (("", cis_model, None),
+                    ("_reweighted", cis_model, w_bar if has_w else np.zeros(len(cis_model))),
                     ("_reference", cis_ref, None)):
-    missing = sfx == "_reweighted" and not has_w
-    fig[f"cis_peptide_fraction{sfx}"] = nan if missing else share(c.any(axis=1), w)
-    fig[f"cis_peptide_fraction{sfx}_per_bond"] = [
-        nan if missing else share(c[:, k], w) for k in range(c.shape[1])]
+    fig[f"cis_peptide_fraction{sfx}"], fig[f"cis_peptide_fraction{sfx}_per_bond"] = (
+        cis_peptide_shares(c, w))
   fig["n_ref_cis_peptide"] = int(cis_ref.any(axis=1).sum())
 
   plain = energy_distance(e_model[keep], e_ref)
