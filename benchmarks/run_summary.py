@@ -1,6 +1,6 @@
 """One line of figures per finished run folder (reverse and forward ESS, evidence, Ramachandran
-TV with its floors, basins, chirality, cis peptide bonds, cost), as a Markdown table: the rows of the per-seed
-tables in docs/molecules.md.
+TV with its floors, basins, chirality, cis peptide bonds, cost), as a Markdown table: the rows
+of the per-seed tables in docs/molecules.md.
 
   .venv/bin/python benchmarks/run_summary.py runs/aldp_s1 benchmarks/results/aldp_refine_tr_s0
 

@@ -42,6 +42,15 @@ class EnergyDistance(NamedTuple):
   w2: float
 
 
+def _checked_positions(x, top: MolecularTopology) -> np.ndarray:
+  """``x`` as an array, after checking it is [n, 3 * n_atoms] for this molecule."""
+  x = np.asarray(x)
+  if x.ndim != 2 or x.shape[1] != 3 * top.n_atoms:
+    raise ValueError(f"x must be [n, {3 * top.n_atoms}] for {top.n_atoms} atoms, "
+                     f"got shape {x.shape}")
+  return x
+
+
 def backbone_angles(x, top: MolecularTopology, chunk: int = 65536) -> np.ndarray:
   """The (φ, ψ) of every backbone pair of every configuration.
 
@@ -57,10 +66,7 @@ def backbone_angles(x, top: MolecularTopology, chunk: int = 65536) -> np.ndarray
   from cmtjax.targets.molecules.topology import (backbone_dihedral_pairs, dihedral_angles,
                                                  wrap_angle)
 
-  x = np.asarray(x)
-  if x.ndim != 2 or x.shape[1] != 3 * top.n_atoms:
-    raise ValueError(f"x must be [n, {3 * top.n_atoms}] for {top.n_atoms} atoms, "
-                     f"got shape {x.shape}")
+  x = _checked_positions(x, top)
   phi_idx, psi_idx = backbone_dihedral_pairs(top)
   idx = np.concatenate([phi_idx, psi_idx])  # [2 n_pairs, 4]
   n_pairs = phi_idx.shape[0]
@@ -446,11 +452,8 @@ def cis_peptide_bonds(x, top: MolecularTopology, chunk: int = 65536) -> np.ndarr
   from cmtjax.sampling.chunks import map_in_chunks
   from cmtjax.targets.molecules.topology import dihedral_angles, peptide_bonds
 
-  x = np.asarray(x)
+  x = _checked_positions(x, top)
   idx = peptide_bonds(top)
-  if x.ndim != 2 or x.shape[1] != 3 * top.n_atoms:
-    raise ValueError(f"x must be [n, {3 * top.n_atoms}] for {top.n_atoms} atoms, "
-                     f"got shape {x.shape}")
   if x.shape[0] == 0 or idx.shape[0] == 0:
     return np.zeros((x.shape[0], idx.shape[0]), bool)
   omega = map_in_chunks(lambda xb: dihedral_angles(jnp.asarray(xb), idx), x, chunk)
