@@ -40,7 +40,9 @@ case "$cmd" in
     ;;
   test)
     setup
-    exec "$VENV/bin/python" -m pytest -q -n 2 "$@"
+    # --maxschedchunk 1: tests go out one by one in collection order, slow ones first
+    # (tests/conftest.py), so the long end-to-end runs spread over both workers.
+    exec "$VENV/bin/python" -m pytest -q -n 2 --maxschedchunk 1 "$@"
     ;;
   cmtjax)
     setup

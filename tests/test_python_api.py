@@ -25,6 +25,7 @@ def _readme_snippet() -> str:
   return m.group(1)
 
 
+@pytest.mark.slow
 def test_the_readme_snippet_runs_and_writes_the_run_folder(tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   namespace: dict = {}

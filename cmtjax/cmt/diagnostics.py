@@ -8,8 +8,9 @@ Both are computed on the step's own buffer, so they cost no target evaluations.
   * :func:`mode_diagnostics`: for targets with known modes, how many modes the buffer (q̂_i)
     and its weights (q_{i+1}) cover, and how many samples the sparsest mode holds;
   * :func:`basin_diagnostics`: for molecules, the share of the buffer (q̂_i) and of its
-    weights (q_{i+1}) with backbone φ > 0, per residue: the sparse basin an annealing run can
-    lose on the way (about 2–3 % of alanine at 300 K).
+    weights (q_{i+1}) with backbone φ > 0, per residue, and with a cis peptide bond, per
+    bond: the sparse states an annealing run can lose on the way (φ > 0 about 2–3 % of
+    alanine at 300 K, a cis bond 1e-4 to 1e-3).
 """
 
 from __future__ import annotations
@@ -116,28 +117,46 @@ def mode_diagnostics(target, buffer: Buffer, log_wbar: Array) -> ModeDiagnostics
 
 
 class BasinDiagnostics(NamedTuple):
-  """The φ > 0 basin of each backbone residue in a step ([n_pairs] arrays; [0] for targets
-  that are not molecules).
+  """The sparse states of a molecule in a step: the φ > 0 basin of each backbone residue
+  ([n_pairs] arrays) and the cis isomer of each peptide bond ([n_bonds] arrays); [0] arrays
+  for targets that are not molecules.
 
   Attributes:
     phi_pos_buffer: share of the buffer's samples (q̂_i) with φ ≥ 0, per residue.
     phi_pos_weighted: the same under the weights w̄ (q_{i+1}, what the fit is asked for).
+    cis_buffer: share of the buffer's samples with the peptide bond cis (|ω| < 90°,
+      :func:`~cmtjax.targets.molecules.topology.is_cis`), per bond (``peptide_bonds``
+      order). Times the buffer size it is the number of cis samples the fit sees: at 0 the
+      isomer is lost.
+    cis_weighted: the same under the weights w̄.
   """
 
   phi_pos_buffer: Array
   phi_pos_weighted: Array
+  cis_buffer: Array
+  cis_weighted: Array
 
 
 def basin_diagnostics(target, buffer: Buffer, log_wbar: Array) -> BasinDiagnostics:
   """:class:`BasinDiagnostics` of the buffer (padding and invalid rows never count)."""
+  from cmtjax.targets.molecules.topology import dihedral_angles, is_cis, peptide_bonds
   mol = target.molecule
-  if mol is None or np.asarray(mol.phi_idx).shape[0] == 0:
-    empty = jnp.zeros((0,), log_wbar.dtype)
-    return BasinDiagnostics(phi_pos_buffer=empty, phi_pos_weighted=empty)
-  from cmtjax.targets.molecules.topology import dihedral_angles
-  phi = dihedral_angles(buffer.x, np.asarray(mol.phi_idx))        # [N, n_pairs]
-  pos = ((phi >= 0) & buffer.valid[:, None]).astype(log_wbar.dtype)
+  empty = jnp.zeros((0,), log_wbar.dtype)
+  if mol is None:
+    return BasinDiagnostics(empty, empty, empty, empty)
+  valid = buffer.valid[:, None]
   n_valid = jnp.maximum(jnp.sum(buffer.valid), 1).astype(log_wbar.dtype)
   wbar = jnp.where(buffer.valid, jnp.exp(log_wbar), 0.0)
-  return BasinDiagnostics(phi_pos_buffer=jnp.sum(pos, axis=0) / n_valid,
-                          phi_pos_weighted=wbar @ pos / jnp.maximum(jnp.sum(wbar), 1e-30))
+  w_sum = jnp.maximum(jnp.sum(wbar), 1e-30)
+
+  def shares(indicator):  # [N, k] booleans -> (buffer share, weighted share), [k] each
+    hit = (indicator & valid).astype(log_wbar.dtype)
+    return jnp.sum(hit, axis=0) / n_valid, wbar @ hit / w_sum
+
+  phi_idx, bonds = np.asarray(mol.phi_idx), peptide_bonds(mol.topology)
+  phi_b, phi_w = (shares(dihedral_angles(buffer.x, phi_idx) >= 0) if phi_idx.shape[0]
+                  else (empty, empty))
+  cis_b, cis_w = (shares(is_cis(dihedral_angles(buffer.x, bonds)))
+                  if bonds.shape[0] else (empty, empty))
+  return BasinDiagnostics(phi_pos_buffer=phi_b, phi_pos_weighted=phi_w, cis_buffer=cis_b,
+                          cis_weighted=cis_w)

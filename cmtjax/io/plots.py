@@ -83,7 +83,8 @@ def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = 
   """The learned schedule: λ, η, α, β, step ESS, KL and entropy per annealing step.
 
   Requested values (what the dual chose on the buffer) are solid, realised values (what the
-  fitted flow achieved) dashed, bounds dotted.
+  fitted flow achieved) dashed, bounds dotted. Molecules get the φ > 0 share per residue and,
+  with peptide bonds, the cis share per bond (a fifth column).
   """
   steps = _column(records, "step")
   modes_b = _column(records, "modes_buffer")
@@ -91,8 +92,10 @@ def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = 
   # Molecules: the φ > 0 share per residue, [n_steps, n_pairs].
   phi_w = _per_component(records, "phi_pos_weighted")
   has_basins = phi_w is not None
-  wide = has_modes or has_basins
-  fig, axes = plt.subplots(2, 4 if wide else 3, figsize=(20 if wide else 15, 7.5))
+  cis_w = _per_component(records, "cis_weighted") if not has_modes else None
+  wide = has_modes or has_basins or cis_w is not None
+  n_cols = 3 + int(wide) + int(cis_w is not None)
+  fig, axes = plt.subplots(2, n_cols, figsize=(5 * n_cols, 7.5))
   ax = axes[0, 0]
   for key, label in (("lambda", "λ"), ("eta", "η")):
     v = _column(records, key)
@@ -140,17 +143,14 @@ def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = 
     axes[0, 3].legend()
   elif has_basins:
     ax = axes[0, 3]
-    phi_b = _per_component(records, "phi_pos_buffer")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for r in range(phi_w.shape[1]):
-      c = colors[r % len(colors)]
-      name = f"residue {r + 1}" if phi_w.shape[1] > 1 else "φ > 0"
-      ax.plot(steps, phi_w[:, r], color=c, label=f"{name} under w̄ (q_{{i+1}})")
-      if phi_b is not None:
-        ax.plot(steps, phi_b[:, r], "--", color=c, alpha=0.7)
+    _plot_shares(ax, steps, phi_w, _per_component(records, "phi_pos_buffer"), "residue")
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.set_title("share with backbone φ > 0 (dashed: buffer q̂_i)")
-    ax.legend(fontsize=8)
+  if cis_w is not None:
+    _plot_shares(axes[0, 4], steps, cis_w, _per_component(records, "cis_buffer"), "bond")
+    axes[0, 4].set_yscale("symlog", linthresh=1e-5)
+    axes[0, 4].set_title("share with a cis peptide bond (dashed: buffer q̂_i)")
+    axes[1, 4].axis("off")
   if wide:
     axes[1, 3].plot(steps, _column(records, "fit_kl"), label="KL(q_{i+1} ‖ fitted flow)")
     axes[1, 3].set_title("fit error")
@@ -158,6 +158,18 @@ def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = 
   for a in axes.ravel():
     a.set_xlabel("annealing step")
   return save_figure(fig, path, title, dpi=100)
+
+
+def _plot_shares(ax, steps, weighted: np.ndarray, buffer: Optional[np.ndarray],
+                 what: str) -> None:
+  """One colour per component (residue, bond): its share under w̄ solid, in the buffer dashed."""
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for r in range(weighted.shape[1]):
+    c = colors[r % len(colors)]
+    ax.plot(steps, weighted[:, r], color=c, label=f"{what} {r + 1} under w̄ (q_{{i+1}})")
+    if buffer is not None:
+      ax.plot(steps, buffer[:, r], "--", color=c, alpha=0.7)
+  ax.legend(fontsize=8)
 
 
 def _per_component(records: Sequence[dict], key: str) -> Optional[np.ndarray]:

@@ -243,7 +243,8 @@ class CMTInfo(NamedTuple):
   weights w̄ (q_{i+1}), and ``sparsest_mode_samples`` the buffer samples nearest to the
   least-sampled mode (a mode at 0 gets no weight in the fit); all −1 for other targets.
   For molecules, ``phi_pos_buffer`` and ``phi_pos_weighted`` are the shares of the buffer and
-  of w̄ with backbone φ ≥ 0, one per residue ([n_pairs]; [0] for other targets).
+  of w̄ with backbone φ ≥ 0, one per residue ([n_pairs]; [0] for other targets), and
+  ``cis_buffer`` and ``cis_weighted`` the same for a cis peptide bond, one per bond.
   """
 
   lam: Array
@@ -271,6 +272,8 @@ class CMTInfo(NamedTuple):
   sparsest_mode_samples: Array
   phi_pos_buffer: Array
   phi_pos_weighted: Array
+  cis_buffer: Array
+  cis_weighted: Array
   n_evals: Array
   eps_scale: Array
 

@@ -450,14 +450,14 @@ def cis_peptide_bonds(x, top: MolecularTopology, chunk: int = 65536) -> np.ndarr
     [n, n_bonds] bool.
   """
   from cmtjax.sampling.chunks import map_in_chunks
-  from cmtjax.targets.molecules.topology import dihedral_angles, peptide_bonds
+  from cmtjax.targets.molecules.topology import dihedral_angles, is_cis, peptide_bonds
 
   x = _checked_positions(x, top)
   idx = peptide_bonds(top)
   if x.shape[0] == 0 or idx.shape[0] == 0:
     return np.zeros((x.shape[0], idx.shape[0]), bool)
   omega = map_in_chunks(lambda xb: dihedral_angles(jnp.asarray(xb), idx), x, chunk)
-  return np.abs(np.asarray(omega, np.float64)) < np.pi / 2
+  return is_cis(np.asarray(omega, np.float64))
 
 
 def cis_peptide_shares(cis: np.ndarray, weights=None) -> tuple[float, list[float]]:

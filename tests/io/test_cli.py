@@ -15,6 +15,7 @@ TINY = ["--set", "cmt.n_samples=1000", "--set", "cmt.n_grad_steps=10", "--set",
         "--set", "eval.n_samples_during=1000", "--budget", "4000", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_train_writes_every_output_and_repeats_from_its_config(tmp_path, capsys):
   out = tmp_path / "run"
   assert main(["train", "--target", "double_well2d", "--method", "cmt", "--seed", "1",

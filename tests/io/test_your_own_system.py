@@ -39,6 +39,7 @@ def _error(capsys, argv) -> str:
   return err
 
 
+@pytest.mark.slow
 def test_a_capped_valine_dipeptide_from_its_pdb_with_amber14(tmp_path, capsys):
   out = tmp_path / "valdp"
   assert main(["train", "--target", VALDP, "--forcefield", "amber14-all.xml,implicit/obc2.xml",

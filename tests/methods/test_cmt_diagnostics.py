@@ -64,8 +64,9 @@ def test_mode_counts_of_the_buffer_match_a_recount_on_the_host(n_anneal):
 
 def test_phi_basin_shares_of_a_molecular_buffer_match_a_recount_on_the_host():
   """For a molecule, phi_pos_buffer is the buffer's share with backbone φ ≥ 0 per residue and
-  phi_pos_weighted the same share under w̄ (recomputed here from the returned multipliers);
-  targets without residues report empty arrays (left out of the step records)."""
+  phi_pos_weighted the same share under w̄ (recomputed here from the returned multipliers),
+  cis_buffer and cis_weighted the same for a cis peptide bond per bond; targets without
+  residues report empty arrays (left out of the step records)."""
   from cmtjax.cmt.dual import make_buffer
   from cmtjax.flows import flow_for_target
   from cmtjax.targets import make_target
@@ -96,6 +97,14 @@ def test_phi_basin_shares_of_a_molecular_buffer_match_a_recount_on_the_host():
   np.testing.assert_allclose(float(info.phi_pos_weighted[0]), np.sum(w * pos) / np.sum(w),
                              rtol=1e-4, atol=1e-7)
   assert info.phi_pos_buffer.shape == (1,) and info.phi_pos_weighted.shape == (1,)
-  # No residues: empty.
+  # Cis peptide bonds (ACE-ALA, ALA-NME), recounted with the metrics' own function.
+  from cmtjax.metrics import cis_peptide_bonds
+  cis = cis_peptide_bonds(np.asarray(x), target.molecule.topology) & valid[:, None]
+  assert cis.shape[1] == 2 and 0 < cis.sum() < valid.sum()  # a non-trivial check
+  np.testing.assert_allclose(np.asarray(info.cis_buffer), cis.sum(0) / valid.sum(), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(info.cis_weighted), w @ cis / np.sum(w), rtol=1e-4,
+                             atol=1e-7)
+  # No residues, no peptide bonds: empty.
   _, plain = _one_step(0)
   assert plain.phi_pos_buffer.shape == (0,) and plain.phi_pos_weighted.shape == (0,)
+  assert plain.cis_buffer.shape == (0,) and plain.cis_weighted.shape == (0,)

@@ -114,6 +114,7 @@ def test_ess_curve_carries_the_training_time_of_its_steps(tmp_path):
   assert os.path.getsize(path) > 1000
 
 
+@pytest.mark.slow
 def test_parallel_runs_keep_the_fixed_schedule_after_its_cmt_run(tmp_path):
   """--jobs 2: runs in worker processes, a fixed schedule still takes cmt's step count."""
   import json
@@ -317,6 +318,7 @@ def test_grid_summaries_and_tables():
   assert cfg.method == "cmt" and cfg.method_config.path == "geometric" and cfg.seed == 3
 
 
+@pytest.mark.slow
 def test_ablation_tiny_grid_and_skip_done(tmp_path):
   """ablation.py: fixed_geometric takes its steps from the cmt run; --skip-done reuses both."""
   import json

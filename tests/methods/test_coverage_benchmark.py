@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 _PATH = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "coverage.py")
 
 
@@ -30,6 +32,7 @@ def test_target_specs_expand_to_every_combination():
   assert not cov.covered({"modes_covered": 3, "n_modes": 4, "log_z_error": 0.0}, 0.02)
 
 
+@pytest.mark.slow
 def test_a_tiny_grid_writes_one_row_per_run(tmp_path):
   res = tmp_path / "res"
   cmd = [sys.executable, _PATH, "--targets", "gmm16:dim=2,seed=0/1", "--seeds", "0",

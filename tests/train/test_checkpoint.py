@@ -37,6 +37,7 @@ def _jsonl(path):
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in f]
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_bitwise(tmp_path):
   ref, killed = tmp_path / "ref", tmp_path / "killed"
   env = dict(os.environ, JAX_PLATFORMS="cpu")

@@ -75,6 +75,7 @@ def _four_device_run():
   return json.loads(line[len("RESULT"):])
 
 
+@pytest.mark.slow
 def test_four_simulated_devices():
   """One subprocess (~60 s, mostly compilation) serves three checks; as one test it runs
   once, where a module fixture would run once per xdist worker."""

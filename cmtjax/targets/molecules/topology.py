@@ -139,6 +139,12 @@ def peptide_bonds(top: MolecularTopology) -> np.ndarray:
   return np.asarray(rows, np.int32).reshape(-1, 4)
 
 
+def is_cis(omega):
+  """A peptide bond is cis when its ω dihedral (radians) is within 90° of 0 (trans: 180°).
+  Works on NumPy and JAX arrays alike."""
+  return abs(omega) < 0.5 * np.pi
+
+
 def chiral_centres(top: MolecularTopology) -> np.ndarray:
   """The C-alpha stereocentres: [n_centres, 4] indices (CA, N, C, CB) of non-glycine residues."""
   rows = []
