@@ -45,8 +45,13 @@ def test_a_capped_valine_dipeptide_from_its_pdb_with_amber14(tmp_path, capsys):
   assert main(["train", "--target", VALDP, "--forcefield", "amber14-all.xml,implicit/obc2.xml",
                "--out", str(out), *TINY_MOLECULE]) == 0
   for name in ("config.json", "metrics.json", "steps.jsonl", "params.msgpack", "samples.npz",
-               "samples.dcd", "samples.pdb", "ramachandran.png", "energies.png", "samples.png"):
+               "samples.dcd", "samples.pdb", "ramachandran.png", "energies.png", "samples.png",
+               "schedule.png"):
     assert (out / name).is_file(), name
+  # Each step logs its sparse states: φ > 0 of the one residue, cis of both peptide bonds.
+  first = json.loads((out / "steps.jsonl").read_text().splitlines()[0])
+  assert len(first["phi_pos_weighted"]) == 1
+  assert len(first["cis_buffer"]) == 2 and len(first["cis_weighted"]) == 2
   config = json.loads((out / "config.json").read_text())
   assert config["target"] == VALDP  # absolute: the folder can be resumed from anywhere
   assert config["target_kwargs"]["forcefield_files"] == ["amber14-all.xml", "implicit/obc2.xml"]
