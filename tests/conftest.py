@@ -20,9 +20,11 @@ inherit; it is removed when that process ends, so each session starts cold, as C
 cut tests/io/test_cli.py from 96 to 69 s on 2 cores. ``CMTJAX_TEST_NO_CACHE=1`` turns it off;
 a cache folder set outside is kept as it is.
 
-Tests marked ``slow`` (end-to-end runs of half a minute to a few minutes) are collected first:
-pytest-xdist hands tests out in collection order, so the long ones start at once on separate
-workers instead of one of them starting last and running alone.
+Tests marked ``slow`` (end-to-end runs of half a minute to a few minutes) are collected first.
+With ``--maxschedchunk 1`` (``dev.sh test`` passes it) pytest-xdist hands tests out one at a
+time in collection order, so the long ones start at once on separate workers instead of one of
+them starting last and running alone. Without it xdist sends each worker a contiguous first
+chunk, and the slow tests would mostly share one worker.
 """
 
 from __future__ import annotations
