@@ -196,3 +196,37 @@ def dual_value(buffer: Buffer, lam: Array, eta: Array, eps_tr: Array,
   n = jnp.maximum(buffer.n_valid, 1).astype(buffer.log_q.dtype)
   log_z = jax.scipy.special.logsumexp(log_weights(buffer, lam, eta)) - jnp.log(n)
   return -s * log_z - lam * eps_tr + eta * (entropy_estimate(buffer) - eps_ent)
+
+
+def lam_for_min_ess(buffer: Buffer, lam: Array, eta: Array, min_ess: float | Array, *,
+                    n_bisect: int = 40) -> Array:
+  """The smallest λ' ≥ λ whose weights keep a step ESS of at least ``min_ess``.
+
+  Raising λ tempers the weights, log w = (lp − (1+η) lq) / (1 + λ + η): it moves q_{i+1}
+  back towards q_i along the same path, and the step ESS rises to 1 as λ → ∞. A trust region
+  in ESS beside the one in KL: a few heavy weights can leave KL̂ below ε_tr while the
+  weights rest on a handful of samples, and a fit to them puts a narrow peak around each.
+  Bisection on the weights' exponent τ = (1 + λ + η) / (1 + λ' + η) ∈ (0, 1]; λ itself where
+  its ESS already reaches ``min_ess`` (or the buffer has no valid entry).
+  """
+  lw0, _ = _centred_log_weights(buffer, lam, eta)
+  valid = buffer.valid
+  n = jnp.maximum(buffer.n_valid, 1).astype(lw0.dtype)
+  lw0 = jnp.where(valid, lw0 - jnp.max(jnp.where(valid, lw0, -jnp.inf)), -jnp.inf)
+
+  def ess(tau):
+    lw = jnp.where(valid, tau * lw0, -jnp.inf)
+    log_wbar = lw - jax.scipy.special.logsumexp(lw)
+    return jnp.exp(-jnp.log(n) - jax.scipy.special.logsumexp(2.0 * log_wbar))
+
+  def body(_, lo_hi):
+    lo, hi = lo_hi  # ess(lo) >= min_ess > ess(hi)
+    mid = 0.5 * (lo + hi)
+    ok = ess(mid) >= min_ess
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  one = jnp.ones((), lw0.dtype)
+  tau, _ = jax.lax.fori_loop(0, n_bisect, body, (jnp.zeros((), lw0.dtype), one))
+  needed = (buffer.n_valid > 0) & (ess(one) < min_ess)
+  s = 1.0 + lam + eta
+  return jnp.where(needed, s / jnp.maximum(tau, jnp.finfo(lw0.dtype).tiny) - 1.0 - eta, lam)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from jax import enable_x64
 
-from cmtjax.cmt import dual_stats, dual_value, make_buffer, normalised_log_weights
+from cmtjax.cmt import (dual_stats, dual_value, lam_for_min_ess, make_buffer,
+                        normalised_log_weights)
 
 
 def _gauss_buffer(n, mu=1.5, s0=2.0, sp=0.7, seed=0, dtype=np.float64):
@@ -118,3 +119,22 @@ def test_a_constant_in_log_p_leaves_the_float32_dual_unchanged(offset):
   assert bool(sa.converged) and bool(sb.converged)
   assert float(sb.lam) == pytest.approx(float(sa.lam), rel=2e-3)
   assert float(sb.eta) == pytest.approx(float(sa.eta), rel=2e-3, abs=1e-4)
+
+
+@pytest.mark.parametrize("lam,eta", [(0.0, 0.0), (0.4, 0.0), (0.2, 0.7)])
+def test_lam_for_min_ess_is_the_smallest_lambda_that_keeps_the_floor(lam, eta):
+  """Heavy weights (q_i broad, p̃ narrow and off-centre): λ' ≥ λ brings the step ESS up to the
+  floor and no further; a floor already met, or a buffer without valid entries, keeps λ."""
+  buf = _gauss_buffer(20_000, mu=3.0, s0=2.0, sp=0.3, seed=5, dtype=np.float32)
+  lam, eta = jnp.float32(lam), jnp.float32(eta)
+  ess0 = float(dual_stats(buf, lam, eta, 0.3, 0.3).ess)
+  assert ess0 < 0.2
+  for floor in (0.3, 0.6):
+    lam2 = lam_for_min_ess(buf, lam, eta, floor)
+    assert float(lam2) > float(lam)
+    assert floor - 1e-5 <= float(dual_stats(buf, lam2, eta, 0.3, 0.3).ess) < floor + 1e-3
+    # a slightly smaller λ' would not keep it
+    assert float(dual_stats(buf, 0.99 * lam2 + 0.01 * lam, eta, 0.3, 0.3).ess) < floor
+  assert float(lam_for_min_ess(buf, lam, eta, 0.5 * ess0)) == float(lam)
+  empty = buf._replace(valid=jnp.zeros_like(buf.valid))
+  assert float(lam_for_min_ess(empty, lam, eta, 0.5)) == float(lam)

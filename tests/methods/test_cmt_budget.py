@@ -16,11 +16,12 @@ N, STEPS = 256, 8
 
 @functools.lru_cache(maxsize=None)
 def _run(plan: bool, budget: int, plan_jump_min_ess: float = 0.05,
-         plan_anneal_evals: int | None = None):
+         plan_anneal_evals: int | None = None, refine_min_ess: float = 0.0):
   """``(infos, λ kept for the warm start)`` of ``budget // N`` steps (cached: tests share
   runs, each costs a compile). An imposed λ = η = 0 leaves the previous λ in the state, a
   solved one stores 0."""
-  kw = {"plan_jump_min_ess": plan_jump_min_ess, "plan_anneal_evals": plan_anneal_evals}
+  kw = {"plan_jump_min_ess": plan_jump_min_ess, "plan_anneal_evals": plan_anneal_evals,
+        "refine_min_ess": refine_min_ess}
   flow, target = small_flow(), gauss_target()
   cfg = CMTConfig(n_samples=N, n_grad_steps=3, batch_size=64, eps_tr=0.02, eps_ent=0.02,
                   plan_budget=plan, refine_fraction=0.25, **kw)
@@ -58,6 +59,26 @@ def test_plan_settings_are_validated():
     CMTConfig(plan_jump_min_ess=2.0)
   with pytest.raises(ValueError, match="plan_anneal_evals"):
     CMTConfig(plan_anneal_evals=0)
+  with pytest.raises(ValueError, match="refine_min_ess"):
+    CMTConfig(refine_min_ess=1.0)
+
+
+def test_an_ess_floor_at_the_target_tempers_only_the_steps_there():
+  """cmt.refine_min_ess: the annealing, up to the step that reaches the target, is the same
+  step for step; after it every step's weights keep the floor (λ raised from 0 where p̃/q̂
+  falls below it), and the path stays at the target."""
+  plain, floored = _run(True, STEPS * N)[0], _run(True, STEPS * N, refine_min_ess=0.9)[0]
+  first = next(k for k, i in enumerate(plain) if bool(i.at_target))
+  assert first < STEPS - 1
+  for a, b in zip(plain[:first], floored[:first]):
+    assert float(a.lam) == float(b.lam) and float(a.step_ess) == float(b.step_ess)
+  assert bool(floored[first].at_target) and float(floored[first].lam) == float(plain[first].lam)
+  for b in floored[first + 1:]:
+    assert np.isclose(float(b.alpha), 1.0) and np.isclose(float(b.beta), 1.0)
+    assert float(b.step_ess) >= 0.9 - 1e-4, float(b.step_ess)
+  # The step after the arrival draws the same buffer in both runs: below the floor in the
+  # plain run, so tempered here (later buffers differ).
+  assert float(plain[first + 1].step_ess) < 0.9 and float(floored[first + 1].lam) > 0.0
 
 
 def _arrival(run):
