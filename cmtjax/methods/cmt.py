@@ -110,10 +110,10 @@ class CMTConfig:
       A step whose weights p̃/q̂ fall below it is tempered, w ∝ (p̃/q̂)^τ with τ < 1 the
       largest that keeps this ESS (λ raised from 0; the path stays at the target, the step
       fits a distribution between the flow and p̃). The KL trust region does not see a few
-      heavy weights (KL̂ stays small while the ESS collapses), and a fit that draws one sample
-      hundreds of times puts a narrow peak on it: on alanine dipeptide (seed 1) one such step
-      at ESS 0.16 left the flow's cis Ala–Nme isomer ~85 kJ/mol too high for the rest of the
-      run (docs/molecules.md).
+      heavy weights (KL̂ stays small while the ESS collapses), and a fit that draws a few
+      samples hundreds of times can put a narrow peak on them: on alanine dipeptide (seed 1)
+      the cis Ala–Nme isomer's weight collapsed after one such step (ESS 0.16), and a floor
+      of 0.3 did not prevent it (docs/molecules.md).
     diagnostics_samples: the realised KL, entropy drop and fit KL logged per step are
       estimated on the first this many buffer entries (a uniform subsample: the buffer is
       i.i.d.), which costs one density evaluation each after the fit; 0: the whole buffer.
