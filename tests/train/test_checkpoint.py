@@ -41,11 +41,14 @@ def _jsonl(path):
 def test_a_run_killed_with_sigkill_resumes_bitwise(tmp_path):
   ref, killed = tmp_path / "ref", tmp_path / "killed"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  # The uninterrupted reference runs alongside the run that gets killed.
-  ref_proc = subprocess.Popen(_cli(*RUN, "--out", str(ref)), env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+  # The uninterrupted reference runs alongside the run that gets killed. Their output goes to
+  # files: a pipe nobody reads while they run blocks a process once it holds 64 kB (XLA logs a
+  # few kB for each program loaded from the compilation cache).
+  ref_log = open(tmp_path / "ref.log", "w+")
+  ref_proc = subprocess.Popen(_cli(*RUN, "--out", str(ref)), env=env, stdout=ref_log,
+                              stderr=subprocess.STDOUT, text=True)
   proc = subprocess.Popen(_cli(*RUN, "--out", str(killed)), env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.DEVNULL)
   ckpt6 = killed / "checkpoints" / "6"
   deadline = time.time() + 500
   while not ckpt6.is_dir() and proc.poll() is None and time.time() < deadline:
@@ -60,8 +63,10 @@ def test_a_run_killed_with_sigkill_resumes_bitwise(tmp_path):
   resumed = subprocess.run(_cli("train", "--resume", str(killed), "--no-progress"), env=env,
                            capture_output=True, text=True, timeout=600)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
-  out, err = ref_proc.communicate(timeout=600)
-  assert ref_proc.returncode == 0, err[-2000:]
+  ref_proc.wait(timeout=600)
+  ref_log.seek(0)
+  assert ref_proc.returncode == 0, ref_log.read()[-2000:]
+  ref_log.close()
 
   # Bitwise: the same parameters, the same step records (no duplicate lines), the same
   # evaluations and final metrics (timings aside).

@@ -38,16 +38,19 @@ def test_two_processes_agree_with_one(tmp_path):
   single, multi = tmp_path / "single", tmp_path / "multi"
   cli = [sys.executable, "-m", "cmtjax.cli"]
   port = _free_port()
-  procs = [subprocess.Popen(cli + RUN + ["--out", str(single)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)]
-  for pid in range(2):
-    procs.append(subprocess.Popen(
-        cli + RUN + ["--out", str(multi), "--coordinator", f"localhost:{port}",
-                     "--num-processes", "2", "--process-id", str(pid)],
-        env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-  for p in procs:
-    _, err = p.communicate(timeout=900)
-    assert p.returncode == 0, err[-3000:]
+  # Output to files, not pipes: a pipe read only after its process ends blocks the process
+  # once it holds 64 kB (and one blocked process of the pair stalls the other).
+  logs = [tmp_path / f"proc{i}.log" for i in range(3)]
+  commands = [cli + RUN + ["--out", str(single)]] + [
+      cli + RUN + ["--out", str(multi), "--coordinator", f"localhost:{port}",
+                   "--num-processes", "2", "--process-id", str(pid)] for pid in range(2)]
+  procs = []
+  for command, log in zip(commands, logs):
+    with open(log, "w") as f:
+      procs.append(subprocess.Popen(command, env=env, stdout=f, stderr=subprocess.STDOUT))
+  for p, log in zip(procs, logs):
+    p.wait(timeout=900)
+    assert p.returncode == 0, log.read_text()[-3000:]
 
   m1 = json.loads((single / "metrics.json").read_text())
   m2 = json.loads((multi / "metrics.json").read_text())
