@@ -467,8 +467,12 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     target_step = jnp.where(ms.at_target, ms.target_step,
                             jnp.where(reached, state.step, -1)).astype(jnp.int32)
     if config.refine_min_ess > 0:  # steps after the target's: temper weights below the floor
-      lam = lam_for_min_ess(buf, mult.lam, mult.eta, config.refine_min_ess)
-      mult = mult._replace(lam=jnp.where(ms.at_target, lam, mult.lam).astype(mult.lam.dtype))
+      lam = jax.lax.cond(  # the bisection runs on those steps only
+          ms.at_target,
+          lambda: lam_for_min_ess(buf, mult.lam, mult.eta,
+                                  config.refine_min_ess).astype(mult.lam.dtype),
+          lambda: mult.lam)
+      mult = mult._replace(lam=lam)
       st = dual_stats(buf, mult.lam, mult.eta, config.eps_tr, config.eps_ent)
 
     n_annealing_steps = ms.n_annealing_steps + is_annealing.astype(jnp.int32)
