@@ -4,6 +4,8 @@
   cmtjax train --config experiments/gmm40_cmt.toml --set cmt.eps_ent=0.8 --out runs/x
   cmtjax train --config runs/demo/config.json --out runs/demo-again     (repeat a run)
   cmtjax train --resume runs/demo                 (continue an interrupted run from its checkpoint)
+  cmtjax train --branch-from runs/demo@8 --set cmt.fit_weight_cap=100 --out runs/b
+                                   (go on from step 8 of runs/demo with changed settings)
   cmtjax train --target gmm40 --devices all --out runs/x            (split over all devices)
   cmtjax train --target gmm40 --set cmt.eps_tr=0.2 --dry-run        (check, print the config)
   cmtjax train --target tests/data/valdp.pdb --out runs/p         (a molecule of your own)
@@ -50,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--resume", metavar="DIR",
                  help="continue the run in DIR from its newest good checkpoint (config from "
                       "DIR/config.json; only checkpoint.* and distributed.* may be changed)")
+  t.add_argument("--branch-from", metavar="DIR[@STEPS]",
+                 help="start from the checkpoint of the run in DIR after STEPS steps (default: "
+                      "its newest; keep more with checkpoint.keep) and go on in --out with "
+                      "DIR's config changed by --set/--budget/--minutes, e.g. to try another "
+                      "setting from the middle of a run")
   t.add_argument("--devices", help="devices to split the run over: 'all' or a count (default 1)")
   t.add_argument("--coordinator", help="HOST:PORT of process 0 of a multi-process run")
   t.add_argument("--num-processes", type=int, help="number of processes of a multi-process run")
@@ -153,6 +160,48 @@ def _resume(args) -> int:
   return 0
 
 
+def _branch(args) -> int:
+  given = [f"--{n}".replace("_", "-") for n in ("target", "forcefield", "method", "seed",
+                                                "config", "init_from")
+           if getattr(args, n) is not None]
+  if given:
+    raise ConfigError(f"--branch-from takes the run's configuration from its folder (change "
+                      f"it with --set); drop {', '.join(given)}")
+  if args.out is None:
+    raise ConfigError("--branch-from needs --out (a new folder for the branch)")
+  src, _, steps = args.branch_from.rpartition("@") if "@" in args.branch_from else (
+      args.branch_from, "", "")
+  n_from = None
+  if steps:
+    if not steps.isdigit():
+      raise ConfigError(f"--branch-from {args.branch_from}: STEPS after '@' must be a whole "
+                        f"number of completed steps")
+    n_from = int(steps)
+  cfg_path = os.path.join(src, "config.json")
+  if not os.path.isfile(cfg_path):
+    raise ConfigError(f"--branch-from {src}: no config.json there (not a run folder)")
+  if os.path.abspath(src) == os.path.abspath(args.out):
+    raise ConfigError("--branch-from: --out must be a new folder, not the run branched from")
+  layer: dict = {}
+  if args.budget is not None:
+    layer["max_target_evals"] = _budget(args.budget)
+  cfg = build_config([load_file(cfg_path), *[parse_override(s) for s in args.set], layer,
+                      _distributed_layer(args), _minutes_layer(args)])
+  if args.dry_run:
+    return _print_config(cfg)
+  from cmtjax.runner import run  # heavy imports only once the input is known to be good
+  metrics = run(cfg, args.out, progress=not args.no_progress, branch_from=(src, n_from))
+  _print_summary(metrics, args.out)
+  return 0
+
+
+def _budget(value: float) -> int:
+  if value < 1 or not float(value).is_integer():
+    raise ConfigError(f"--budget must be a whole number of target evaluations >= 1, got "
+                      f"{value:g}")
+  return int(value)
+
+
 def _print_summary(metrics: dict, out: str) -> None:
   """The run's key figures: a JSON line for scripts, then a short summary for people."""
   keys = ("target", "method", "seed", "reverse_ess", "reverse_ess_clipped", "particle_ess",
@@ -190,8 +239,13 @@ def _print_config(cfg) -> int:
 
 
 def _train(args) -> int:
+  if args.resume is not None and args.branch_from is not None:
+    raise ConfigError("give --resume DIR (continue a run in its folder) or --branch-from DIR "
+                      "(go on from it in a new folder), not both")
   if args.resume is not None:
     return _resume(args)
+  if args.branch_from is not None:
+    return _branch(args)
   if args.out is None and not args.dry_run:
     raise ConfigError("--out is required (or --resume DIR)")
   file_layer = load_file(args.config) if args.config else {}
@@ -203,10 +257,7 @@ def _train(args) -> int:
   if args.seed is not None:
     flag_layer["seed"] = args.seed
   if args.budget is not None:
-    if args.budget < 1 or not float(args.budget).is_integer():
-      raise ConfigError(f"--budget must be a whole number of target evaluations >= 1, got "
-                        f"{args.budget:g}")
-    flag_layer["max_target_evals"] = int(args.budget)
+    flag_layer["max_target_evals"] = _budget(args.budget)
   if args.init_from is not None:
     if not os.path.exists(args.init_from):
       raise ConfigError(f"--init-from {args.init_from}: no such file or folder")

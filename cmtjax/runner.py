@@ -37,12 +37,13 @@ from cmtjax import __version__
 from cmtjax.flows import flow_for_target
 from cmtjax.flows.flow import in_blocks
 from cmtjax.io import plots
-from cmtjax.io.config import RunConfig, save_config, to_dict
+from cmtjax.io.config import RunConfig, build_config, load_file, save_config, to_dict
 from cmtjax.io.params import PARAMS_FILE, params_path, read_params, write_params
 from cmtjax.methods import get_method, make_method
 from cmtjax.metrics import evaluate, evaluate_particles, run_warnings
 from cmtjax.targets import check_target, make_target
 from cmtjax.targets.registry import OBJECT_PREFIX, target_kind
+from cmtjax.train.checkpoint import branch, config_differences
 from cmtjax.train import (CheckpointOptions, TargetNotFinite, check_time_plan, fingerprint,
                           initialize, is_primary, make_mesh, plan_steps, train)
 
@@ -51,9 +52,12 @@ _RENAME = {"lam": "lambda"}
 # Sections of a RunConfig that do not change what a run computes (left out of its fingerprint,
 # so that a run may be resumed with other checkpoint or device settings).
 _NOT_FINGERPRINTED = ("checkpoint", "distributed")
-# Settings added after runs were checkpointed: left out of the fingerprint while null (their
-# default), so a checkpoint written before they existed still resumes.
-_ADDED_LATER = (("init_params",), ("cmt", "plan_anneal_evals"))
+# Settings added after runs were checkpointed, with their defaults: left out of the
+# fingerprint while they hold the default, so a checkpoint written before they existed still
+# resumes.
+_ADDED_LATER = {("init_params",): None, ("cmt", "plan_anneal_evals"): None,
+                ("cmt", "refine_min_ess"): 0.0, ("cmt", "fit_weight_cap"): 0.0,
+                ("cmt", "refine_skip_ess"): 0.0}
 CHECKPOINT_DIR = "checkpoints"
 
 
@@ -68,12 +72,12 @@ def fingerprinted_config(cfg: RunConfig) -> dict:
   if path is not None:
     with open(path, "rb") as f:
       out["target_file_sha256"] = hashlib.sha256(f.read()).hexdigest()
-  for path_ in _ADDED_LATER:  # absent from configs written before they existed: same hash
-    *parents, leaf = path_
+  for path_, default in _ADDED_LATER.items():  # absent from configs written before they
+    *parents, leaf = path_                      # existed: same hash
     section = out
     for key in parents:
       section = section.get(key) or {}
-    if leaf in section and section[leaf] is None:
+    if leaf in section and section[leaf] == default:
       del section[leaf]
   if cfg.init_params is not None and os.path.isfile(params_path(cfg.init_params)):
     with open(params_path(cfg.init_params), "rb") as f:
@@ -107,6 +111,26 @@ def _target_source_file(spec: str) -> Optional[str]:
 def run_fingerprint(cfg: RunConfig) -> str:
   """The hash of :func:`fingerprinted_config` stored in checkpoints."""
   return fingerprint(fingerprinted_config(cfg))
+
+
+# Settings of _ADDED_LATER that cmtjax versions before 2026-12-05 hashed at their default.
+_ONCE_HASHED_AT_DEFAULT = (("cmt", "refine_min_ess"),)
+
+
+def earlier_fingerprints(cfg: RunConfig) -> tuple[str, ...]:
+  """Fingerprints that earlier cmtjax versions gave this configuration (their checkpoints
+  resume): the hash with the settings of ``_ONCE_HASHED_AT_DEFAULT`` back in."""
+  out = fingerprinted_config(cfg)
+  full = to_dict(cfg)
+  added = False
+  for *parents, leaf in _ONCE_HASHED_AT_DEFAULT:
+    src, dst = full, out
+    for key in parents:
+      src, dst = src.get(key) or {}, dst.setdefault(key, {})
+    if leaf in src and leaf not in dst:
+      dst[leaf] = src[leaf]
+      added = True
+  return (fingerprint(json.loads(json.dumps(out))),) if added else ()
 
 
 def prepare_out_dir(out_dir: str) -> str:
@@ -143,15 +167,17 @@ class RunOutcome(NamedTuple):
 
 
 def run(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=None,
-        progress: bool = True, resume: bool = False) -> dict[str, Any]:
+        progress: bool = True, resume: bool = False,
+        branch_from: Optional[tuple[str, Optional[int]]] = None) -> dict[str, Any]:
   """Trains a flow on a target with ``cfg.method`` and evaluates it; returns the metrics
   (:func:`run_outcome` returns the trained parameters too)."""
   return run_outcome(cfg, out_dir, target=target, flow=flow, progress=progress,
-                     resume=resume).metrics
+                     resume=resume, branch_from=branch_from).metrics
 
 
 def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=None,
-                progress: bool = True, resume: bool = False) -> RunOutcome:
+                progress: bool = True, resume: bool = False,
+                branch_from: Optional[tuple[str, Optional[int]]] = None) -> RunOutcome:
   """Trains a flow on a target with ``cfg.method`` and evaluates it.
 
   Args:
@@ -163,6 +189,12 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
     progress: show a progress bar.
     resume: continue the run whose checkpoints are in ``out_dir/checkpoints`` (its
       ``steps.jsonl`` and ``evals.jsonl`` are rewritten from the checkpoint, then continued).
+    branch_from: ``(run folder, steps or None)``: start from that run's checkpoint after
+      this many steps (None: its newest) and go on with ``cfg``, which may differ from the
+      run's own config in anything that keeps the state's layout (e.g. ``cmt.*`` settings or
+      the budget): an experiment from the middle of a run without repeating its first steps
+      (:func:`cmtjax.train.checkpoint.branch`). Its step records up to there are kept;
+      ``metrics.json`` records ``branched_from``.
 
   Returns:
     A :class:`RunOutcome`. Its metrics are the dict written to ``metrics.json``: ``target``,
@@ -208,8 +240,10 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
   if cfg.checkpoint.plan_to_time_limit:  # before the output folder is touched
     check_time_plan(method, 60.0 * cfg.checkpoint.max_training_minutes)
   primary = is_primary()
-  if resume and out_dir is None:
-    raise ValueError("resume needs the run's output folder")
+  if (resume or branch_from is not None) and out_dir is None:
+    raise ValueError("resume and branch_from need the run's output folder")
+  if resume and branch_from is not None:
+    raise ValueError("resume or branch_from, not both")
   ckpt_opts = None
   if out_dir is not None:
     prepare_out_dir(out_dir)
@@ -221,10 +255,22 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
     if jax.process_count() > 1:  # nobody opens the checkpoint folder before it is cleared
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("cmtjax: output folder ready")
-    if cfg.checkpoint.enabled or resume:
+    if cfg.checkpoint.enabled or resume or branch_from is not None:
       ckpt_opts = CheckpointOptions(directory=ckpt_dir, every=cfg.checkpoint.every,
                                     keep=cfg.checkpoint.keep, fingerprint=run_fingerprint(cfg),
-                                    config=fingerprinted_config(cfg))
+                                    config=fingerprinted_config(cfg),
+                                    also_accepted=earlier_fingerprints(cfg))
+  branched = None
+  if branch_from is not None:  # into the emptied checkpoint folder, then resumed from there
+    src_run, n_from = branch_from
+    src_cfg = os.path.join(src_run, "config.json")
+    changed = (config_differences(fingerprinted_config(build_config([load_file(src_cfg)])),
+                                  fingerprinted_config(cfg), limit=50)
+               if os.path.isfile(src_cfg) else "")
+    branched = {"run": os.path.abspath(src_run), "changed": changed}
+    branched["steps"] = branch(os.path.join(src_run, CHECKPOINT_DIR), n_from, ckpt_opts,
+                               branched)
+    resume = True
 
   k_init, k_train, k_eval = run_keys(cfg.seed)
   params = flow.init(k_init)
@@ -279,6 +325,8 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
   metrics["n_devices"] = 1 if mesh is None else int(mesh.size)
   metrics["n_processes"] = jax.process_count()
   metrics["resumed_from"] = result.resumed_from
+  if branched is not None:
+    metrics["branched_from"] = branched
   if cfg.checkpoint.max_training_minutes is not None:
     metrics["max_training_minutes"] = cfg.checkpoint.max_training_minutes
     metrics["stopped_at_time_limit"] = result.stopped_at_time_limit

@@ -135,6 +135,26 @@ def normalised_log_weights(buffer: Buffer, lam: Array, eta: Array) -> Array:
   return lw - jax.scipy.special.logsumexp(lw)
 
 
+def capped_log_weights(log_wbar: Array, cap: float) -> Array:
+  """Normalised log weights with no entry above ``cap`` times the uniform share.
+
+  Every w̄_n is replaced by min(w̄_n, cap / n) (n: the entries with a finite log weight) and
+  the result is normalised again (truncated importance weights). A fit that resamples its
+  minibatches from w̄ then draws no one sample more than about ``cap`` times as often as a
+  uniform draw would, whatever the tail of the weights.
+
+  Args:
+    log_wbar: ``[N]`` normalised log weights (−inf drops an entry).
+    cap: the largest weight as a multiple of 1/n (> 1 to leave a uniform buffer unchanged).
+
+  Returns:
+    ``[N]`` normalised log weights (−inf where ``log_wbar`` is).
+  """
+  n = jnp.maximum(jnp.sum(jnp.isfinite(log_wbar)), 1).astype(log_wbar.dtype)
+  lw = jnp.minimum(log_wbar, jnp.log(jnp.asarray(cap, log_wbar.dtype) / n))
+  return lw - jax.scipy.special.logsumexp(lw)
+
+
 def entropy_estimate(buffer: Buffer) -> Array:
   """H(q_i) ≈ −mean(lq) over valid entries."""
   n = jnp.maximum(buffer.n_valid, 1).astype(buffer.log_q.dtype)

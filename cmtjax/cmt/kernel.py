@@ -24,7 +24,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from cmtjax.cmt.dual import Buffer, make_buffer, normalised_log_weights
+from cmtjax.cmt.dual import Buffer, capped_log_weights, make_buffer, normalised_log_weights
 from cmtjax.cmt.solver import SolverConfig, solve_dual
 from cmtjax.train.fit import FitInfo, fit_weighted
 
@@ -143,7 +143,7 @@ class KernelResult(NamedTuple):
 
 
 def make_kernel(log_prob: Callable[[Params, Array], Array], optimizer, *, n_grad_steps: int,
-                batch_size: int, fit_mode: str = "resample",
+                batch_size: int, fit_mode: str = "resample", weight_cap: float = 0.0,
                 shard: Callable[[Array], Array] = lambda a: a) -> Callable[..., KernelResult]:
   """The CMT kernel: one annealing step for given (λ, η).
 
@@ -153,33 +153,43 @@ def make_kernel(log_prob: Callable[[Params, Array], Array], optimizer, *, n_grad
     n_grad_steps: K, optimiser steps of the fit.
     batch_size: minibatch size.
     fit_mode: ``"resample"`` or ``"weighted"`` (:func:`cmtjax.train.fit.fit_weighted`).
+    weight_cap: the fit's weights are capped at this multiple of the uniform share
+      (:func:`cmtjax.cmt.dual.capped_log_weights`); 0: as they are. The returned
+      ``log_wbar`` (the step's distribution, for the diagnostics) is never capped.
     shard: places a batch on the devices (identity on one device).
 
   Returns:
-    ``kernel(key, params, opt_state, buffer, lam, eta, n_active=None) -> KernelResult``;
-    ``n_active`` (None: every row) is the number of leading rows that were drawn.
+    ``kernel(key, params, opt_state, buffer, lam, eta, n_active=None, fit_ok=True) ->
+    KernelResult``; ``n_active`` (None: every row) is the number of leading rows that were
+    drawn; ``fit_ok`` False leaves the flow as it is (no fit; its steps are not counted as
+    skipped, and the losses are NaN).
   """
 
   def fit_log_prob(p, xb):
     return log_prob(p, shard(xb))
 
   def kernel(key: Array, params: Params, opt_state: Any, buffer: Buffer, lam: Array,
-             eta: Array, n_active: Optional[Array] = None) -> KernelResult:
+             eta: Array, n_active: Optional[Array] = None,
+             fit_ok: Array | bool = True) -> KernelResult:
     log_wbar = shard(normalised_log_weights(buffer, lam, eta))
+    log_wfit = log_wbar if weight_cap <= 0 else shard(capped_log_weights(log_wbar, weight_cap))
 
     def fit(_):
-      return fit_weighted(fit_log_prob, optimizer, params, opt_state, key, buffer.x, log_wbar,
+      return fit_weighted(fit_log_prob, optimizer, params, opt_state, key, buffer.x, log_wfit,
                           n_steps=n_grad_steps, batch_size=batch_size, mode=fit_mode,
                           n_active=n_active)
 
     def no_fit(_):
       like = jax.eval_shape(fit, None)[2]  # the fit's own dtypes (the flow's, not the buffer's)
       nan = lambda s: jnp.full(s.shape, jnp.nan, s.dtype)  # noqa: E731
+      # Without a valid sample every step counts as skipped (no progress); a fit left out
+      # on purpose (fit_ok False) counts none.
+      skipped = jnp.where(buffer.n_valid > 0, 0, n_grad_steps).astype(jnp.int32)
       return params, opt_state, FitInfo(loss_first=nan(like.loss_first),
-                                        loss_last=nan(like.loss_last),
-                                        n_skipped=jnp.asarray(n_grad_steps, jnp.int32))
+                                        loss_last=nan(like.loss_last), n_skipped=skipped)
 
-    new_params, new_opt_state, info = jax.lax.cond(buffer.n_valid > 0, fit, no_fit, None)
+    new_params, new_opt_state, info = jax.lax.cond((buffer.n_valid > 0) & fit_ok, fit, no_fit,
+                                                   None)
     return KernelResult(params=new_params, opt_state=new_opt_state, log_wbar=log_wbar,
                         fit=info)
 

@@ -114,6 +114,16 @@ class CMTConfig:
       samples hundreds of times can put a narrow peak on them: on alanine dipeptide (seed 1)
       the cis Ala–Nme isomer's weight collapsed after one such step (ESS 0.16), and a floor
       of 0.3 did not prevent it (docs/molecules.md).
+    fit_weight_cap: the fit's weights are capped at this multiple of the uniform share 1/N
+      and normalised again (truncated importance weights; 0: no cap), so that no one buffer
+      sample is drawn into the fit's minibatches more than about this many times as often as
+      a uniform draw would take it. The step's distribution, its ESS and the diagnostics use
+      the weights as they are. Applies to every step.
+    refine_skip_ess: at the target (the steps after the one that reached it), a step whose
+      weights p̃/q̂ have an ESS below this fits nothing: its target evaluations are spent,
+      the flow and the optimiser state stay as they were, and the next step draws a fresh
+      buffer (``fit_skipped`` in the step records; 0: never). A buffer whose weights
+      collapse onto a few samples is the one a fit would put a narrow peak on.
     diagnostics_samples: the realised KL, entropy drop and fit KL logged per step are
       estimated on the first this many buffer entries (a uniform subsample: the buffer is
       i.i.d.), which costs one density evaluation each after the fit; 0: the whole buffer.
@@ -145,6 +155,8 @@ class CMTConfig:
   max_eps_scale: float = 16.0
   plan_jump_min_ess: float = 0.05
   refine_min_ess: float = 0.0
+  fit_weight_cap: float = 0.0
+  refine_skip_ess: float = 0.0
 
   def __post_init__(self):
     if self.schedule not in SCHEDULES:
@@ -181,6 +193,11 @@ class CMTConfig:
                        f"{self.plan_anneal_evals!r}")
     if not 0 <= self.refine_min_ess < 1:
       raise ValueError(f"cmt.refine_min_ess must be in [0, 1), got {self.refine_min_ess!r}")
+    if not (self.fit_weight_cap == 0 or self.fit_weight_cap > 1):
+      raise ValueError(f"cmt.fit_weight_cap must be 0 (no cap) or > 1 (a multiple of the "
+                       f"uniform weight 1/N), got {self.fit_weight_cap!r}")
+    if not 0 <= self.refine_skip_ess < 1:
+      raise ValueError(f"cmt.refine_skip_ess must be in [0, 1), got {self.refine_skip_ess!r}")
     if not 0 <= self.plan_jump_min_ess <= 1:
       raise ValueError(f"cmt.plan_jump_min_ess must be in [0, 1], got "
                        f"{self.plan_jump_min_ess!r}")
@@ -246,7 +263,8 @@ class CMTInfo(NamedTuple):
   """Diagnostics of one CMT step (scalars, and the per-residue basin shares below).
 
   ``kl``, ``entropy_drop`` and ``step_ess`` are what the chosen q_{i+1} asks for on the buffer;
-  ``n_evals`` is the step's number of target evaluations (its buffer size).
+  ``n_evals`` is the step's number of target evaluations (its buffer size);
+  ``fit_skipped`` is True where the step fitted nothing on purpose (``refine_skip_ess``).
   ``realised_*`` are what the fitted flow achieved (estimated on the same buffer by
   self-normalised importance sampling; ``realised_ess``, the ESS fraction of those weights,
   says how far to trust them); ``fit_kl`` estimates KL(q_{i+1} ‖ q̂_{i+1}).
@@ -288,6 +306,7 @@ class CMTInfo(NamedTuple):
   cis_weighted: Array
   n_evals: Array
   eps_scale: Array
+  fit_skipped: Array
 
 
 def _cosine(lr0, lr1, progress):
@@ -325,7 +344,7 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
                      f"of cmt.n_samples_annealing={n_anneal} target evaluations")
   kernel = make_kernel(flow.log_prob, optimizer, n_grad_steps=int(config.n_grad_steps),
                        batch_size=int(config.batch_size), fit_mode=config.fit_mode,
-                       shard=shard_batch)
+                       weight_cap=float(config.fit_weight_cap), shard=shard_batch)
   # Diagnostics use the first rows of the buffer, always drawn whatever the step's size.
   n_diag = min(n, n_anneal)
   if config.diagnostics_samples:
@@ -477,8 +496,11 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
 
     n_annealing_steps = ms.n_annealing_steps + is_annealing.astype(jnp.int32)
     lr = learning_rate(state.step, at_target, target_step, n_annealing_steps, ms.budget)
+    # A step at the target whose weights collapsed fits nothing (cmt.refine_skip_ess).
+    fit_skipped = (ms.at_target & (st.ess < config.refine_skip_ess) if config.refine_skip_ess
+                   else jnp.array(False))
     res = kernel(k_fit, state.params, with_learning_rate(state.opt_state, lr), buf, mult.lam,
-                 mult.eta, None if n_anneal == n else n_drawn)
+                 mult.eta, None if n_anneal == n else n_drawn, ~fit_skipped)
 
     # What the fit realised, on (a uniform subsample of) the same buffer: no new target
     # evaluations; always inside the drawn (valid) part of the buffer.
@@ -502,7 +524,7 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
         n_invalid=buf.n_invalid - (n_buf - n_drawn), **fit_diag._asdict(),
         loss=res.fit.loss_last, n_skipped=res.fit.n_skipped, learning_rate=lr,
         at_target=at_target, **mode_diag._asdict(), **basin_diag._asdict(), n_evals=n_drawn,
-        eps_scale=eps_scale)
+        eps_scale=eps_scale, fit_skipped=fit_skipped)
     return state.next(res.params, res.opt_state, new_ms), info
 
   return Method(name="cmt", init=init, step=step, evals_per_step=n,

@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import warnings
 from typing import Any, NamedTuple, Optional
 
@@ -67,6 +68,8 @@ class CheckpointOptions:
       from a checkpoint with another fingerprint is refused.
     config: the configuration the fingerprint hashes (stored in each checkpoint, so that a
       refused resume names the keys that differ); None: not stored.
+    also_accepted: fingerprints an earlier cmtjax gave the same configuration (a setting
+      added since, at its default, was once part of the hash): their checkpoints resume.
   """
 
   directory: str
@@ -74,6 +77,7 @@ class CheckpointOptions:
   keep: int = 3
   fingerprint: str = ""
   config: Optional[dict] = None
+  also_accepted: tuple = ()
 
   def __post_init__(self):
     if self.every < 1 or self.keep < 1:
@@ -282,7 +286,7 @@ def _check_compatible(meta: dict, options: CheckpointOptions, expected: list,
         f"checkpoint {path} has format {meta.get('format')!r} (cmtjax "
         f"{meta.get('cmtjax_version', '?')}); this cmtjax ({_version()}) reads format "
         f"{FORMAT_VERSION}: start a new output folder, or resume with that cmtjax version")
-  if meta.get("fingerprint") != options.fingerprint:
+  if meta.get("fingerprint") not in (options.fingerprint, *options.also_accepted):
     differing = config_differences(meta.get("config"), options.config)
     what = (f"these settings differ (checkpoint vs this run): {differing}" if differing else
             f"fingerprint {meta.get('fingerprint')!r}, this run {options.fingerprint!r}")
@@ -296,6 +300,55 @@ def _check_compatible(meta: dict, options: CheckpointOptions, expected: list,
               f"{len(got or [])} arrays in the checkpoint vs {len(expected)} in the run")
     raise IncompatibleCheckpointError(
         f"checkpoint {path} does not match this run's state layout ({detail})")
+
+
+def branch(src_dir: str, n_done: Optional[int], options: CheckpointOptions,
+           note: dict) -> int:
+  """Starts a new run's checkpoint folder from a checkpoint of another run (a branch).
+
+  Checkpoint ``n_done`` of ``src_dir`` (a checkpoint folder; None: its newest) and the step
+  records it counts are copied into ``options.directory`` (which must hold no checkpoint),
+  and the copy is marked as this run's: its fingerprint and configuration become
+  ``options``'s and ``branched_from`` records ``note``. A resume from the new folder then
+  continues the old run's state (parameters, optimiser and method state, PRNG key, counters)
+  under the new run's settings; the state layout is still checked on restore, so a branch
+  whose flow or method does not fit the checkpoint is refused there.
+
+  Returns:
+    The number of completed steps of the checkpoint branched from.
+
+  Raises:
+    CheckpointError: no such checkpoint, or the new folder already holds one.
+  """
+  found = sorted((int(d) for d in os.listdir(src_dir) if d.isdigit()), reverse=True
+                 ) if os.path.isdir(src_dir) else []
+  if not found:
+    raise CheckpointError(f"no checkpoint to branch from in {src_dir}")
+  n = found[0] if n_done is None else int(n_done)
+  if n not in found:
+    raise CheckpointError(f"no checkpoint after {n} steps in {src_dir}; there are: "
+                          f"{', '.join(str(k) for k in sorted(found))}")
+  dst = options.directory
+  if os.path.isdir(dst) and any(d.isdigit() for d in os.listdir(dst)):
+    raise CheckpointError(f"{dst} already holds checkpoints; branch into a new output folder")
+  if jax.process_index() == 0:
+    os.makedirs(dst, exist_ok=True)
+    shutil.copytree(os.path.join(src_dir, str(n)), os.path.join(dst, str(n)))
+    history = os.path.join(src_dir, HISTORY_FILE)
+    if os.path.isfile(history):
+      shutil.copyfile(history, os.path.join(dst, HISTORY_FILE))
+    meta_file = os.path.join(dst, str(n), "meta", "metadata")
+    with open(meta_file) as f:
+      meta = json.load(f)
+    meta.update(fingerprint=options.fingerprint,
+                config=json.loads(json.dumps(options.config, default=json_default)),
+                branched_from=note)
+    with open(meta_file, "w") as f:
+      json.dump(meta, f, default=json_default)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("cmtjax: branch copied")
+  return n
 
 
 def config_differences(old: Optional[dict], new: Optional[dict], limit: int = 5) -> str:

@@ -8,6 +8,7 @@ from jax import enable_x64
 
 from cmtjax.cmt import (dual_stats, dual_value, lam_for_min_ess, make_buffer,
                         normalised_log_weights)
+from cmtjax.cmt.dual import capped_log_weights
 
 
 def _gauss_buffer(n, mu=1.5, s0=2.0, sp=0.7, seed=0, dtype=np.float64):
@@ -138,3 +139,24 @@ def test_lam_for_min_ess_is_the_smallest_lambda_that_keeps_the_floor(lam, eta):
   assert float(lam_for_min_ess(buf, lam, eta, 0.5 * ess0)) == float(lam)
   empty = buf._replace(valid=jnp.zeros_like(buf.valid))
   assert float(lam_for_min_ess(empty, lam, eta, 0.5)) == float(lam)
+
+
+def test_capped_weights_truncate_at_the_cap_and_renormalise():
+  """min(w̄, cap/n) over the finite entries, normalised again; below the cap the ratios
+  between weights are kept, dropped entries stay dropped, and a cap above the largest weight
+  changes nothing."""
+  with enable_x64(True):
+    rng = np.random.default_rng(0)
+    lw = rng.standard_cauchy(1000) * 2.0  # heavy-tailed: a few entries hold most weight
+    lw[:10] = -np.inf
+    lwb = jnp.asarray(lw - np.logaddexp.reduce(lw[10:]))
+    w = np.exp(np.asarray(lwb))
+    n, cap = 990, 20.0
+    got = np.exp(np.asarray(capped_log_weights(lwb, cap)))
+    want = np.minimum(w, cap / n)
+    want /= want.sum()
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=0)
+    assert np.all(got[:10] == 0) and (w > cap / n).sum() > 0
+    assert got.max() <= cap / n / np.minimum(w, cap / n).sum() * (1 + 1e-12)
+    same = np.exp(np.asarray(capped_log_weights(lwb, 2.0 * n * w.max())))
+    np.testing.assert_allclose(same, w, rtol=1e-12)

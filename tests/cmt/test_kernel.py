@@ -90,3 +90,36 @@ def test_mode_diagnostics_without_modes_are_minus_one():
   buf = draw_buffer(FLOW, TARGET, _params(), jax.random.PRNGKey(6), 64)
   d = mode_diagnostics(TARGET, buf, jnp.full((64,), -jnp.log(64.0)))
   assert [int(v) for v in d] == [-1, -1, -1]
+
+
+def test_a_weight_cap_takes_the_peak_off_one_heavy_sample():
+  """cmt.fit_weight_cap: with one buffer sample holding most of the weight (0.6), the plain
+  fit raises log q there far more than a fit whose weights are capped at 10× the uniform
+  share (that sample's share of the draws falls to ~0.09); the returned weights (the step's
+  distribution) are the same either way. (A cap cannot help where one sample holds all but
+  nothing: normalised again, it still holds everything.)"""
+  opt = optax.adam(1e-2)
+  params = _params()
+  buf = draw_buffer(FLOW, TARGET, params, jax.random.PRNGKey(3), 256)
+  heavy = make_buffer(buf.x, buf.log_q, buf.log_q.at[0].add(6.0))  # w̄_0 ≈ 0.6
+  rises = {}
+  for cap in (0.0, 10.0):
+    kernel = jax.jit(make_kernel(FLOW.log_prob, opt, n_grad_steps=20, batch_size=32,
+                                 weight_cap=cap))
+    res = kernel(jax.random.PRNGKey(4), params, opt.init(params), heavy, jnp.array(0.0),
+                 jnp.array(0.0))
+    assert 0.5 < float(jnp.exp(res.log_wbar[0])) < 0.7
+    x0 = heavy.x[:1]
+    rises[cap] = float(FLOW.log_prob(res.params, x0)[0] - FLOW.log_prob(params, x0)[0])
+  assert rises[0.0] > 0.5 and rises[10.0] < 0.5 * rises[0.0], rises
+
+
+def test_a_fit_left_out_on_purpose_changes_nothing_and_counts_no_skipped_step():
+  opt = optax.adam(1e-2)
+  kernel = jax.jit(make_kernel(FLOW.log_prob, opt, n_grad_steps=5, batch_size=32))
+  params = _params()
+  buf = draw_buffer(FLOW, TARGET, params, jax.random.PRNGKey(3), 256)
+  res = kernel(jax.random.PRNGKey(4), params, opt.init(params), buf, jnp.array(0.0),
+               jnp.array(0.0), None, jnp.array(False))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, res.params, params)
+  assert int(res.fit.n_skipped) == 0 and np.isnan(float(res.fit.loss_last))

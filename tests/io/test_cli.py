@@ -212,3 +212,45 @@ def test_init_from_starts_the_flow_from_an_earlier_run(tmp_path, capsys):
   code = main(["train", "--target", "double_well2d", "--out", str(tmp_path / "bad2"),
                "--init-from", str(tmp_path / "nothing"), *TINY])
   assert code == 2 and "--init-from" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_branch_from_goes_on_from_a_middle_checkpoint_with_changed_settings(tmp_path, capsys):
+  """--branch-from DIR@K continues the state after step K of DIR in a new folder: unchanged
+  settings repeat the original's later steps and figures exactly; changed ones are recorded
+  (config.json, metrics.json's branched_from). Bad branches are one-line errors."""
+  first = tmp_path / "first"
+  assert main(["train", "--target", "double_well2d", "--out", str(first), *TINY,
+               "--set", "checkpoint.keep=10"]) == 0
+  same = tmp_path / "same"
+  assert main(["train", "--branch-from", f"{first}@2", "--out", str(same),
+               "--no-progress"]) == 0
+  def steps(run):  # the records without their wall-clock figures
+    return [{k: v for k, v in json.loads(s).items() if k != "timing"}
+            for s in (run / "steps.jsonl").read_text().splitlines()]
+  assert steps(same) == steps(first) and len(steps(first)) == 4
+  m0, m1 = (json.loads((d / "metrics.json").read_text()) for d in (first, same))
+  assert m1["reverse_ess"] == m0["reverse_ess"] and m1["target_evals"] == m0["target_evals"]
+  assert m1["branched_from"] == {"run": str(first), "changed": "", "steps": 2}
+  other = tmp_path / "other"
+  assert main(["train", "--branch-from", f"{first}@2", "--out", str(other), "--no-progress",
+               "--set", "cmt.fit_weight_cap=3", "--set", "cmt.learning_rate=0.01"]) == 0
+  m2 = json.loads((other / "metrics.json").read_text())
+  assert "cmt.fit_weight_cap: '(unset)' vs 3.0" in m2["branched_from"]["changed"]
+  assert "cmt.learning_rate: 0.001 vs 0.01" in m2["branched_from"]["changed"]
+  assert json.loads((other / "config.json").read_text())["cmt"]["fit_weight_cap"] == 3.0
+  lines, first_lines = steps(other), steps(first)
+  assert lines[:2] == first_lines[:2] and lines[2]["loss"] != first_lines[2]["loss"]
+  capsys.readouterr()
+  for args, match in (
+      ([f"{first}@99", "--out", str(tmp_path / "b1")], "no checkpoint after 99 steps"),
+      ([str(first), "--out", str(first)], "--out must be a new folder"),
+      ([str(first), "--out", str(tmp_path / "b2"), "--seed", "3"], "drop --seed"),
+      ([str(first)], "--branch-from needs --out"),
+      ([f"{first}@x", "--out", str(tmp_path / "b3")], "STEPS after '@'"),
+      ([str(first), "--out", str(tmp_path / "b4"), "--set", "flow.n_layers=4"],
+       "does not match this run's state layout"),
+  ):
+    assert main(["train", "--branch-from", *args, "--no-progress"]) == 2, args
+    err = capsys.readouterr().err.strip()
+    assert match in err and "\n" not in err, (match, err)

@@ -77,3 +77,24 @@ def test_a_config_without_init_params_keeps_its_fingerprint():
   from cmtjax.runner import fingerprinted_config
   fp = fingerprinted_config(build_config([{"target": "double_well2d"}]))
   assert "init_params" not in fp and "init_params_sha256" not in fp
+
+
+def test_settings_added_later_keep_the_fingerprint_at_their_defaults():
+  """cmt.refine_min_ess, fit_weight_cap and refine_skip_ess are left out of the fingerprint
+  at their defaults (so older checkpoints resume); the fingerprint an earlier version gave the
+  same config (refine_min_ess hashed at 0.0) is accepted too; a setting away from its
+  default is part of the hash."""
+  from cmtjax.runner import earlier_fingerprints, fingerprinted_config, run_fingerprint
+  from cmtjax.train import fingerprint
+  cfg = build_config([{"target": "double_well2d"}])
+  fp = fingerprinted_config(cfg)
+  for key in ("refine_min_ess", "fit_weight_cap", "refine_skip_ess"):
+    assert key not in fp["cmt"], key
+  older = dict(fp, cmt=dict(fp["cmt"], refine_min_ess=0.0))
+  assert earlier_fingerprints(cfg) == (fingerprint(older),)
+  assert fingerprint(older) != run_fingerprint(cfg)
+  floored = build_config([{"target": "double_well2d", "cmt": {"refine_min_ess": 0.3,
+                                                             "fit_weight_cap": 50}}])
+  assert fingerprinted_config(floored)["cmt"]["refine_min_ess"] == 0.3
+  assert fingerprinted_config(floored)["cmt"]["fit_weight_cap"] == 50
+  assert earlier_fingerprints(floored) == ()

@@ -16,12 +16,13 @@ N, STEPS = 256, 8
 
 @functools.lru_cache(maxsize=None)
 def _run(plan: bool, budget: int, plan_jump_min_ess: float = 0.05,
-         plan_anneal_evals: int | None = None, refine_min_ess: float = 0.0):
+         plan_anneal_evals: int | None = None, refine_min_ess: float = 0.0,
+         refine_skip_ess: float = 0.0):
   """``(infos, λ kept for the warm start)`` of ``budget // N`` steps (cached: tests share
   runs, each costs a compile). An imposed λ = η = 0 leaves the previous λ in the state, a
   solved one stores 0."""
   kw = {"plan_jump_min_ess": plan_jump_min_ess, "plan_anneal_evals": plan_anneal_evals,
-        "refine_min_ess": refine_min_ess}
+        "refine_min_ess": refine_min_ess, "refine_skip_ess": refine_skip_ess}
   flow, target = small_flow(), gauss_target()
   cfg = CMTConfig(n_samples=N, n_grad_steps=3, batch_size=64, eps_tr=0.02, eps_ent=0.02,
                   plan_budget=plan, refine_fraction=0.25, **kw)
@@ -61,6 +62,10 @@ def test_plan_settings_are_validated():
     CMTConfig(plan_anneal_evals=0)
   with pytest.raises(ValueError, match="refine_min_ess"):
     CMTConfig(refine_min_ess=1.0)
+  with pytest.raises(ValueError, match="refine_skip_ess"):
+    CMTConfig(refine_skip_ess=-0.1)
+  with pytest.raises(ValueError, match="fit_weight_cap"):
+    CMTConfig(fit_weight_cap=0.5)
 
 
 def test_an_ess_floor_at_the_target_tempers_only_the_steps_there():
@@ -127,3 +132,21 @@ def test_an_annealing_budget_in_evaluations_caps_the_annealing_share():
   lrs = [float(i.learning_rate) for i in infos]
   assert all(np.isclose(lr, lr0) for lr in lrs[:first + 1]) and lrs[-1] < 0.9 * lr0, lrs
   assert lrs[4] < lr0  # the share refine_fraction allows would keep lr0 to step 6
+
+
+def test_a_skip_threshold_at_the_target_leaves_out_only_the_fits_there():
+  """cmt.refine_skip_ess: the steps up to the one that reaches the target are the same step
+  for step; after it a step whose ESS is below the threshold (here every one) fits nothing
+  (NaN loss, no skipped optimiser step counted), and the next step draws from the same flow."""
+  plain, skipping = _run(True, STEPS * N)[0], _run(True, STEPS * N, refine_skip_ess=0.999)[0]
+  first = next(k for k, i in enumerate(plain) if bool(i.at_target))
+  assert first < STEPS - 2
+  for a, b in zip(plain[:first + 1], skipping[:first + 1]):
+    assert float(a.loss) == float(b.loss) and not bool(b.fit_skipped)
+  later = skipping[first + 1:]
+  assert all(bool(i.fit_skipped) and np.isnan(float(i.loss)) and int(i.n_skipped) == 0
+             for i in later)
+  # Unchanged flow: the entropy estimate of its buffers (fresh draws) stays put.
+  ent = [float(i.entropy) for i in later]
+  assert np.std(ent) < 0.2, ent
+  assert not any(bool(i.fit_skipped) for i in plain)
