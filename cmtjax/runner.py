@@ -59,6 +59,7 @@ _ADDED_LATER = {("init_params",): None, ("cmt", "plan_anneal_evals"): None,
                 ("cmt", "refine_min_ess"): 0.0, ("cmt", "fit_weight_cap"): 0.0,
                 ("cmt", "refine_skip_ess"): 0.0}
 CHECKPOINT_DIR = "checkpoints"
+BRANCH_FILE = "branched_from.json"  # a branch's origin, kept for its later resumes
 
 
 def fingerprinted_config(cfg: RunConfig) -> dict:
@@ -261,6 +262,12 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
                                     config=fingerprinted_config(cfg),
                                     also_accepted=earlier_fingerprints(cfg))
   branched = None
+  branch_note = None if out_dir is None else os.path.join(out_dir, BRANCH_FILE)
+  if resume and os.path.isfile(branch_note):  # a branch resumed: it stays a branch
+    with open(branch_note) as f:
+      branched = json.load(f)
+  elif branch_note is not None and primary and os.path.isfile(branch_note):
+    os.remove(branch_note)  # a fresh run (or a new branch) in this folder
   if branch_from is not None:  # into the emptied checkpoint folder, then resumed from there
     src_run, n_from = branch_from
     src_cfg = os.path.join(src_run, "config.json")
@@ -270,6 +277,9 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
     branched = {"run": os.path.abspath(src_run), "changed": changed}
     branched["steps"] = branch(os.path.join(src_run, CHECKPOINT_DIR), n_from, ckpt_opts,
                                branched)
+    if primary:
+      with open(branch_note, "w") as f:
+        json.dump(branched, f, indent=1)
     resume = True
 
   k_init, k_train, k_eval = run_keys(cfg.seed)

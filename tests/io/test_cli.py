@@ -232,6 +232,10 @@ def test_branch_from_goes_on_from_a_middle_checkpoint_with_changed_settings(tmp_
   m0, m1 = (json.loads((d / "metrics.json").read_text()) for d in (first, same))
   assert m1["reverse_ess"] == m0["reverse_ess"] and m1["target_evals"] == m0["target_evals"]
   assert m1["branched_from"] == {"run": str(first), "changed": "", "steps": 2}
+  # A branch resumed (here after it finished: nothing left to do) is still a branch.
+  assert main(["train", "--resume", str(same), "--no-progress"]) == 0
+  again = json.loads((same / "metrics.json").read_text())
+  assert again["branched_from"] == m1["branched_from"] and again["resumed_from"]
   other = tmp_path / "other"
   assert main(["train", "--branch-from", f"{first}@2", "--out", str(other), "--no-progress",
                "--set", "cmt.fit_weight_cap=3", "--set", "cmt.learning_rate=0.01"]) == 0
