@@ -88,8 +88,9 @@ def _check_cmtjax(args: list[str], tmp_path) -> None:
     if target and (target.endswith(".pdb") or ":" in target):
       assert os.path.isfile(os.path.join(ROOT, target.split(":")[0])), target
     return
-  if "--resume" in args or any(a.startswith("runs/") and a.endswith(".json") for a in args):
-    # A resume or a repeat needs an earlier run's folder (runs/...): the flags must parse.
+  if "--resume" in args or "--branch-from" in args or any(a.startswith("runs/") and a.endswith(".json") for a in args):
+    # A resume, a branch or a repeat needs an earlier run's folder (runs/...): the flags must
+    # parse.
     cli._parser().parse_args(args)
     return
   for flag in ("--config",):
