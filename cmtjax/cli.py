@@ -134,10 +134,14 @@ def _int(text: str, flag: str) -> int:
     raise ConfigError(f"{flag} must be 'all' or an integer, got {text!r}") from None
 
 
+def _given(args, *names: str) -> list[str]:
+  """The flags among ``names`` (argparse destinations) that the command line set."""
+  return [f"--{n}".replace("_", "-") for n in names if getattr(args, n) is not None]
+
+
 def _resume(args) -> int:
-  given = [f"--{n}".replace("_", "-") for n in ("target", "forcefield", "method", "seed",
-                                                "config", "budget", "out", "init_from")
-           if getattr(args, n) is not None]
+  given = _given(args, "target", "forcefield", "method", "seed", "config", "budget", "out",
+                 "init_from")
   if given:
     raise ConfigError(f"--resume takes the run's configuration from its folder; drop "
                       f"{', '.join(given)}")
@@ -161,9 +165,7 @@ def _resume(args) -> int:
 
 
 def _branch(args) -> int:
-  given = [f"--{n}".replace("_", "-") for n in ("target", "forcefield", "method", "seed",
-                                                "config", "init_from")
-           if getattr(args, n) is not None]
+  given = _given(args, "target", "forcefield", "method", "seed", "config", "init_from")
   if given:
     raise ConfigError(f"--branch-from takes the run's configuration from its folder (change "
                       f"it with --set); drop {', '.join(given)}")

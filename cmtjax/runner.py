@@ -275,8 +275,7 @@ def run_outcome(cfg: RunConfig, out_dir: Optional[str], *, target=None, flow=Non
                                   fingerprinted_config(cfg), limit=50)
                if os.path.isfile(src_cfg) else "")
     branched = {"run": os.path.abspath(src_run), "changed": changed}
-    branched["steps"] = branch(os.path.join(src_run, CHECKPOINT_DIR), n_from, ckpt_opts,
-                               branched)
+    branched["steps"] = branch(os.path.join(src_run, CHECKPOINT_DIR), n_from, ckpt_opts)
     if primary:
       with open(branch_note, "w") as f:
         json.dump(branched, f, indent=1)

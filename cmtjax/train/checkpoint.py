@@ -302,14 +302,13 @@ def _check_compatible(meta: dict, options: CheckpointOptions, expected: list,
         f"checkpoint {path} does not match this run's state layout ({detail})")
 
 
-def branch(src_dir: str, n_done: Optional[int], options: CheckpointOptions,
-           note: dict) -> int:
+def branch(src_dir: str, n_done: Optional[int], options: CheckpointOptions) -> int:
   """Starts a new run's checkpoint folder from a checkpoint of another run (a branch).
 
   Checkpoint ``n_done`` of ``src_dir`` (a checkpoint folder; None: its newest) and the step
   records it counts are copied into ``options.directory`` (which must hold no checkpoint),
   and the copy is marked as this run's: its fingerprint and configuration become
-  ``options``'s and ``branched_from`` records ``note``. A resume from the new folder then
+  ``options``'s. A resume from the new folder then
   continues the old run's state (parameters, optimiser and method state, PRNG key, counters)
   under the new run's settings; the state layout is still checked on restore, so a branch
   whose flow or method does not fit the checkpoint is refused there.
@@ -341,8 +340,7 @@ def branch(src_dir: str, n_done: Optional[int], options: CheckpointOptions,
     with open(meta_file) as f:
       meta = json.load(f)
     meta.update(fingerprint=options.fingerprint,
-                config=json.loads(json.dumps(options.config, default=json_default)),
-                branched_from=note)
+                config=json.loads(json.dumps(options.config, default=json_default)))
     with open(meta_file, "w") as f:
       json.dump(meta, f, default=json_default)
   if jax.process_count() > 1:
