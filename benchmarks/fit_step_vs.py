@@ -1,0 +1,131 @@
+"""The fit step with this tree's spline against the spline of an earlier revision, side by side.
+
+Times one fit step (value and gradient of −mean log q on a batch, then the Adam update) of the
+flow a run builds for ``--target``, in rounds that alternate between the spline module of this
+working tree (``cmtjax/flows/splines.py``) and the same file at git revision ``--rev``, with
+the flow's dense matmuls alone (forward + both backward products: the floor of
+``benchmarks/flow_profile.py``) timed in the same rounds. Reports the medians, the speed-up,
+each one's ratio to the floor and the largest difference between the two gradients (the two
+must compute the same function). Writes benchmarks/results/fit_step_vs_<target><tag>.json/.md.
+
+  .venv/bin/python benchmarks/fit_step_vs.py --rev HEAD~1 [--target aldp] [--batch 512]
+      [--rounds 5] [--set flow.n_layers=8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.dirname(__file__))
+from flow_profile import RESULTS, dense_shapes, matmul_floor, timed  # noqa: E402
+
+from cmtjax.flows import flow_for_target, splines  # noqa: E402
+from cmtjax.io.config import build_config, parse_override  # noqa: E402
+from cmtjax.io.presets import preset_for  # noqa: E402
+from cmtjax.targets import make_target  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def spline_at(rev: str):
+  """``cmtjax/flows/splines.py`` as it was at git revision ``rev``, loaded as a module."""
+  try:
+    src = subprocess.run(["git", "show", f"{rev}:cmtjax/flows/splines.py"], cwd=ROOT,
+                         check=True, capture_output=True, text=True).stdout
+  except subprocess.CalledProcessError as e:
+    raise SystemExit(f"cannot read cmtjax/flows/splines.py at revision {rev!r}: "
+                     f"{e.stderr.strip()}") from None
+  path = os.path.join(tempfile.mkdtemp(), f"splines_{rev.replace('~', '_')}.py")
+  with open(path, "w") as f:
+    f.write(src)
+  spec = importlib.util.spec_from_file_location("splines_at_rev", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--rev", required=True, help="git revision whose spline to compare against")
+  p.add_argument("--target", default="aldp")
+  p.add_argument("--batch", type=int, default=512)
+  p.add_argument("--rounds", type=int, default=5)
+  p.add_argument("--set", action="append", default=[], help="config override")
+  p.add_argument("--tag", default="")
+  args = p.parse_args(argv)
+
+  cfg = build_config([preset_for(args.target), {"target": args.target},
+                      *[parse_override(s) for s in args.set]])
+  flow = flow_for_target(cfg.flow, make_target(args.target))
+  key = jax.random.PRNGKey(0)
+  params = flow.init(key)
+  params = jax.tree_util.tree_map(  # off the identity, as in flow_profile.py
+      lambda a: a + 0.02 * jax.random.normal(jax.random.PRNGKey(1), a.shape), params)
+  x, _ = jax.jit(lambda p_, k: flow.sample_and_log_prob(p_, k, args.batch))(params, key)
+  opt = optax.adam(1e-4)
+  opt_state = opt.init(params)
+  loss = lambda p_: -jnp.mean(flow.log_prob(p_, x))  # noqa: E731
+
+  def step(p_, s):
+    value, g = jax.value_and_grad(loss)(p_)
+    updates, s = opt.update(g, s, p_)
+    return optax.apply_updates(p_, updates), s, value
+
+  ours = splines._spline
+  theirs = spline_at(args.rev)._spline
+  floor, _ = matmul_floor(dense_shapes(params), args.batch, True, key)
+  times = {"this tree": [], args.rev: [], "floor": []}
+  grads = {}
+  try:
+    for _ in range(args.rounds):
+      for name, fn in (("this tree", ours), (args.rev, theirs)):
+        splines._spline = fn
+        jax.clear_caches()  # the flow's inner jit would keep the other spline's trace
+        times[name].append(timed(jax.jit(step), params, opt_state, repeats=20))
+        grads[name] = jax.jit(jax.grad(loss))(params)
+      times["floor"].append(timed(floor, repeats=20))
+  finally:
+    splines._spline = ours
+  med = {k: {m: float(np.median([t[m] for t in v])) for m in ("wall", "cpu")}
+         for k, v in times.items()}
+  diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree_util.tree_leaves(grads["this tree"]), jax.tree_util.tree_leaves(grads[args.rev])))
+  scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree_util.tree_leaves(grads[args.rev]))
+  r = {"target": args.target, "flow": cfg.flow, "batch": args.batch, "rev": args.rev,
+       "rounds": args.rounds, "devices": str(jax.devices()), "median": med,
+       "all": times, "speed_up": med[args.rev]["wall"] / med["this tree"]["wall"],
+       "max_abs_grad_difference": diff, "max_abs_grad": scale}
+  ms = lambda t: f"{1e3 * t['wall']:.1f} ms ({1e3 * t['cpu']:.0f} CPU-ms)"  # noqa: E731
+  md = "\n".join([
+      f"# Fit step: this tree against {args.rev} ({args.target}, batch {args.batch})", "",
+      f"Flow: `{json.dumps(cfg.flow)}`; median of {args.rounds} alternating rounds "
+      f"(20 steps each) on {r['devices']}.", "",
+      "| spline | fit step | / floor |", "|---|---|---|",
+      f"| {args.rev} | {ms(med[args.rev])} | {med[args.rev]['wall'] / med['floor']['wall']:.2f} |",
+      f"| this tree | {ms(med['this tree'])} | "
+      f"{med['this tree']['wall'] / med['floor']['wall']:.2f} |",
+      f"| floor (the dense matmuls, forward + backward) | {ms(med['floor'])} | 1 |", "",
+      f"Speed-up {r['speed_up']:.2f}x; largest gradient difference {diff:.1e} "
+      f"(largest gradient entry {scale:.1e})."]) + "\n"
+  os.makedirs(RESULTS, exist_ok=True)
+  base = os.path.join(RESULTS, f"fit_step_vs_{args.target}{args.tag}")
+  with open(base + ".json", "w") as f:
+    json.dump(r, f, indent=1)
+  with open(base + ".md", "w") as f:
+    f.write(md)
+  print(md)
+
+
+if __name__ == "__main__":
+  main()
