@@ -28,12 +28,11 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
-from flow_profile import RESULTS, dense_shapes, matmul_floor, timed  # noqa: E402
+from flow_profile import (RESULTS, dense_shapes, make_fit_step, matmul_floor,  # noqa: E402
+                          profiled_flow, timed)
 
-from cmtjax.flows import flow_for_target, splines  # noqa: E402
-from cmtjax.io.config import build_config, parse_override  # noqa: E402
-from cmtjax.io.presets import preset_for  # noqa: E402
-from cmtjax.targets import make_target  # noqa: E402
+from cmtjax.flows import splines  # noqa: E402
+from cmtjax.io.config import parse_override  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,22 +64,12 @@ def main(argv=None):
   p.add_argument("--tag", default="")
   args = p.parse_args(argv)
 
-  cfg = build_config([preset_for(args.target), {"target": args.target},
-                      *[parse_override(s) for s in args.set]])
-  flow = flow_for_target(cfg.flow, make_target(args.target))
+  cfg, _, flow, params = profiled_flow(args.target, [parse_override(s) for s in args.set])
   key = jax.random.PRNGKey(0)
-  params = flow.init(key)
-  params = jax.tree_util.tree_map(  # off the identity, as in flow_profile.py
-      lambda a: a + 0.02 * jax.random.normal(jax.random.PRNGKey(1), a.shape), params)
   x, _ = jax.jit(lambda p_, k: flow.sample_and_log_prob(p_, k, args.batch))(params, key)
   opt = optax.adam(1e-4)
   opt_state = opt.init(params)
   loss = lambda p_: -jnp.mean(flow.log_prob(p_, x))  # noqa: E731
-
-  def step(p_, s):
-    value, g = jax.value_and_grad(loss)(p_)
-    updates, s = opt.update(g, s, p_)
-    return optax.apply_updates(p_, updates), s, value
 
   ours = splines._spline
   theirs = spline_at(args.rev)._spline
@@ -92,7 +81,7 @@ def main(argv=None):
       for name, fn in (("this tree", ours), (args.rev, theirs)):
         splines._spline = fn
         jax.clear_caches()  # the flow's inner jit would keep the other spline's trace
-        times[name].append(timed(jax.jit(step), params, opt_state, repeats=20))
+        times[name].append(timed(make_fit_step(flow, opt, x), params, opt_state, repeats=20))
         grads[name] = jax.jit(jax.grad(loss))(params)
       times["floor"].append(timed(floor, repeats=20))
   finally:

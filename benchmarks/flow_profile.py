@@ -82,6 +82,19 @@ def matmul_floor(shapes, n: int, backward: bool, key) -> callable:
   return (lambda: run(xs, ws)), flops
 
 
+def profiled_flow(target_name: str, overrides=()):
+  """``(config, target, flow, params)``: the flow a run builds for ``target_name`` (its own
+  one-batch computation), with parameters off the identity (zero last layers would make the
+  spline branch trivial)."""
+  cfg = build_config([preset_for(target_name), {"target": target_name}, *overrides])
+  target = make_target(target_name)
+  flow = flow_for_target(cfg.flow, target)
+  params = flow.init(jax.random.PRNGKey(0))
+  params = jax.tree_util.tree_map(
+      lambda a: a + 0.02 * jax.random.normal(jax.random.PRNGKey(1), a.shape), params)
+  return cfg, target, flow, params
+
+
 def make_fit_step(flow, opt, xb):
   """One jitted fit step: value and gradient of −mean log q on ``xb``, then the update."""
   @jax.jit
@@ -111,14 +124,8 @@ def knot_table_spline(on: bool):
 
 def profile(target_name: str, n_sample: int, batch: int, overrides=(),
             blocks=(512, 1024, 2048, 4096)) -> dict:
-  cfg = build_config([preset_for(target_name), {"target": target_name}, *overrides])
-  target = make_target(target_name)
-  flow = flow_for_target(cfg.flow, target)  # the flow's own one-batch computation
+  cfg, target, flow, params = profiled_flow(target_name, overrides)
   key = jax.random.PRNGKey(0)
-  params = flow.init(key)
-  # Off the identity (zero last layers would make the spline branch trivial).
-  params = jax.tree_util.tree_map(
-      lambda a: a + 0.02 * jax.random.normal(jax.random.PRNGKey(1), a.shape), params)
   out = {"target": target_name, "n_sample": n_sample, "batch": batch,
          "devices": str(jax.devices()), "flow": cfg.flow}
 

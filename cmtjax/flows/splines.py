@@ -275,14 +275,15 @@ def _computed_once(*values: Array) -> tuple[Array, ...]:
   into ``[..., 3K + 1]``). XLA's CPU fusion copies cheap elementwise producers into such
   consumers, so the whole chain behind these numbers (the bin formula's backward pass, ~100
   operations) ran once per output entry: 4 of the 6.4 ms of a layer's spline gradient at
-  512 x 30 splines (benchmarks/flow_profile.py). A product with the identity matrix is never
-  fused into a consumer, so it holds the numbers in memory at the cost of a [n, 7] x [7, 7]
-  matmul (at full precision, so exact on GPUs and TPUs as well). (``jax.lax.optimization_barrier`` would say this more plainly, but XLA's CPU
-  pipeline removes it before fusion.) Each entry is x * 1 plus zeros: x itself.
+  512 x 30 splines (``jax.profiler`` on 2 CPU cores; benchmarks/fit_step_vs.py times the fit
+  step). A product with the identity matrix is never fused into a consumer, so it holds the
+  numbers in memory at the cost of a [n, 7] x [7, 7] matmul; at full precision each entry is
+  x * 1 plus zeros, x itself, on GPUs and TPUs as well. (``jax.lax.optimization_barrier``
+  would say this more plainly, but XLA's CPU pipeline removes it before fusion.)
   """
   stacked = jnp.stack(values, axis=-1)
   stacked = jnp.matmul(stacked, jnp.eye(len(values), dtype=stacked.dtype),
-                       precision=jax.lax.Precision.HIGHEST)  # exact on GPU/TPU too
+                       precision=jax.lax.Precision.HIGHEST)
   return tuple(stacked[..., i] for i in range(len(values)))
 
 
