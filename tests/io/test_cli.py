@@ -258,3 +258,21 @@ def test_branch_from_goes_on_from_a_middle_checkpoint_with_changed_settings(tmp_
     assert main(["train", "--branch-from", *args, "--no-progress"]) == 2, args
     err = capsys.readouterr().err.strip()
     assert match in err and "\n" not in err, (match, err)
+
+
+@pytest.mark.parametrize("name", ["aldp", "ala4", "ala6", "elil"])
+def test_paper_configs_plan_their_own_budget_not_the_cpu_presets(name, capsys):
+  """``--config <name>_paper.toml`` layers the target's CPU preset under the file; the file
+  must name the budget plan itself, or it inherits an annealing share sized for a 1e5 buffer
+  (a handful of paper-scale steps)."""
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "molecules",
+                      "configs", f"{name}_paper.toml")
+  assert main(["train", "--config", path, "--dry-run"]) == 0
+  cfg = json.loads(capsys.readouterr().out)
+  cmt, budget = cfg["cmt"], cfg["max_target_evals"]
+  assert cmt["n_samples"] >= 500_000 and cmt["n_grad_steps"] == 2000
+  assert cmt["plan_budget"] and cmt["plan_anneal_evals"] == pytest.approx(0.8 * budget)
+  # at least 100 annealing steps of the paper's buffer fit in the plan
+  assert cmt["plan_anneal_evals"] / cmt["n_samples"] >= 100
+  assert cmt["fit_weight_cap"] == 0.0
+  assert cfg["flow"]["n_layers"] == 8 and cfg["flow"]["hidden"] == [256] * 5
