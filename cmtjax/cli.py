@@ -30,7 +30,8 @@ import math
 import os
 import sys
 
-from cmtjax.io.config import ConfigError, build_config, load_file, parse_override
+from cmtjax.io.config import (ConfigError, build_config, load_file, parse_override,
+                              with_settings_added_later)
 from cmtjax.io.presets import preset_for
 from cmtjax.methods.registry import method_names
 from cmtjax.targets.registry import USER_SPEC_HELP, TARGET_NAMES, resolve_target_spec
@@ -250,7 +251,8 @@ def _train(args) -> int:
     return _branch(args)
   if args.out is None and not args.dry_run:
     raise ConfigError("--out is required (or --resume DIR)")
-  file_layer = load_file(args.config) if args.config else {}
+  # A saved config.json repeats its run: settings added since get the default it ran with.
+  file_layer = with_settings_added_later(load_file(args.config)) if args.config else {}
   flag_layer: dict = _distributed_layer(args)
   if args.target is not None:
     flag_layer["target"] = args.target

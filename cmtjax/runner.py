@@ -37,7 +37,8 @@ from cmtjax import __version__
 from cmtjax.flows import flow_for_target
 from cmtjax.flows.flow import in_blocks
 from cmtjax.io import plots
-from cmtjax.io.config import RunConfig, build_config, load_file, save_config, to_dict
+from cmtjax.io.config import (ADDED_LATER, RunConfig, build_config, load_file, save_config,
+                              to_dict)
 from cmtjax.io.params import PARAMS_FILE, params_path, read_params, write_params
 from cmtjax.methods import get_method, make_method
 from cmtjax.metrics import evaluate, evaluate_particles, run_warnings
@@ -52,12 +53,9 @@ _RENAME = {"lam": "lambda"}
 # Sections of a RunConfig that do not change what a run computes (left out of its fingerprint,
 # so that a run may be resumed with other checkpoint or device settings).
 _NOT_FINGERPRINTED = ("checkpoint", "distributed")
-# Settings added after runs were checkpointed, with their defaults: left out of the
-# fingerprint while they hold the default, so a checkpoint written before they existed still
-# resumes.
-_ADDED_LATER = {("init_params",): None, ("cmt", "plan_anneal_evals"): None,
-                ("cmt", "refine_min_ess"): 0.0, ("cmt", "fit_weight_cap"): 0.0,
-                ("cmt", "refine_skip_ess"): 0.0}
+# Settings added after runs were checkpointed (io.config.ADDED_LATER) are left out of the
+# fingerprint while they hold their default, so a checkpoint written before they existed
+# still resumes.
 CHECKPOINT_DIR = "checkpoints"
 BRANCH_FILE = "branched_from.json"  # a branch's origin, kept for its later resumes
 
@@ -73,7 +71,7 @@ def fingerprinted_config(cfg: RunConfig) -> dict:
   if path is not None:
     with open(path, "rb") as f:
       out["target_file_sha256"] = hashlib.sha256(f.read()).hexdigest()
-  for path_, default in _ADDED_LATER.items():  # absent from configs written before they
+  for path_, default in ADDED_LATER.items():  # absent from configs written before they
     *parents, leaf = path_                      # existed: same hash
     section = out
     for key in parents:
@@ -114,7 +112,7 @@ def run_fingerprint(cfg: RunConfig) -> str:
   return fingerprint(fingerprinted_config(cfg))
 
 
-# Settings of _ADDED_LATER that cmtjax versions before 2026-12-05 hashed at their default.
+# Settings of ADDED_LATER that cmtjax versions before 2026-12-05 hashed at their default.
 _ONCE_HASHED_AT_DEFAULT = (("cmt", "refine_min_ess"),)
 
 

@@ -339,6 +339,39 @@ def parse_override(text: str) -> dict:
   return out
 
 
+# Settings added after runs were saved and checkpointed, with the default they had when
+# added (what a run saved before them computed with).
+ADDED_LATER = {("init_params",): None, ("cmt", "plan_anneal_evals"): None,
+               ("cmt", "refine_min_ess"): 0.0, ("cmt", "fit_weight_cap"): 0.0,
+               ("cmt", "refine_skip_ess"): 0.0}
+
+
+def is_saved_run_config(layer: dict) -> bool:
+  """True for a run's own ``config.json`` (complete: it names the version and every section),
+  not a partial config file written by hand."""
+  return all(k in layer for k in ("version", "target", "method", "flow", "eval", "checkpoint"))
+
+
+def with_settings_added_later(layer: dict) -> dict:
+  """A saved run's config with the settings of ``ADDED_LATER`` it lacks (it was saved before
+  they existed) at the default they had when added, so that repeating it under a target's
+  preset repeats the run it describes rather than taking a newer preset value. Other layers
+  are returned as they are."""
+  if not is_saved_run_config(layer):
+    return layer
+  out = json.loads(json.dumps(layer))
+  for path, default in ADDED_LATER.items():
+    *parents, leaf = path
+    section = out
+    for key in parents:
+      section = section.get(key)
+      if not isinstance(section, dict):
+        break
+    else:
+      section.setdefault(leaf, default)
+  return out
+
+
 def build_config(layers: list[dict]) -> RunConfig:
   """Merges dict layers (later wins) over the defaults and validates the result."""
   merged: dict = {}

@@ -276,3 +276,19 @@ def test_paper_configs_plan_their_own_budget_not_the_cpu_presets(name, capsys):
   assert cmt["plan_anneal_evals"] / cmt["n_samples"] >= 100
   assert cmt["fit_weight_cap"] == 0.0
   assert cfg["flow"]["n_layers"] == 8 and cfg["flow"]["hidden"] == [256] * 5
+
+
+def test_a_saved_config_from_before_a_setting_existed_repeats_without_it(tmp_path, capsys):
+  """A run's config.json saved before ``cmt.fit_weight_cap`` existed ran without a cap; repeated
+  with --config under the aldp preset (which now caps at 100) it must still have none, while a
+  partial config file written by hand takes the preset's value."""
+  assert main(["train", "--target", "aldp", "--dry-run"]) == 0
+  saved = json.loads(capsys.readouterr().out)
+  assert saved["cmt"]["fit_weight_cap"] == 100.0  # the preset's
+  del saved["cmt"]["fit_weight_cap"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  assert main(["train", "--config", str(tmp_path / "config.json"), "--dry-run"]) == 0
+  assert json.loads(capsys.readouterr().out)["cmt"]["fit_weight_cap"] == 0.0
+  (tmp_path / "partial.json").write_text(json.dumps({"target": "aldp", "seed": 3}))
+  assert main(["train", "--config", str(tmp_path / "partial.json"), "--dry-run"]) == 0
+  assert json.loads(capsys.readouterr().out)["cmt"]["fit_weight_cap"] == 100.0
