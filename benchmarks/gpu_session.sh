@@ -37,7 +37,7 @@ echo "== 2. short paper-scale aldp run (aldp_paper.toml, planned to 2.5 min of t
 /usr/bin/time -f "train: %e s wall, %U+%S s CPU, %M KB peak" \
   timeout 270 python3 -m cmtjax.cli train \
   --config experiments/molecules/configs/aldp_paper.toml --budget 3e7 --plan-minutes 2.5 \
-  --set target_kwargs.chunk_size=65536 --set eval.every=0 --set checkpoint.enabled=false \
+  --set eval.every=0 --set checkpoint.enabled=false \
   --set eval.n_repeats=1 --no-progress --out /tmp/aldp_paper 2>&1 | quiet | tail -n 60
 tar czf "$OUT/aldp_paper.tgz" --exclude=checkpoints --exclude='*.dcd' -C /tmp aldp_paper
 
