@@ -36,7 +36,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmtjax.cmt import make_buffer
 from cmtjax.flows import flow_for_target
 from cmtjax.io.config import build_config, load_file
 from cmtjax.io.presets import preset_for

@@ -37,8 +37,8 @@ from cmtjax import __version__
 from cmtjax.flows import flow_for_target
 from cmtjax.flows.flow import in_blocks
 from cmtjax.io import plots
-from cmtjax.io.config import (ADDED_LATER, RunConfig, build_config, load_file, save_config,
-                              to_dict)
+from cmtjax.io.config import (RunConfig, added_later_sections, build_config, load_file,
+                              save_config, to_dict)
 from cmtjax.io.params import PARAMS_FILE, params_path, read_params, write_params
 from cmtjax.methods import get_method, make_method
 from cmtjax.metrics import evaluate, evaluate_particles, run_warnings
@@ -71,12 +71,8 @@ def fingerprinted_config(cfg: RunConfig) -> dict:
   if path is not None:
     with open(path, "rb") as f:
       out["target_file_sha256"] = hashlib.sha256(f.read()).hexdigest()
-  for path_, default in ADDED_LATER.items():  # absent from configs written before they
-    *parents, leaf = path_                      # existed: same hash
-    section = out
-    for key in parents:
-      section = section.get(key) or {}
-    if leaf in section and section[leaf] == default:
+  for section, leaf, default in added_later_sections(out):  # absent from configs written
+    if leaf in section and section[leaf] == default:         # before they existed: same hash
       del section[leaf]
   if cfg.init_params is not None and os.path.isfile(params_path(cfg.init_params)):
     with open(params_path(cfg.init_params), "rb") as f:

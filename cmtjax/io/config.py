@@ -346,6 +346,20 @@ ADDED_LATER = {("init_params",): None, ("cmt", "plan_anneal_evals"): None,
                ("cmt", "refine_skip_ess"): 0.0}
 
 
+def added_later_sections(layer: dict):
+  """``(section, leaf, default)`` for each setting of ``ADDED_LATER`` whose section ``layer``
+  (a config as a dict) has: ``section[leaf]`` is where that setting lives."""
+  for path, default in ADDED_LATER.items():
+    *parents, leaf = path
+    section = layer
+    for key in parents:
+      section = section.get(key)
+      if not isinstance(section, dict):
+        break
+    else:
+      yield section, leaf, default
+
+
 def is_saved_run_config(layer: dict) -> bool:
   """True for a run's own ``config.json`` (complete: it names the version and every section),
   not a partial config file written by hand."""
@@ -360,15 +374,8 @@ def with_settings_added_later(layer: dict) -> dict:
   if not is_saved_run_config(layer):
     return layer
   out = json.loads(json.dumps(layer))
-  for path, default in ADDED_LATER.items():
-    *parents, leaf = path
-    section = out
-    for key in parents:
-      section = section.get(key)
-      if not isinstance(section, dict):
-        break
-    else:
-      section.setdefault(leaf, default)
+  for section, leaf, default in added_later_sections(out):
+    section.setdefault(leaf, default)
   return out
 
 
