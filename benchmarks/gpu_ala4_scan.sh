@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One prepared GPU call for issue 13: the alanine tetrapeptide's CPU-scale recipe (the `ala4`
+# preset with 16 coupling layers, seed 0) and four variants of it, run side by side on one
+# GPU, each stopped after LIMIT_S seconds of training and evaluated as on the CPU. It asks which axis
+# raises the reverse ESS: a longer refinement, a smaller buffer at the target (more steps per
+# evaluation), a larger buffer while annealing (the phi > 0 basin), or more layers.
+#
+#   bash benchmarks/gpu_ala4_scan.sh [OUT]     # OUT defaults to $OUT, else runs/gpu_ala4_scan
+#
+# Give the device call ~560 s: each run trains for LIMIT_S (300) seconds, then evaluates
+# (~100 s with five runs sharing the machine) within a limit of LIMIT_S + 200.
+#
+# OpenMM and mdtraj come as wheels from .whl/ (see benchmarks/gpu_session.sh). Writes
+# OUT/session.log, OUT/<variant>.log and one OUT/runs.tgz with each run's config, metrics,
+# steps, evaluations and plots (not its samples or parameters: the device tool brings back a
+# few files of limited size, and a run's samples.npz alone is over that limit).
+set -u
+OUT=${1:-${OUT:-runs/gpu_ala4_scan}}
+LIMIT_S=${LIMIT_S:-300}
+MIN=$(awk "BEGIN{print $LIMIT_S/60}")
+mkdir -p "$OUT"
+exec > >(tee "$OUT/session.log") 2>&1
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl > /dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+# Several processes share the chip: no process takes most of its memory up front.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+PY=${PY:-python3}
+date
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+$PY -c "import jax, openmm; print('jax', jax.__version__, 'openmm', openmm.__version__, jax.devices())" || exit 1
+
+run() {
+  local name=$1; shift
+  (
+    /usr/bin/time -f "$name: %e s wall, %U+%S s CPU, %M KB peak" \
+      timeout $((LIMIT_S + 200)) $PY -m cmtjax.cli train --target ala4 --seed 0 \
+      --set flow.n_layers=16 --set checkpoint.enabled=false --no-progress \
+      --minutes "$MIN" --out "/tmp/scan/$name" "$@" 2>&1 | grep -v --line-buffered cpu_aot \
+      > "$OUT/$name.log"
+    tail -n 3 "$OUT/$name.log"
+  ) &
+}
+mkdir -p /tmp/scan
+run A_b14 --budget 1.4e7
+run B_b40 --budget 4e7
+run C_n3e4 --budget 1.4e7 --set cmt.n_samples=30000 --set cmt.n_samples_annealing=100000
+run D_ann2e5 --budget 1.9e7 --set cmt.n_samples_annealing=200000 --set cmt.plan_anneal_evals=11000000
+run E_l24 --budget 1.4e7 --set flow.n_layers=24
+wait
+(cd /tmp/scan && tar czf "$OUT/runs.tgz" */*.json */*.jsonl */*.png)
+nvidia-smi --query-gpu=memory.used --format=csv,noheader || true
+date
