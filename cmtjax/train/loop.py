@@ -75,6 +75,11 @@ class TrainResult(NamedTuple):
 # predicts the next ones.
 _PLAN_MARGIN = 0.98
 _PLAN_WINDOW = 8
+# A planned budget is raised later in a sitting only while at most this share of it has been
+# spent (for CMT: while annealing or early in the learning rate's decay, which a larger
+# budget stretches a little) and only by at least this factor (not on every step's noise).
+_RAISE_WITHIN = 0.5
+_RAISE_FACTOR = 1.1
 
 
 class TrainingStalled(RuntimeError):
@@ -202,11 +207,12 @@ def train(method: Method, key: jax.Array, params: Any, *,
       target evaluations that fit in 98 % of the time left at the median time per evaluation
       of the latest 8 steps (at most ``method.max_target_evals``, which must be set), and
       the method plans for it (``method.with_budget``: CMT's annealing share and
-      learning-rate decay). Later in the sitting the budget is only lowered, when the latest
-      steps say it would end past the limit (a machine that got slower); each lowering
-      moves the plan (the decay's horizon, the annealing share). One slow early step
-      therefore under-plans the sitting; a resumed sitting plans afresh (up to
-      ``method.max_target_evals``). A fresh run whose budget was set once is usually the
+      learning-rate decay). Later in the sitting the budget is lowered when the latest steps
+      say it would end past the limit (a machine that got slower), and raised when they say
+      it would leave over a tenth of the budget's time unused (a machine that got faster:
+      early steps slowed by other work), the latter only while at most half of the planned
+      budget is spent; each change moves the plan (the decay's horizon, the annealing
+      share). A resumed sitting plans afresh (up to ``method.max_target_evals``). A fresh run whose budget was set once is usually the
       run of that budget (``--budget planned_target_evals`` repeats it): CMT's steps 0 and
       1 do not depend on the budget unless it allows fewer than three annealing steps or
       the target is reached within them. A step-time estimate from steps of another cost
@@ -330,16 +336,21 @@ def train(method: Method, key: jax.Array, params: Any, *,
 
   def plan_to_time(state, first: bool):
     """The state planning for the target evaluations that fit in the time left (the first
-    time in a sitting: set; later: only lowered, when the run would end past the limit)."""
+    time in a sitting: set; later: lowered when the run would end past the limit, raised
+    when it would end well before it while at most ``_RAISE_WITHIN`` of the plan is spent)."""
     per_eval = per_eval_seconds(compiled_too=False) if plan_to_time_limit else None
     if per_eval is None:
       return state, first
     per_eval = max(per_eval, 1e-12)
     left = max_training_seconds - host["wall_seconds"]
     planned = new = host["planned_evals"]
+    fits = min(cap, host["target_evals"] + int(_PLAN_MARGIN * max(left, 0.0) / per_eval))
     if first or host["wall_seconds"] + per_eval * (planned - host["target_evals"]) > (
         max_training_seconds):
-      new = min(cap, host["target_evals"] + int(_PLAN_MARGIN * max(left, 0.0) / per_eval))
+      new = fits
+    elif (host["target_evals"] <= _RAISE_WITHIN * planned
+          and fits >= _RAISE_FACTOR * planned):
+      new = fits
     if jax.process_count() > 1:  # every process plans process 0's budget
       from jax.experimental import multihost_utils
       new = int(multihost_utils.broadcast_one_to_all(np.asarray(new)))

@@ -1,6 +1,7 @@
 """A run planned to end within a time limit (``train(..., plan_to_time_limit=True)``,
 ``cmtjax train --plan-minutes``): the budget set from the first steps' timing, lowered when the
-machine slows, and the same run as one given that budget from the start."""
+machine slows, raised when it gets faster early in the run, and the same run as one given that
+budget from the start."""
 
 from __future__ import annotations
 
@@ -88,6 +89,30 @@ def test_a_machine_that_slows_down_lowers_the_budget_and_the_run_ends_in_time(mo
   ample = _run(_cmt(6 * N), monkeypatch, [10.0], max_training_seconds=1e4,
                plan_to_time_limit=True)
   assert ample.planned_target_evals == 6 * N and len(ample.records) == 6
+
+
+def test_a_machine_that_gets_faster_early_raises_the_budget_and_uses_its_time(monkeypatch):
+  # 25 s (compiling), two steps of 30 s (other work on the machine), then 10 s a step, 300 s.
+  # After step 1 the plan is 128 + int(0.98 * 245 / (30 / 64)) = 640 evaluations (10 steps);
+  # once the latest steps' median is 20 s (step 4) and then 10 s (step 5), with at most half
+  # of the plan spent, it is raised to 931, then to 384 + int(0.98 * 185 * 6.4) = 1,544.
+  res = _run(_cmt(40 * N), monkeypatch, [25.0, 30.0, 30.0, 10.0], max_training_seconds=300.0,
+             plan_to_time_limit=True)
+  assert res.planned_target_evals == 1544
+  assert len(res.records) == 1544 // N and not res.stopped_at_time_limit
+  assert 0.9 * 300.0 < res.wall_seconds <= 300.0  # the first plan alone: 155 s
+  # The learning rate's decay follows the last plan: constant until the path reaches the
+  # target (step 13 here), then a cosine to the raised budget's end (the first plan's decay
+  # would have ended at its 10th step).
+  lr = np.array([r["learning_rate"] for r in res.records]) / CONFIG.learning_rate
+  k = [r["at_target"] for r in res.records].index(True)
+  np.testing.assert_allclose(lr[:k], 1.0, rtol=1e-6)
+  assert k >= 10 and np.all(np.diff(lr[k:]) < 0) and lr[-1] < 0.05
+  # Faster only after half of the plan is spent: the plan stands (640, ended early).
+  late = _run(_cmt(40 * N), monkeypatch, [25.0] + [30.0] * 5 + [10.0],
+              max_training_seconds=300.0, plan_to_time_limit=True)
+  assert late.planned_target_evals == 640 and len(late.records) == 10
+  assert late.wall_seconds == pytest.approx(25.0 + 5 * 30.0 + 4 * 10.0)
 
 
 def test_planning_needs_a_limit_and_a_method_that_can_change_its_budget(monkeypatch):
