@@ -36,9 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmtjax.cli import config_for
 from cmtjax.flows import flow_for_target
-from cmtjax.io.config import build_config, load_file
-from cmtjax.io.presets import preset_for
 from cmtjax.methods import make_cmt
 from cmtjax.targets import make_target
 from cmtjax.train import fit_weighted, make_mesh
@@ -66,11 +65,10 @@ def _best(fn, *args, repeats):
 
 
 def paper_config(name: str, n: int, k: int):
-  """The run config ``cmtjax train --config <name>_paper.toml`` builds (the target's preset
-  under the file), with buffer ``n`` and ``k`` gradient steps."""
-  path = os.path.join(CONFIGS, f"{name}_paper.toml")
-  return build_config([preset_for(name), load_file(path),
-                       {"cmt": {"n_samples": n, "n_grad_steps": k}}])
+  """The run config ``cmtjax train --config <name>_paper.toml`` builds, with buffer ``n`` and
+  ``k`` gradient steps."""
+  return config_for(["--config", os.path.join(CONFIGS, f"{name}_paper.toml"),
+                     "--set", f"cmt.n_samples={n}", "--set", f"cmt.n_grad_steps={k}"])
 
 
 def time_system(name: str, n: int, k: int, repeats: int, energy_chunks, whole_step: bool,

@@ -251,6 +251,34 @@ def _train(args) -> int:
     return _branch(args)
   if args.out is None and not args.dry_run:
     raise ConfigError("--out is required (or --resume DIR)")
+  cfg = _new_run_config(args)
+  if args.dry_run:
+    return _print_config(cfg)
+  from cmtjax.runner import run  # heavy imports only once the input is known to be good
+  metrics = run(cfg, args.out, progress=not args.no_progress)
+  _print_summary(metrics, args.out)
+  return 0
+
+
+def config_for(argv: list[str]):
+  """The run config that ``cmtjax train ARGV`` builds for a new run (what ``--dry-run``
+  prints): the target's preset, then ``--config``, ``--set`` and the other flags, e.g.
+  ``config_for(["--config", "experiments/molecules/configs/aldp_paper.toml"])``. For scripts
+  that must run what the command line would (benchmarks/gpu_step.py).
+
+  Raises:
+    ConfigError: a bad flag or setting, or ``--resume`` / ``--branch-from`` (they read a
+      run's own config).
+  """
+  args = _parser().parse_args(["train", *argv])
+  if args.resume is not None or args.branch_from is not None:
+    raise ConfigError("config_for builds a new run's config; --resume and --branch-from "
+                      "read the run's own config.json")
+  return _new_run_config(args)
+
+
+def _new_run_config(args):
+  """The config of a new run from ``cmtjax train`` arguments."""
   # A saved config.json repeats its run: settings added since get the default it ran with.
   file_layer = with_settings_added_later(load_file(args.config)) if args.config else {}
   flag_layer: dict = _distributed_layer(args)
@@ -283,12 +311,7 @@ def _train(args) -> int:
   if precision is not None and precision not in ("float32", "float64"):
     raise ConfigError(f"target_kwargs.precision must be 'float32' or 'float64', got "
                       f"{precision!r}")
-  if args.dry_run:
-    return _print_config(cfg)
-  from cmtjax.runner import run  # heavy imports only once the input is known to be good
-  metrics = run(cfg, args.out, progress=not args.no_progress)
-  _print_summary(metrics, args.out)
-  return 0
+  return cfg
 
 
 def _one_line(e: BaseException) -> str:

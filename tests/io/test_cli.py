@@ -278,6 +278,24 @@ def test_paper_configs_plan_their_own_budget_not_the_cpu_presets(name, capsys):
   assert cfg["flow"]["n_layers"] == 8 and cfg["flow"]["hidden"] == [256] * 5
 
 
+def test_config_for_is_the_config_the_command_line_builds(capsys):
+  """``cmtjax.cli.config_for`` (what benchmarks/gpu_step.py times) resolves the layers as
+  ``cmtjax train ... --dry-run`` does, and refuses a resume, whose config is the run's own."""
+  from cmtjax.cli import config_for
+  from cmtjax.io.config import ConfigError, to_dict
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "molecules",
+                      "configs", "ala4_paper.toml")
+  for argv in (["--config", path, "--set", "cmt.n_samples=1000", "--budget", "3e6"],
+               ["--target", "aldp", "--seed", "2", "--set", "flow.n_layers=4",
+                "--plan-minutes", "30"]):
+    assert main(["train", *argv, "--dry-run"]) == 0
+    assert to_dict(config_for(argv)) == json.loads(capsys.readouterr().out), argv
+  cfg = config_for(["--config", path])
+  assert cfg.method_config.n_grad_steps == 2000 and cfg.target == "ala4"
+  with pytest.raises(ConfigError, match="resume"):
+    config_for(["--resume", "runs/x"])
+
+
 def test_a_saved_config_from_before_a_setting_existed_repeats_without_it(tmp_path, capsys):
   """A run's config.json saved before ``cmt.fit_weight_cap`` existed ran without a cap; repeated
   with --config under the aldp preset (which now caps at 100) it must still have none, while a
