@@ -7,6 +7,9 @@
 #
 #   bash benchmarks/gpu_ala4_scan.sh [OUT]     # OUT defaults to $OUT, else runs/gpu_ala4_scan
 #
+# The variants are the lines of $VARIANTS (default benchmarks/gpu_ala4_variants.txt): a name
+# and the flags that set it apart (`--budget`, `--set`, `--config`, ...).
+#
 # Give the device call ~560 s: each run trains for LIMIT_S (300) seconds, then evaluates
 # (~100 s with five runs sharing the machine) within a limit of LIMIT_S + 200.
 #
@@ -17,6 +20,7 @@
 set -u
 OUT=${1:-${OUT:-runs/gpu_ala4_scan}}
 LIMIT_S=${LIMIT_S:-300}
+VARIANTS=${VARIANTS:-benchmarks/gpu_ala4_variants.txt}
 MIN=$(awk "BEGIN{print $LIMIT_S/60}")
 mkdir -p "$OUT"
 exec > >(tee "$OUT/session.log") 2>&1
@@ -47,11 +51,12 @@ run() {
   ) &
 }
 mkdir -p /tmp/scan
-run A_b14 --budget 1.4e7
-run B_b40 --budget 4e7
-run C_n3e4 --budget 1.4e7 --set cmt.n_samples=30000 --set cmt.n_samples_annealing=100000
-run D_ann2e5 --budget 1.9e7 --set cmt.n_samples_annealing=200000 --set cmt.plan_anneal_evals=11000000
-run E_l24 --budget 1.4e7 --set flow.n_layers=24
+# One run per line of VARIANTS: a name, then its flags (after the common ones above).
+while read -r name flags; do
+  case "$name" in ''|'#'*) continue ;; esac
+  # shellcheck disable=SC2086  # the flags are words
+  run "$name" $flags
+done < "$VARIANTS"
 wait
 (cd /tmp/scan && tar czf "$OUT/runs.tgz" */*.json */*.jsonl */*.png)
 nvidia-smi --query-gpu=memory.used --format=csv,noheader || true
