@@ -22,16 +22,7 @@ OUT=${1:-${OUT:-runs/gpu_ala4_scan}}
 LIMIT_S=${LIMIT_S:-300}
 VARIANTS=${VARIANTS:-benchmarks/gpu_ala4_variants.txt}
 MIN=$(awk "BEGIN{print $LIMIT_S/60}")
-mkdir -p "$OUT"
-exec > >(tee "$OUT/session.log") 2>&1
-export PYTHONUNBUFFERED=1
-if ls .whl/*.whl > /dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
+source "$(dirname "$0")/gpu_env.sh"  # OUT/session.log, the OpenMM/mdtraj wheels
 # Several processes share the chip: no process takes most of its memory up front.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
 PY=${PY:-python3}

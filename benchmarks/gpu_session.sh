@@ -11,16 +11,7 @@
 # and OUT/aldp_paper.tgz (the run's folder without checkpoints).
 set -u
 OUT=${1:-${OUT:-runs/gpu_session}}
-mkdir -p "$OUT"
-exec > >(tee "$OUT/session.log") 2>&1
-export PYTHONUNBUFFERED=1
-if ls .whl/*.whl > /dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
+source "$(dirname "$0")/gpu_env.sh"  # OUT/session.log, the OpenMM/mdtraj wheels
 quiet() { grep -v --line-buffered cpu_aot; }
 date
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
