@@ -13,7 +13,7 @@
 # Give the device call ~560 s: each run trains for LIMIT_S (300) seconds, then evaluates
 # (~100 s with five runs sharing the machine) within a limit of LIMIT_S + 200.
 #
-# OpenMM and mdtraj come as wheels from .whl/ (see benchmarks/gpu_session.sh). Writes
+# OpenMM and mdtraj come as wheels from .whl/ (benchmarks/gpu_env.sh). Writes
 # OUT/session.log, OUT/<variant>.log and one OUT/runs.tgz with each run's config, metrics,
 # steps, evaluations and plots (not its samples or parameters: the device tool brings back a
 # few files of limited size, and a run's samples.npz alone is over that limit).

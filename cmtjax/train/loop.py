@@ -209,13 +209,13 @@ def train(method: Method, key: jax.Array, params: Any, *,
       the method plans for it (``method.with_budget``: CMT's annealing share and
       learning-rate decay). Later in the sitting the budget is lowered when the latest steps
       say it would end past the limit (a machine that got slower), and raised when they say
-      it would leave over a tenth of the budget's time unused (a machine that got faster:
-      early steps slowed by other work), the latter only while at most half of the planned
-      budget is spent; each change moves the plan (the decay's horizon, the annealing
-      share). A resumed sitting plans afresh (up to ``method.max_target_evals``). A fresh run whose budget was set once is usually the
-      run of that budget (``--budget planned_target_evals`` repeats it): CMT's steps 0 and
-      1 do not depend on the budget unless it allows fewer than three annealing steps or
-      the target is reached within them. A step-time estimate from steps of another cost
+      a tenth more evaluations or over would fit (a machine that got faster: early steps
+      slowed by other work), the latter only while at most half of the planned budget is
+      spent; each change moves the plan (the decay's horizon, the annealing share). A resumed
+      sitting plans afresh (up to ``method.max_target_evals``). A fresh run whose budget was
+      set once is usually the run of that budget (``--budget planned_target_evals`` repeats
+      it): CMT's steps 0 and 1 do not depend on the budget unless it allows fewer than
+      three annealing steps or the target is reached within them. A step-time estimate from steps of another cost
       (CMT's larger annealing buffer) can leave time unused; the limit still ends the run
       if the estimate was short (the same latest-8 estimate decides it).
 
