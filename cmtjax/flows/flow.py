@@ -51,6 +51,11 @@ class Flow(NamedTuple):
       space (:mod:`cmtjax.methods.smc`) evaluate the base and ``forward`` at
       ``base_wrap(z)``. These three are None for a flow built elsewhere that does not
       provide them.
+    initial_forward: ``z: [batch, dim_z] -> (x, log_det)``, ``forward`` at the parameters
+      of ``init`` (every coupling the identity) without evaluating the couplings: the flow's
+      fixed maps alone (a scaling, or a molecule's internal-coordinate map). Samplers that
+      pull the target back through the untrained flow use it (:mod:`cmtjax.methods.smc`).
+      None where the flow does not provide it.
   """
 
   config: FlowConfig
@@ -62,6 +67,7 @@ class Flow(NamedTuple):
   base_sample: Optional[Callable[[Array, int], Array]] = None
   base_log_prob: Optional[Callable[[Array], Array]] = None
   base_wrap: Optional[Callable[[Array], Array]] = None
+  initial_forward: Optional[Callable[[Array], tuple[Array, Array]]] = None
 
   @property
   def dim(self) -> int:
@@ -249,8 +255,15 @@ def make_flow(config: FlowConfig) -> Flow:
     x, log_det = _forward(params, z)
     return x, standard_normal_log_prob(z) - log_det
 
+  @jax.jit
+  def initial_forward(z: Array) -> tuple[Array, Array]:
+    """``forward`` at ``init``: the base scaling alone."""
+    _check(z, "z")
+    return config.base_scale * z, jnp.full(z.shape[:-1], scale_log_det, z.dtype)
+
   return Flow(config=config, init=init,
               sample_and_log_prob=sample_and_log_prob, log_prob=log_prob,
               forward=forward, inverse=inverse,
               base_sample=lambda key, n: jax.random.normal(key, (n, dim), jnp.float32),
-              base_log_prob=standard_normal_log_prob, base_wrap=lambda z: z)
+              base_log_prob=standard_normal_log_prob, base_wrap=lambda z: z,
+              initial_forward=initial_forward)

@@ -195,6 +195,14 @@ def make_internal_flow(config: FlowConfig, ic: InternalCoordinates) -> Flow:
     """Free dihedrals (uniform on [-1, 1), periodic) taken modulo 2 into [-1, 1)."""
     return jnp.where(bounded_mask, y0, jnp.mod(y0 + 1.0, 2.0) - 1.0)
 
+  @jax.jit
+  def initial_forward(z: Array) -> tuple[Array, Array]:
+    """``forward`` at ``init`` (identity splines; the dihedral rotations cancel modulo 2):
+    the internal-coordinate map alone."""
+    _check(z, dim, "z")
+    return ic.to_cartesian(base_wrap(z))
+
   return Flow(config=config, init=init, sample_and_log_prob=sample_and_log_prob,
               log_prob=log_prob, forward=forward, inverse=inverse,
-              base_sample=base_sample, base_log_prob=base_log_prob, base_wrap=base_wrap)
+              base_sample=base_sample, base_log_prob=base_log_prob, base_wrap=base_wrap,
+              initial_forward=initial_forward)

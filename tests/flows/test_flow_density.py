@@ -139,3 +139,13 @@ def test_distrax_backend_is_the_same_flow():
   np.testing.assert_allclose(np.asarray(log_q), np.asarray(log_q_ref), atol=1e-4)
   np.testing.assert_allclose(np.asarray(ref.log_prob(params, 3.0 * x)),
                              np.asarray(ours.log_prob(params, 3.0 * x)), atol=1e-4)
+
+
+@pytest.mark.parametrize("case", CASES_2D, ids=[c[1] for c in CASES_2D])
+def test_initial_forward_is_the_base_scaling_of_the_initial_flow(case):
+  flow = small_flow(*case)
+  z = jax.random.normal(jax.random.PRNGKey(0), (16, case[0]))
+  x, ld = flow.forward(flow.init(jax.random.PRNGKey(1)), z)
+  x0, ld0 = flow.initial_forward(z)
+  np.testing.assert_allclose(np.asarray(x0), np.asarray(x), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(ld0), np.asarray(ld), atol=1e-5)

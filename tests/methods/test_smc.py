@@ -119,7 +119,38 @@ def test_a_flow_without_a_base_space_is_refused():
 @pytest.mark.parametrize("bad, match", [
     (dict(n_particles=1), "n_particles"), (dict(target_ess=1.0), "target_ess"),
     (dict(n_leapfrog=0), "n_leapfrog"), (dict(init_step_size=0.0), "init_step_size"),
-    (dict(target_acceptance=0.0), "target_acceptance")])
+    (dict(target_acceptance=0.0), "target_acceptance"), (dict(pull_back="base"), "pull_back")])
 def test_bad_hyperparameters_are_named(bad, match):
   with pytest.raises(ValueError, match=match):
     SMCConfig(**bad)
+
+
+def test_pulling_back_through_the_initial_map_is_the_same_sampler_and_refuses_trained_params():
+  """``pull_back = "initial"`` (the flow's fixed map, no couplings) runs the same rounds as
+  pulling back through the flow at its initial parameters; it refuses parameters that are
+  not the initial ones (a trained flow from ``init_params``), which ``"flow"`` accepts."""
+  target = gauss_target()
+  flow = small_flow()
+  params = flow.init(jax.random.PRNGKey(1))
+  out = {}
+  for pull_back in ("initial", "flow"):
+    cfg = SMCConfig(n_particles=200, n_mcmc_steps=2, n_leapfrog=3, pull_back=pull_back)
+    method = make_method("smc", cfg, flow, target, 3)
+    state = method.init(jax.random.PRNGKey(0), params)
+    state, info = jax.jit(method.step)(jax.random.PRNGKey(2), state)
+    out[pull_back] = (state.method_state, method.particles(state)[0])
+  a, b = out["initial"], out["flow"]
+  np.testing.assert_allclose(float(a[0].beta), float(b[0].beta), rtol=1e-4)
+  np.testing.assert_allclose(float(a[0].log_z), float(b[0].log_z), atol=1e-3)
+  np.testing.assert_allclose(np.asarray(a[1]), np.asarray(b[1]), atol=1e-3)
+
+  trained = jax.tree_util.tree_map(
+      lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(3), p.shape), params)
+  with pytest.raises(ValueError, match="pull_back = 'flow'"):
+    make_method("smc", SMCConfig(n_particles=50), flow, target, 1).init(
+        jax.random.PRNGKey(0), trained)
+  make_method("smc", SMCConfig(n_particles=50, pull_back="flow"), flow, target, 1).init(
+      jax.random.PRNGKey(0), trained)
+  with pytest.raises(ValueError, match="initial_forward"):
+    make_method("smc", SMCConfig(n_particles=50), flow._replace(initial_forward=None),
+                target, 1)
