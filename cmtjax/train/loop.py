@@ -31,8 +31,13 @@ from cmtjax.train.state import Method, TrainState
 
 # Keys of a step record shown in the progress bar when the method reports them (of a
 # per-component figure, the smallest component).
-_BAR_KEYS = (("lam", "λ"), ("eta", "η"), ("step_ess", "ess"), ("batch_ess", "ess"),
-             ("phi_pos_weighted", "φ>0"), ("loss", "loss"))
+# The key figures a progress bar shows, from a step's record (the first key of each label
+# that the method records): CMT's multipliers and path position, the ESS (SMC: its
+# particles'), φ > 0 on molecules, the loss, and SMC's and FAB's log Z and HMC acceptance.
+_BAR_KEYS = (("lam", "λ"), ("eta", "η"), ("beta", "β"), ("step_ess", "ess"),
+             ("batch_ess", "ess"), ("ess", "ess"), ("phi_pos_weighted", "φ>0"),
+             ("loss", "loss"), ("log_z", "log Z"), ("acceptance", "acc"))
+_BAR_FORMAT = {"log_z": ".5g"}  # the rest: 3 significant digits
 
 
 class TrainResult(NamedTuple):
@@ -458,6 +463,6 @@ def _bar_text(record: dict, target_evals: int) -> str:
     if v is None or label in seen:
       continue
     seen.add(label)
-    parts.append(f"{label}={v:.3g}")
+    parts.append(f"{label}={v:{_BAR_FORMAT.get(key, '.3g')}}")
   parts.append(f"evals={target_evals:.3g}")
   return " ".join(parts)

@@ -78,3 +78,15 @@ def test_budget_errors():
     plan_steps(10_000, 5_000, None)
   with pytest.raises(ValueError, match="set a budget"):
     plan_steps(10, None, None)
+
+
+def test_the_progress_bar_shows_each_method_s_key_figures():
+  """One figure per label, the first key a method records: CMT's λ, η, β and step ESS; SMC's
+  β, particle ESS, log Z and acceptance; never two "ess" entries."""
+  from cmtjax.train.loop import _bar_text  # noqa: PLC0415
+  cmt = _bar_text({"lam": 2.5, "eta": 0.0, "beta": 0.31, "step_ess": 0.72, "ess": 0.1,
+                   "loss": -167.0}, 1_200_000)
+  assert cmt == "λ=2.5 η=0 β=0.31 ess=0.72 loss=-167 evals=1.2e+06"
+  smc = _bar_text({"beta": 1.0, "log_z": -189.67, "ess": 0.5, "acceptance": 0.65,
+                   "step_size": 0.16}, 44_000)
+  assert smc == "β=1 ess=0.5 log Z=-189.67 acc=0.65 evals=4.4e+04"
