@@ -210,7 +210,7 @@ def plot_ess_vs_evals(path: str, curves: dict[str, Sequence[Sequence[dict]]],
     x_label: its axis title.
   """
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-  plotted = False
+  plotted = positive = False
   for label, runs in curves.items():
     runs = [r for r in runs if len(r)]
     if not runs:
@@ -222,11 +222,14 @@ def plot_ess_vs_evals(path: str, curves: dict[str, Sequence[Sequence[dict]]],
       x = np.nanmean(np.stack([_column(r[:n], x_key) for r in runs]), axis=0)
       mean = np.nanmean(y, axis=0)
       se = np.nanstd(y, axis=0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else None
-    ok = np.isfinite(x) & (x > 0)  # points without an x value (e.g. no time recorded) left out
+    # Points without an x value (e.g. no time recorded) or without an ESS (a particle
+    # sampler's evaluations have none) are left out.
+    ok = np.isfinite(x) & (x > 0) & np.isfinite(mean)
     if not ok.any():
       continue
     plotted = True
     x, mean = x[ok], mean[ok]
+    positive = positive or bool(np.any(mean > 0))
     name = f"{label} ({len(runs)} seeds)" if len(runs) > 1 else label
     for ax in axes:
       line, = ax.plot(x, mean, marker="o", ms=3, label=name)
@@ -237,10 +240,10 @@ def plot_ess_vs_evals(path: str, curves: dict[str, Sequence[Sequence[dict]]],
   for ax, scale in zip(axes if plotted else (), ("linear", "log")):
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: no clutter
-    ax.set_yscale(scale)
-    if scale == "linear":
+    if scale == "linear" or not positive:  # a log axis needs a positive value to show
       ax.set_ylim(0, 1.02)
     else:
+      ax.set_yscale(scale)
       ax.set_ylim(top=1.5)
     ax.set_xlabel(x_label)
     ax.set_ylabel("reverse ESS" + (" (log scale)" if scale == "log" else ""))

@@ -73,6 +73,13 @@ def test_ess_plot_of_several_seeds(tmp_path):
   plot_ess_vs_evals(path, {"cmt": [curve([0.1, 0.5, 0.9]), curve([0.2, 0.6])],
                           "fab": [curve([0.05, None, 0.3])], "none": [[]]}, "t")
   assert os.path.getsize(path) > 1000
+  # A comparison of a particle sampler alone (no reverse ESS at any point) or of runs whose
+  # ESS is 0 throughout: an empty or flat plot, not a log-scale error.
+  smc = [{"target_evals": 1000 * (i + 1)} for i in range(3)]
+  plot_ess_vs_evals(str(tmp_path / "smc.png"), {"smc": [smc, smc]}, "t")
+  plot_ess_vs_evals(str(tmp_path / "zero.png"), {"tabg": [curve([0.0, 0.0])]}, "t")
+  assert os.path.getsize(tmp_path / "smc.png") > 1000
+  assert os.path.getsize(tmp_path / "zero.png") > 1000
 
 
 def test_ess_curve_carries_the_training_time_of_its_steps(tmp_path):
