@@ -15,10 +15,10 @@ The initial flow's couplings are the identity, so T₀ is the flow's fixed map a
 (``flow.initial_forward``: for a molecule, the internal-coordinate map) and SMC evaluates
 that, not the coupling layers (``pull_back = "initial"``, the default; on alanine dipeptide
 with the 16-layer preset a round at N = 2000 is then 9× cheaper, its compilation 3×;
-``benchmarks/smc_round.py``). A run that starts from trained
-parameters (``init_params``) and wants the target pulled back through that flow sets
-``pull_back = "flow"`` (a forward and backward pass of the flow per leapfrog step);
-``"initial"`` refuses parameters that are not the initial ones rather than ignore them.
+``benchmarks/smc_round.py``). A run that starts from trained parameters (``init_params``) and
+wants the target pulled back through that flow sets ``pull_back = "flow"`` (a forward and
+backward pass of the flow per leapfrog step); ``"initial"`` refuses parameters that are not
+the initial ones rather than ignore them.
 
 After each step the HMC step size follows the acceptance rate towards
 ``target_acceptance`` and the diagonal inverse mass matrix is set to the particles' weighted
