@@ -63,8 +63,10 @@ COLUMNS = (
     ("training_seconds", "training s", ".3g"),
     ("reverse_ess", "reverse ESS %", "pct"),
     ("reverse_ess_clipped", "clipped ESS %", "pct"),
-    # A particle sampler (smc) has no model density: the ESS of its final particles' weights.
+    # A particle sampler (smc) has no model density: the ESS of its final particles' weights
+    # (1 once it has resampled at the target) and that of its weights on reaching the target.
     ("particle_ess", "particle ESS %", "pct"),
+    ("smc_ess_at_target", "particle ESS at β = 1 %", "pct"),
     ("log_z", "log Z", ".5g"),
     ("eubo", "EUBO", ".4g"),
     ("abs_log_z_error", "abs log Z error", ".2g"),
@@ -181,7 +183,9 @@ def markdown_table(target: str, summaries: dict[str, dict], budget: float,
            "short of it by less than one step's cost." + (
                " Particle ESS (smc, a particle sampler without a model density, so reverse "
                "ESS, EUBO and forward ESS do not apply): the ESS of its final particles' "
-               "weights; its molecular figures are those of the weighted particles."
+               "weights (100 % once the rounds at the target have resampled them) and, at "
+               "β = 1, of the weights with which the annealing arrived there; its molecular "
+               "figures are those of the weighted particles."
                if any(c[0] == "particle_ess" for c in cols) else ""), "",
            *grid.md_table(["method", "runs", *(c[1] for c in cols)], rows),
            *per_pair_table(summaries)]

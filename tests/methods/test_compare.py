@@ -191,7 +191,8 @@ def test_merge_adds_the_rows_of_an_earlier_comparison(tmp_path):
   folder = runs / "gmm40" / "smc" / "seed0"
   folder.mkdir(parents=True)
   (folder / "metrics.json").write_text(json.dumps(
-      {"method": "smc", "seed": 0, "particle_ess": 0.97, "log_z": 0.01, "target_evals": 990,
+      {"method": "smc", "seed": 0, "particle_ess": 0.97, "smc_ess_at_target": 0.42,
+       "log_z": 0.01, "target_evals": 990,
        "timing": {"total_seconds": 5.0}}))
   earlier = {"target": "gmm40", "budget": 1000, "command": "compare.py earlier",
              "methods": {"cmt": {"spec": "cmt", "runs": [
@@ -210,6 +211,8 @@ def test_merge_adds_the_rows_of_an_earlier_comparison(tmp_path):
   assert "fab" not in results["methods"]  # an empty row is not merged
   table = (res / "compare_gmm40.md").read_text()
   assert "| cmt | 1 |" in table and "particle ESS %" in table and "merged from" in table
+  smc_row = next(l for l in table.splitlines() if l.startswith("| smc |"))
+  assert "| 97 |" in smc_row and "| 42 |" in smc_row  # final weights; weights on arriving
   earlier["budget"] = 2000
   old.write_text(json.dumps(earlier))
   with pytest.raises(SystemExit, match="not of 'gmm40' at 1000"):
