@@ -220,9 +220,9 @@ def train(method: Method, key: jax.Array, params: Any, *,
       sitting plans afresh (up to ``method.max_target_evals``). A fresh run whose budget was
       set once is usually the run of that budget (``--budget planned_target_evals`` repeats
       it): CMT's steps 0 and 1 do not depend on the budget unless it allows fewer than
-      three annealing steps or the target is reached within them. A step-time estimate from steps of another cost
-      (CMT's larger annealing buffer) can leave time unused; the limit still ends the run
-      if the estimate was short (the same latest-8 estimate decides it).
+      three annealing steps or the target is reached within them. A step-time estimate from
+      steps of another cost (CMT's larger annealing buffer) can leave time unused; the limit
+      still ends the run if the estimate was short (the same latest-8 estimate decides it).
 
   Returns:
     A :class:`TrainResult`.
