@@ -13,8 +13,9 @@ Two evaluations of one function:
   table. It finds each input's bin from the cumulative bin sizes, takes the six
   numbers of that bin by masked sums over the bins, and applies the softplus to
   the bin's two knot slopes only; its gradient is written by hand
-  (``jax.custom_vjp``: the elementwise bin formula is differentiated by autodiff,
-  the bin look-up and the softmax by their closed forms). Reverse mode only: no
+  (``jax.custom_vjp``, all in closed form: the bin formula's partials from the bin
+  coordinate the forward pass found, by implicit differentiation for the inverse;
+  the bin look-up and the softmax). Reverse mode only: no
   ``jax.jvp`` / ``jax.jacfwd`` through it (``jax.jacrev`` works).
 * :func:`spline_knots` + :func:`spline_forward` / :func:`spline_inverse`: the
   whole knot table, then a one-hot reduction over bins; plain autodiff. The
@@ -150,16 +151,26 @@ def _log_derivative(s, d_lo, d_hi, xi, xi1, denom):
 
 def _bin_forward(xc, x_lo, width, y_lo, height, d_lo, d_hi):
   """The spline inside one bin: ``(y, log f'(x))`` at ``xc`` (elementwise)."""
+  return _bin_forward_xi(xc, x_lo, width, y_lo, height, d_lo, d_hi)[:2]
+
+
+def _bin_forward_xi(xc, x_lo, width, y_lo, height, d_lo, d_hi):
+  """``_bin_forward`` and the bin coordinate xi in [0, 1] of ``xc`` (for the gradient)."""
   s = height / width
   xi = jnp.clip((xc - x_lo) / width, 0.0, 1.0)
   xi1 = xi * (1.0 - xi)
   denom = s + (d_hi + d_lo - 2.0 * s) * xi1
   y = y_lo + height * (s * xi * xi + d_lo * xi1) / denom
-  return y, _log_derivative(s, d_lo, d_hi, xi, xi1, denom)
+  return y, _log_derivative(s, d_lo, d_hi, xi, xi1, denom), xi
 
 
 def _bin_inverse(yc, x_lo, width, y_lo, height, d_lo, d_hi):
   """The inverse spline inside one bin: ``(x, log |(f^-1)'(y)|)`` at ``yc``."""
+  return _bin_inverse_xi(yc, x_lo, width, y_lo, height, d_lo, d_hi)[:2]
+
+
+def _bin_inverse_xi(yc, x_lo, width, y_lo, height, d_lo, d_hi):
+  """``_bin_inverse`` and the bin coordinate xi in [0, 1] of its output (for the gradient)."""
   s = height / width
   w = jnp.clip((yc - y_lo) / height, 0.0, 1.0)
   # Normalised quadratic a xi^2 + b xi + c = 0 for the bin coordinate xi.
@@ -177,7 +188,63 @@ def _bin_inverse(yc, x_lo, width, y_lo, height, d_lo, d_hi):
   x = x_lo + width * xi
   xi1 = xi * (1.0 - xi)
   denom = s + t * xi1
-  return x, -_log_derivative(s, d_lo, d_hi, xi, xi1, denom)
+  return x, -_log_derivative(s, d_lo, d_hi, xi, xi1, denom), xi
+
+
+def _bin_vjp(on_y, xi, the_bin, g_out, g_log_det):
+  """Cotangents of ``(value, x_lo, width, y_lo, height, d_lo, d_hi)`` of one bin's formula
+  (``_bin_inverse`` if ``on_y``, else ``_bin_forward``), in closed form from the bin
+  coordinate xi of the forward pass.
+
+  In the bin, with s = height / width, xi1 = xi (1 - xi), D = s + (d_lo + d_hi - 2 s) xi1,
+  N = s xi^2 + d_lo xi1 and M = d_hi xi^2 + 2 s xi1 + d_lo (1 - xi)^2, the spline is
+  y = y_lo + height phi with phi = N / D, and log f' = log(s^2 M / D^2). The partials of phi
+  and log f' in (xi, s, d_lo, d_hi) are written out below; the inverse follows by implicit
+  differentiation (xi solves phi(xi) = (y - y_lo) / height, and d phi / d xi = s M / D^2).
+  Written by hand so that the backward pass reuses xi instead of running the forward
+  formula (and the inverse's root) again under autodiff; tested against autodiff of the
+  formulas in float64.
+  """
+  x_lo, width, y_lo, height, d_lo, d_hi = the_bin
+  s = height / width
+  xi1 = xi * (1.0 - xi)
+  one_xi = 1.0 - xi
+  t = d_lo + d_hi - 2.0 * s
+  inv_d = 1.0 / (s + t * xi1)
+  n = s * xi * xi + d_lo * xi1
+  m = d_hi * xi * xi + 2.0 * s * xi1 + d_lo * one_xi * one_xi
+  inv_m = 1.0 / m
+  phi = n * inv_d
+  # d phi / d(xi, s, d_lo, d_hi) at fixed others; D_s = 1 - 2 xi1, D_dlo = D_dhi = xi1.
+  phi_xi = s * m * inv_d * inv_d
+  phi_s = (xi * xi - phi * (1.0 - 2.0 * xi1)) * inv_d
+  phi_dlo = xi1 * (1.0 - phi) * inv_d
+  phi_dhi = -xi1 * phi * inv_d
+  # d log f' / d(xi, s, d_lo, d_hi).
+  l_xi = (2.0 * (d_hi * xi + s * (1.0 - 2.0 * xi) - d_lo * one_xi) * inv_m
+          - 2.0 * t * (1.0 - 2.0 * xi) * inv_d)
+  l_s = 2.0 / s + 2.0 * xi1 * inv_m - 2.0 * (1.0 - 2.0 * xi1) * inv_d
+  l_dlo = one_xi * one_xi * inv_m - 2.0 * xi1 * inv_d
+  l_dhi = xi * xi * inv_m - 2.0 * xi1 * inv_d
+  inv_w = 1.0 / width
+  if on_y:  # outputs x = x_lo + width xi and -log f'; g_out is d/dx
+    g_xi = g_out * width - g_log_det * l_xi
+    g_phi = g_xi / phi_xi
+    g_s = -g_log_det * l_s - g_phi * phi_s
+    g_dlo = -g_log_det * l_dlo - g_phi * phi_dlo
+    g_dhi = -g_log_det * l_dhi - g_phi * phi_dhi
+    g_value = g_phi / height
+    return (g_value, g_out, g_out * xi - g_s * s * inv_w, -g_value,
+            -g_value * phi + g_s * inv_w, g_dlo, g_dhi)
+  # outputs y = y_lo + height phi and log f'; g_out is d/dy
+  g_h_phi = g_out * height
+  g_xi = g_h_phi * phi_xi + g_log_det * l_xi
+  g_s = g_h_phi * phi_s + g_log_det * l_s
+  g_dlo = g_h_phi * phi_dlo + g_log_det * l_dlo
+  g_dhi = g_h_phi * phi_dhi + g_log_det * l_dhi
+  g_value = g_xi * inv_w
+  return (g_value, -g_value, -(g_xi * xi + g_s * s) * inv_w, g_out,
+          g_out * phi + g_s * inv_w, g_dlo, g_dhi)
 
 
 def spline_forward(x: Array, knots: SplineKnots,
@@ -236,9 +303,13 @@ def _lookup(value: Array, params: Array, box: float, on_y: bool, min_bin_size: f
   soft_w, widths = _softmax_sizes(params[..., :n_bins], 2.0 * box, min_bin_size)
   soft_h, heights = _softmax_sizes(params[..., n_bins:2 * n_bins], 2.0 * box, min_bin_size)
   # The bin: how many interior knots lie at or below the value (no gradient flows here).
-  edges = jax.lax.stop_gradient(heights if on_y else widths)
-  tri = jnp.triu(jnp.ones((n_bins - 1, n_bins - 1), value.dtype))
-  idx = jnp.sum(value[..., None] >= edges[..., :-1] @ tri - box, axis=-1)
+  # Interior knot i + 1 lies at -box + sizes[0] + ... + sizes[i]: running sums of the size
+  # columns (elementwise adds, which XLA fuses into the counting reduction).
+  sizes = jax.lax.stop_gradient(heights if on_y else widths)
+  knots = [sizes[..., 0] - box]
+  for i in range(1, n_bins - 1):
+    knots.append(knots[-1] + sizes[..., i])
+  idx = jnp.sum(value[..., None] >= jnp.stack(knots, -1), axis=-1)
   bins = jnp.arange(n_bins)
   below = (bins < idx[..., None]).astype(value.dtype)
   at = (bins == idx[..., None]).astype(value.dtype)
@@ -258,9 +329,9 @@ def _apply(value, params, box, on_y, min_bin_size, min_knot_slope):
   inside = jnp.abs(value) < box
   vc = jnp.clip(value, -box, box)
   the_bin, saved = _lookup(vc, params, box, on_y, min_bin_size, min_knot_slope)
-  out, log_det = (_bin_inverse if on_y else _bin_forward)(vc, *the_bin)
+  out, log_det, xi = (_bin_inverse_xi if on_y else _bin_forward_xi)(vc, *the_bin)
   primal = (jnp.where(inside, out, value), jnp.where(inside, log_det, 0.0))
-  return primal, (vc, inside, the_bin, saved)
+  return primal, (xi, inside, the_bin, saved)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
@@ -268,39 +339,17 @@ def _spline(value, params, box, on_y, min_bin_size, min_knot_slope):
   return _apply(value, params, box, on_y, min_bin_size, min_knot_slope)[0]
 
 
-def _computed_once(*values: Array) -> tuple[Array, ...]:
-  """``values`` unchanged (bit for bit), but computed once each rather than once per bin.
-
-  The gradient spreads a few per-spline numbers over the K bins of every spline (broadcasts
-  into ``[..., 3K + 1]``). XLA's CPU fusion copies cheap elementwise producers into such
-  consumers, so the whole chain behind these numbers (the bin formula's backward pass, ~100
-  operations) ran once per output entry: 4 of the 6.4 ms of a layer's spline gradient at
-  512 x 30 splines (``jax.profiler`` on 2 CPU cores; benchmarks/fit_step_vs.py times the fit
-  step). A product with the identity matrix is never fused into a consumer, so it holds the
-  numbers in memory at the cost of a [n, 7] x [7, 7] matmul; at full precision each entry is
-  x * 1 plus zeros, x itself, on GPUs and TPUs as well. (``jax.lax.optimization_barrier``
-  would say this more plainly, but XLA's CPU pipeline removes it before fusion.)
-  """
-  stacked = jnp.stack(values, axis=-1)
-  stacked = jnp.matmul(stacked, jnp.eye(len(values), dtype=stacked.dtype),
-                       precision=jax.lax.Precision.HIGHEST)
-  return tuple(stacked[..., i] for i in range(len(values)))
-
-
 def _spline_bwd(box, on_y, min_bin_size, min_knot_slope, residuals, cotangents):
-  vc, inside, the_bin, (soft_w, soft_h, idx, arg_lo, arg_hi) = residuals
+  xi, inside, the_bin, (soft_w, soft_h, idx, arg_lo, arg_hi) = residuals
   g_out, g_log_det = cotangents
   n_bins = soft_w.shape[-1]
-  _, vjp = jax.vjp(_bin_inverse if on_y else _bin_forward, vc, *the_bin)
-  g_v, g_xlo, g_width, g_ylo, g_height, g_dlo, g_dhi = vjp(
-      (jnp.where(inside, g_out, 0.0), jnp.where(inside, g_log_det, 0.0)))
+  g_v, g_xlo, g_width, g_ylo, g_height, g_dlo, g_dhi = _bin_vjp(
+      on_y, xi, the_bin, jnp.where(inside, g_out, 0.0), jnp.where(inside, g_log_det, 0.0))
   g_lo_arg = jnp.where(idx == 0, 0.0, g_dlo * jax.nn.sigmoid(arg_lo))
   g_hi_arg = jnp.where(idx == n_bins - 1, 0.0, g_dhi * jax.nn.sigmoid(arg_hi))
-  g_v, g_xlo, g_width, g_ylo, g_height, g_lo_arg, g_hi_arg = _computed_once(
-      g_v, g_xlo, g_width, g_ylo, g_height, g_lo_arg, g_hi_arg)
   bins = jnp.arange(n_bins)
-  below = (bins < idx[..., None]).astype(vc.dtype)
-  at = (bins == idx[..., None]).astype(vc.dtype)
+  below = (bins < idx[..., None]).astype(xi.dtype)
+  at = (bins == idx[..., None]).astype(xi.dtype)
   scale = 2.0 * box - n_bins * min_bin_size
 
   def through_softmax(soft, g_lo, g_size):
