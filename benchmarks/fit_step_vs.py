@@ -6,7 +6,10 @@ working tree (``cmtjax/flows/splines.py``) and the same file at git revision ``-
 the flow's dense matmuls alone (forward + both backward products: the floor of
 ``benchmarks/flow_profile.py``) timed in the same rounds. Reports the medians, the speed-up,
 each one's ratio to the floor and the largest difference between the two gradients (the two
-must compute the same function). Writes benchmarks/results/fit_step_vs_<target><tag>.json/.md.
+must compute the same function). Every measurement runs in a fresh process (a worker of this
+script), the two splines alternating round by round: swapping the spline inside one process
+timed the revision's spline ~25 % slower than the same code in a process of its own. Writes
+benchmarks/results/fit_step_vs_<target><tag>.json/.md.
 
   .venv/bin/python benchmarks/fit_step_vs.py --rev HEAD~1 [--target aldp] [--batch 512]
       [--rounds 5] [--set flow.n_layers=8]
@@ -37,21 +40,41 @@ from cmtjax.io.config import parse_override  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def spline_at(rev: str):
-  """``cmtjax/flows/splines.py`` as it was at git revision ``rev``, loaded as a module."""
+def spline_source(rev: str) -> str:
+  """``cmtjax/flows/splines.py`` as it was at git revision ``rev``."""
   try:
-    src = subprocess.run(["git", "show", f"{rev}:cmtjax/flows/splines.py"], cwd=ROOT,
-                         check=True, capture_output=True, text=True).stdout
+    return subprocess.run(["git", "show", f"{rev}:cmtjax/flows/splines.py"], cwd=ROOT,
+                          check=True, capture_output=True, text=True).stdout
   except subprocess.CalledProcessError as e:
     raise SystemExit(f"cannot read cmtjax/flows/splines.py at revision {rev!r}: "
                      f"{e.stderr.strip()}") from None
-  path = os.path.join(tempfile.mkdtemp(), f"splines_{rev.replace('~', '_')}.py")
-  with open(path, "w") as f:
-    f.write(src)
-  spec = importlib.util.spec_from_file_location("splines_at_rev", path)
+
+
+def load_spline(path: str):
+  """The spline module in file ``path``, loaded under another name."""
+  spec = importlib.util.spec_from_file_location("splines_under_test", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def worker(args) -> None:
+  """One measurement in a fresh process: the fit step with the spline of ``args.worker``
+  (a file, or ``tree``) and the matmul floor, ``args.repeats`` calls each after compiling;
+  writes their timings and the fit step's gradient to ``args.out`` (.json, .npz)."""
+  if args.worker != "tree":
+    splines._spline = load_spline(args.worker)._spline
+  cfg, _, flow, params = profiled_flow(args.target, [parse_override(s) for s in args.set])
+  key = jax.random.PRNGKey(0)
+  x, _ = jax.jit(lambda p_, k: flow.sample_and_log_prob(p_, k, args.batch))(params, key)
+  opt = optax.adam(1e-4)
+  floor, _ = matmul_floor(dense_shapes(params), args.batch, True, key)
+  fit = timed(make_fit_step(flow, opt, x), params, opt.init(params), repeats=args.repeats)
+  grad = jax.jit(jax.grad(lambda p_: -jnp.mean(flow.log_prob(p_, x))))(params)
+  with open(args.out + ".json", "w") as f:
+    json.dump({"fit": fit, "floor": timed(floor, repeats=args.repeats), "flow": cfg.flow,
+               "devices": str(jax.devices())}, f)
+  np.savez(args.out + ".npz", *[np.asarray(a) for a in jax.tree_util.tree_leaves(grad)])
 
 
 def main(argv=None):
@@ -62,44 +85,48 @@ def main(argv=None):
   p.add_argument("--rounds", type=int, default=5)
   p.add_argument("--set", action="append", default=[], help="config override")
   p.add_argument("--tag", default="")
+  p.add_argument("--repeats", type=int, default=20, help="timed calls per measurement")
+  p.add_argument("--worker", default="", help=argparse.SUPPRESS)
+  p.add_argument("--out", default="", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
+  if args.worker:
+    return worker(args)
 
-  cfg, _, flow, params = profiled_flow(args.target, [parse_override(s) for s in args.set])
-  key = jax.random.PRNGKey(0)
-  x, _ = jax.jit(lambda p_, k: flow.sample_and_log_prob(p_, k, args.batch))(params, key)
-  opt = optax.adam(1e-4)
-  opt_state = opt.init(params)
-  loss = lambda p_: -jnp.mean(flow.log_prob(p_, x))  # noqa: E731
-
-  ours = splines._spline
-  theirs = spline_at(args.rev)._spline
-  floor, _ = matmul_floor(dense_shapes(params), args.batch, True, key)
+  tmp = tempfile.mkdtemp()
+  rev_file = os.path.join(tmp, "splines_rev.py")
+  with open(rev_file, "w") as f:
+    f.write(spline_source(args.rev))
   times = {"this tree": [], args.rev: [], "floor": []}
   grads = {}
-  try:
-    for _ in range(args.rounds):
-      for name, fn in (("this tree", ours), (args.rev, theirs)):
-        splines._spline = fn
-        jax.clear_caches()  # the flow's inner jit would keep the other spline's trace
-        times[name].append(timed(make_fit_step(flow, opt, x), params, opt_state, repeats=20))
-        grads[name] = jax.jit(jax.grad(loss))(params)
-      times["floor"].append(timed(floor, repeats=20))
-  finally:
-    splines._spline = ours
+  for r in range(args.rounds):
+    for name, spline in (("this tree", "tree"), (args.rev, rev_file)):
+      out = os.path.join(tmp, f"{r}_{'tree' if spline == 'tree' else 'rev'}")
+      cmd = [sys.executable, os.path.abspath(__file__), "--rev", args.rev, "--worker", spline,
+             "--out", out, "--target", args.target, "--batch", str(args.batch),
+             "--repeats", str(args.repeats)] + [a for s in args.set for a in ("--set", s)]
+      subprocess.run(cmd, check=True, cwd=ROOT)
+      with open(out + ".json") as f:
+        rec = json.load(f)
+      times[name].append(rec["fit"])
+      times["floor"].append(rec["floor"])
+      with np.load(out + ".npz") as z:
+        grads[name] = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
+    print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+        f"{k} {1e3 * v[-1]['wall']:.1f} ms" for k, v in times.items()), flush=True)
   med = {k: {m: float(np.median([t[m] for t in v])) for m in ("wall", "cpu")}
          for k, v in times.items()}
-  diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
-      jax.tree_util.tree_leaves(grads["this tree"]), jax.tree_util.tree_leaves(grads[args.rev])))
-  scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree_util.tree_leaves(grads[args.rev]))
-  r = {"target": args.target, "flow": cfg.flow, "batch": args.batch, "rev": args.rev,
-       "rounds": args.rounds, "devices": str(jax.devices()), "median": med,
+  diff = max(float(np.max(np.abs(a - b))) for a, b in zip(grads["this tree"], grads[args.rev]))
+  scale = max(float(np.max(np.abs(a))) for a in grads[args.rev])
+  r = {"target": args.target, "flow": rec["flow"], "batch": args.batch, "rev": args.rev,
+       "rounds": args.rounds, "devices": rec["devices"], "median": med,
        "all": times, "speed_up": med[args.rev]["wall"] / med["this tree"]["wall"],
        "max_abs_grad_difference": diff, "max_abs_grad": scale}
   ms = lambda t: f"{1e3 * t['wall']:.1f} ms ({1e3 * t['cpu']:.0f} CPU-ms)"  # noqa: E731
   md = "\n".join([
       f"# Fit step: this tree against {args.rev} ({args.target}, batch {args.batch})", "",
-      f"Flow: `{json.dumps(cfg.flow)}`; median of {args.rounds} alternating rounds "
-      f"(20 steps each) on {r['devices']}.", "",
+      f"Flow: `{json.dumps(r['flow'])}`; median of {args.rounds} alternating rounds, each "
+      f"variant in a fresh process ({args.repeats} steps, the floor timed in the same "
+      f"process), on {r['devices']}.", "",
       "| spline | fit step | / floor |", "|---|---|---|",
       f"| {args.rev} | {ms(med[args.rev])} | {med[args.rev]['wall'] / med['floor']['wall']:.2f} |",
       f"| this tree | {ms(med['this tree'])} | "
