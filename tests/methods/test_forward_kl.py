@@ -77,3 +77,57 @@ def test_on_a_molecule_forward_kl_trains_on_its_reference_frames(tmp_path, monke
                       lambda name: str(tmp_path / "none" / f"{name}_reference.npz"))
   with pytest.raises(FileNotFoundError, match="cmtjax reference --target aldp"):
     make_forward_kl(cfg, flow, target, 1)
+
+
+def test_early_stopping_keeps_the_parameters_of_the_best_validation_step():
+  """With reference frames, every fourth training walker is set aside: forward KL never
+  draws them, measures its NLL on them after each outer step, and its state's parameters are
+  those of the best step so far while the optimiser goes on from the latest."""
+  import numpy as np
+
+  from cmtjax.flows import flow_for_target
+  from cmtjax.methods.forward_kl import _validation_walkers, reference_frames
+  from cmtjax.targets import make_target
+  from cmtjax.targets.molecules.reference import load_reference_set
+  target = make_target("aldp")
+  ref_set = load_reference_set("aldp")
+  walker = np.asarray(ref_set.walker)
+  val_walkers = _validation_walkers(walker[walker % 2 == 0])
+  assert len(val_walkers) == len(np.unique(walker[walker % 2 == 0])) // 4
+  assert np.all(val_walkers % 2 == 0)  # never one of the evaluation's held-out walkers
+  train_frames, val = reference_frames(target, hold_out_walkers=True, validation=True)
+  in_val = np.isin(walker, val_walkers)
+  np.testing.assert_array_equal(np.asarray(val), ref_set.positions[in_val])
+  np.testing.assert_array_equal(np.asarray(train_frames),
+                                ref_set.positions[(walker % 2 == 0) & ~in_val])
+
+  flow = flow_for_target(dict(n_layers=2, hidden=[16], n_bins=4), target)
+  params0 = flow.init(jax.random.PRNGKey(1))
+  cfg = ForwardKLConfig(batch_size=32, n_grad_steps=5, learning_rate=0.05, validation_frames=200)
+  method = make_forward_kl(cfg, flow, target, n_steps=4)
+  res = train(method, jax.random.PRNGKey(0), params0, progress=False)
+  vals = np.array([r["val_nll"] for r in res.records])
+  bests = np.array([r["best_val_nll"] for r in res.records])
+  assert np.all(np.isfinite(vals)), vals
+  np.testing.assert_allclose(bests, np.minimum.accumulate(vals), rtol=1e-6)
+  subset = np.asarray(val)[np.linspace(0, len(val) - 1, 200).astype(int)]
+  nll = lambda p: -float(np.mean(np.asarray(flow.log_prob(p, subset))))  # noqa: E731
+  np.testing.assert_allclose(nll(res.state.params), bests[-1], rtol=1e-4)
+  np.testing.assert_allclose(nll(res.state.method_state.latest), vals[-1], rtol=1e-4)
+  # A step that is not better than the best so far leaves the parameters where they were and
+  # moves only the latest ones (a best so far that no step can beat).
+  state = method.init(jax.random.PRNGKey(0), params0)
+  state = state._replace(method_state=state.method_state._replace(
+      best_val_nll=jax.numpy.array(-1e9)))
+  step = jax.jit(method.step)
+  for k in range(2):
+    state, info = step(jax.random.PRNGKey(k), state)
+  assert float(info.val_nll) > -1e9 and float(info.best_val_nll) == -1e9
+  for a, b in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(params0)):
+    np.testing.assert_array_equal(a, b)
+  assert nll(state.method_state.latest) < nll(params0) - 1.0
+  # Off: no validation set, the state's parameters are the latest.
+  off = train(make_forward_kl(ForwardKLConfig(batch_size=32, n_grad_steps=5,
+                                              early_stopping=False), flow, target, n_steps=1),
+              jax.random.PRNGKey(0), params0, progress=False)
+  assert off.records[-1]["val_nll"] is None and off.state.method_state == ()  # NaN: none
