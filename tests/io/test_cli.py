@@ -310,3 +310,26 @@ def test_a_saved_config_from_before_a_setting_existed_repeats_without_it(tmp_pat
   (tmp_path / "partial.json").write_text(json.dumps({"target": "aldp", "seed": 3}))
   assert main(["train", "--config", str(tmp_path / "partial.json"), "--dry-run"]) == 0
   assert json.loads(capsys.readouterr().out)["cmt"]["fit_weight_cap"] == 100.0
+
+
+def test_a_forward_kl_config_from_before_early_stopping_repeats_without_it(tmp_path, capsys):
+  """forward_kl.early_stopping is on by default now; a run saved before it existed trained
+  without it and repeats (and resumes: same fingerprint, same state) without it."""
+  from cmtjax.io.config import build_config, with_settings_added_later
+  from cmtjax.runner import fingerprinted_config
+  assert main(["train", "--target", "aldp", "--method", "forward_kl", "--dry-run"]) == 0
+  saved = json.loads(capsys.readouterr().out)
+  assert saved["forward_kl"]["early_stopping"] is True
+  old = json.loads(json.dumps(saved))
+  del old["forward_kl"]["early_stopping"], old["forward_kl"]["validation_frames"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  assert main(["train", "--config", str(tmp_path / "config.json"), "--dry-run"]) == 0
+  repeated = json.loads(capsys.readouterr().out)
+  assert repeated["forward_kl"]["early_stopping"] is False
+  # Hashed as the older version hashed it (without the two settings), so its checkpoints
+  # resume; a run with early stopping hashes the setting.
+  fp = fingerprinted_config(build_config([with_settings_added_later(old)]))["forward_kl"]
+  assert "early_stopping" not in fp and "validation_frames" not in fp
+  assert fp == old["forward_kl"]
+  assert fingerprinted_config(build_config([saved]))["forward_kl"]["early_stopping"] is True
+
