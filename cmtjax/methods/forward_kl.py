@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmtjax.flows.flow import in_blocks
 from cmtjax.methods.registry import MethodSpec
 from cmtjax.targets.base import Target
 from cmtjax.train.fit import clipped_adam, optimizer_steps
@@ -142,9 +143,9 @@ def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int,
   b, k_steps = int(config.batch_size), int(config.n_grad_steps)
 
   def loss_fn(p, x):
-    lq = flow.log_prob(p, x)
-    ok = jnp.isfinite(lq)
-    return -jnp.sum(jnp.where(ok, lq, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
+    return _finite_mean_nll(flow.log_prob(p, x))
+
+  scored = in_blocks(flow, 1024)  # the validation frames, scored in blocks
 
   def init(key: Array, params) -> TrainState:
     del key
@@ -167,14 +168,13 @@ def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int,
       nan = jnp.array(jnp.nan)
       return (state.next(res.params, res.opt_state),
               ForwardKLInfo(loss=loss, n_skipped=res.n_skipped, val_nll=nan, best_val_nll=nan))
-    val = _mean_nll(flow, res.params, validation)
+    val = _finite_mean_nll(scored.log_prob(res.params, validation))
     better = val < state.method_state.best_val_nll
     best = jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old), res.params,
                                   state.params)
     best_val = jnp.where(better, val, state.method_state.best_val_nll)
-    return (TrainState(params=best, opt_state=res.opt_state,
-                       method_state=EarlyStopping(latest=res.params, best_val_nll=best_val),
-                       step=state.step + 1),
+    return (state.next(best, res.opt_state, EarlyStopping(latest=res.params,
+                                                          best_val_nll=best_val)),
             ForwardKLInfo(loss=loss, n_skipped=res.n_skipped, val_nll=val,
                           best_val_nll=best_val))
 
@@ -183,16 +183,11 @@ def make_forward_kl(config: ForwardKLConfig, flow, target: Target, n_steps: int,
                 max_target_evals=max_target_evals)
 
 
-def _mean_nll(flow, params, frames: Array, chunk: int = 1024) -> Array:
-  """Mean −log q over ``frames`` (finite values only), in chunks of ``chunk`` rows."""
-  n = frames.shape[0]
-  pad = (-n) % chunk
-  x = jnp.concatenate([frames, jnp.repeat(frames[:1], pad, axis=0)]).reshape(-1, chunk,
-                                                                             frames.shape[1])
-  valid = (jnp.arange(n + pad) < n).reshape(-1, chunk)
-  lq = jax.lax.map(lambda xb: flow.log_prob(params, xb), x)
-  ok = valid & jnp.isfinite(lq)
-  return -jnp.sum(jnp.where(ok, lq, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
+def _finite_mean_nll(log_q: Array) -> Array:
+  """Mean −log q over the finite entries of ``log_q`` (frames outside the flow's support
+  left out)."""
+  ok = jnp.isfinite(log_q)
+  return -jnp.sum(jnp.where(ok, log_q, 0.0)) / jnp.maximum(jnp.sum(ok), 1)
 
 
 def _training_walkers(walker):
