@@ -159,10 +159,13 @@ def make_kernel(log_prob: Callable[[Params, Array], Array], optimizer, *, n_grad
     shard: places a batch on the devices (identity on one device).
 
   Returns:
-    ``kernel(key, params, opt_state, buffer, lam, eta, n_active=None, fit_ok=True) ->
-    KernelResult``; ``n_active`` (None: every row) is the number of leading rows that were
-    drawn; ``fit_ok`` False leaves the flow as it is (no fit; its steps are not counted as
-    skipped, and the losses are NaN).
+    ``kernel(key, params, opt_state, buffer, lam, eta, n_active=None, fit_ok=True,
+    log_shift=None) -> KernelResult``; ``n_active`` (None: every row) is the number of leading
+    rows that were drawn; ``fit_ok`` False leaves the flow as it is (no fit; its steps are not
+    counted as skipped, and the losses are NaN); ``log_shift`` (``[N]``, finite on the valid
+    rows; None: zeros) is added to the log weights of (λ, η) before they are normalised: the
+    step's distribution becomes q_{i+1} · e^shift (an anchored step, see
+    :attr:`cmtjax.methods.cmt.CMTConfig.anchor`).
   """
 
   def fit_log_prob(p, xb):
@@ -170,8 +173,12 @@ def make_kernel(log_prob: Callable[[Params, Array], Array], optimizer, *, n_grad
 
   def kernel(key: Array, params: Params, opt_state: Any, buffer: Buffer, lam: Array,
              eta: Array, n_active: Optional[Array] = None,
-             fit_ok: Array | bool = True) -> KernelResult:
-    log_wbar = shard(normalised_log_weights(buffer, lam, eta))
+             fit_ok: Array | bool = True, log_shift: Optional[Array] = None) -> KernelResult:
+    log_wbar = normalised_log_weights(buffer, lam, eta)
+    if log_shift is not None:
+      log_wbar = log_wbar + jnp.where(buffer.valid, log_shift, 0.0)
+      log_wbar = log_wbar - jax.scipy.special.logsumexp(log_wbar)
+    log_wbar = shard(log_wbar)
     log_wfit = log_wbar if weight_cap <= 0 else shard(capped_log_weights(log_wbar, weight_cap))
 
     def fit(_):

@@ -56,6 +56,10 @@ class Flow(NamedTuple):
       fixed maps alone (a scaling, or a molecule's internal-coordinate map). Samplers that
       pull the target back through the untrained flow use it (:mod:`cmtjax.methods.smc`).
       None where the flow does not provide it.
+    initial_log_prob: ``x: [batch, dim] -> [batch]``, ``log_prob`` at the parameters of
+      ``init`` from the fixed maps alone (q_0, the start of CMT's path; an anchored CMT step
+      evaluates it on every buffer, :attr:`cmtjax.methods.cmt.CMTConfig.anchor`). None where
+      the flow does not provide it.
   """
 
   config: FlowConfig
@@ -68,6 +72,7 @@ class Flow(NamedTuple):
   base_log_prob: Optional[Callable[[Array], Array]] = None
   base_wrap: Optional[Callable[[Array], Array]] = None
   initial_forward: Optional[Callable[[Array], tuple[Array, Array]]] = None
+  initial_log_prob: Optional[Callable[[Array], Array]] = None
 
   @property
   def dim(self) -> int:
@@ -261,9 +266,15 @@ def make_flow(config: FlowConfig) -> Flow:
     _check(z, "z")
     return config.base_scale * z, jnp.full(z.shape[:-1], scale_log_det, z.dtype)
 
+  @jax.jit
+  def initial_log_prob(x: Array) -> Array:
+    """``log_prob`` at ``init``: the scaled base density."""
+    _check(x, "x")
+    return standard_normal_log_prob(x / config.base_scale) - scale_log_det
+
   return Flow(config=config, init=init,
               sample_and_log_prob=sample_and_log_prob, log_prob=log_prob,
               forward=forward, inverse=inverse,
               base_sample=lambda key, n: jax.random.normal(key, (n, dim), jnp.float32),
               base_log_prob=standard_normal_log_prob, base_wrap=lambda z: z,
-              initial_forward=initial_forward)
+              initial_forward=initial_forward, initial_log_prob=initial_log_prob)

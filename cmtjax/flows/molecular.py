@@ -202,7 +202,16 @@ def make_internal_flow(config: FlowConfig, ic: InternalCoordinates) -> Flow:
     _check(z, dim, "z")
     return ic.to_cartesian(base_wrap(z))
 
+  @jax.jit
+  def initial_log_prob(x: Array) -> Array:
+    """``log_prob`` at ``init``: the base density through the internal-coordinate map alone
+    (q_0 of CMT's path; no coupling is evaluated)."""
+    _check(x, n_cart, "x")
+    y, ld_ic = ic.to_internal(x)
+    inside = ic.in_support(y, SUPPORT_TOL)
+    return jnp.where(inside, base_log_prob(jnp.clip(y, -1.0, 1.0)) + ld_ic, -jnp.inf)
+
   return Flow(config=config, init=init, sample_and_log_prob=sample_and_log_prob,
               log_prob=log_prob, forward=forward, inverse=inverse,
               base_sample=base_sample, base_log_prob=base_log_prob, base_wrap=base_wrap,
-              initial_forward=initial_forward)
+              initial_forward=initial_forward, initial_log_prob=initial_log_prob)

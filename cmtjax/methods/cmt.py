@@ -124,6 +124,23 @@ class CMTConfig:
       the flow and the optimiser state stay as they were, and the next step draws a fresh
       buffer (``fit_skipped`` in the step records; 0: never). A buffer whose weights
       collapse onto a few samples is the one a fit would put a narrow peak on.
+    anchor: ρ in [0, 1], how far each step's distribution is anchored to the path's ideal
+      intermediate (0: the paper's step, relative to the fitted flow). The step relative to
+      the flow is q_{i+1} ∝ q̂_i^a p̃^b (a = λ/s, b = 1/s); the path's bookkeeping assumes
+      q̂_i = q_i ∝ q_0^{1−β_i} p̃^{α_i β_i}, and with a finite fit it is not: mass a fit lost
+      (a small basin) is missing from every later intermediate, since each is a power of the
+      flow that lost it (on the tetrapeptide the φ > 0 basins drain during the annealing,
+      docs/molecules.md). An anchored step fits q_{i+1} · (q_i / q̂_i)^{ρ a}: at ρ = 1 the
+      ideal intermediate q_i^a p̃^b itself (the fit's errors then do not accumulate along
+      the path; mass the flow lost is weighted back up wherever its samples still reach),
+      between 0 and 1 a geometric blend. It costs one evaluation of q_0 on the buffer
+      (``Flow.initial_log_prob``: the fixed maps alone). The dual, its constraints and the
+      logged ``kl``, ``entropy_drop`` and ``step_ess`` stay those of the relative step;
+      ``fit_ess`` is the ESS of the weights the fit uses. The anchor acts while the path
+      anneals towards the target's temperature (α_i < 0.999, and the target not reached):
+      from there on the ideal model is p̃ itself, and an anchored step would fit p̃ with the
+      weights p̃/q̂ whatever the trust region asks, so the steps at (or next to) the target stay
+      relative. At the target (λ = 0) the two coincide anyway.
     diagnostics_samples: the realised KL, entropy drop and fit KL logged per step are
       estimated on the first this many buffer entries (a uniform subsample: the buffer is
       i.i.d.), which costs one density evaluation each after the fit; 0: the whole buffer.
@@ -157,6 +174,7 @@ class CMTConfig:
   refine_min_ess: float = 0.0
   fit_weight_cap: float = 0.0
   refine_skip_ess: float = 0.0
+  anchor: float = 0.0
 
   def __post_init__(self):
     if self.schedule not in SCHEDULES:
@@ -198,6 +216,8 @@ class CMTConfig:
                        f"uniform weight 1/N), got {self.fit_weight_cap!r}")
     if not 0 <= self.refine_skip_ess < 1:
       raise ValueError(f"cmt.refine_skip_ess must be in [0, 1), got {self.refine_skip_ess!r}")
+    if not 0 <= self.anchor <= 1:
+      raise ValueError(f"cmt.anchor must be in [0, 1], got {self.anchor!r}")
     if not 0 <= self.plan_jump_min_ess <= 1:
       raise ValueError(f"cmt.plan_jump_min_ess must be in [0, 1], got "
                        f"{self.plan_jump_min_ess!r}")
@@ -275,6 +295,8 @@ class CMTInfo(NamedTuple):
   For molecules, ``phi_pos_buffer`` and ``phi_pos_weighted`` are the shares of the buffer and
   of w̄ with backbone φ ≥ 0, one per residue ([n_pairs]; [0] for other targets), and
   ``cis_buffer`` and ``cis_weighted`` the same for a cis peptide bond, one per bond.
+  ``fit_ess`` is the ESS fraction of the weights the fit uses (``step_ess`` unless the step
+  is anchored, :attr:`CMTConfig.anchor`; the fit's cap, if any, not applied).
   """
 
   lam: Array
@@ -307,6 +329,37 @@ class CMTInfo(NamedTuple):
   n_evals: Array
   eps_scale: Array
   fit_skipped: Array
+  fit_ess: Array
+
+
+# The anchor acts while the path's α is below this (CMTConfig.anchor).
+_ANCHOR_ALPHA_END = 0.999
+
+
+def anchor_shift(buf, path: PathState, log_q0: Array, lam: Array, eta: Array,
+                 rho: float) -> Array:
+  """The anchored step's log-weight shift ρ a (log q_i − log q̂_i) on the buffer (``[N]``,
+  centred on the valid rows; see :attr:`CMTConfig.anchor`).
+
+  log q_i = (1 − β_i) log q_0 + α_i β_i log p̃ is the path's ideal model at (α_i, β_i) (up to
+  its normaliser, which the weights' normalisation removes), a = λ / (1 + λ + η). A row where
+  q_0 has no mass (while β_i < 1) gets no weight from the ideal intermediate; it is given a
+  shift of −1e4 rather than −inf, so that a buffer with no other row stays defined.
+  """
+  beta, alpha = path.beta, path.alpha
+  q0_part = jnp.where(beta < 1, (1.0 - beta) * log_q0, 0.0)
+  gap = q0_part + alpha * beta * buf.log_p - buf.log_q
+  ok = buf.valid & jnp.isfinite(gap)
+  centre = jnp.sum(jnp.where(ok, gap, 0.0)) / jnp.maximum(jnp.sum(ok), 1).astype(gap.dtype)
+  a = lam / (1.0 + lam + eta)
+  return jnp.where(ok, rho * a * (gap - centre), -1e4).astype(buf.log_q.dtype)
+
+
+def _ess_fraction(log_wbar: Array, valid: Array) -> Array:
+  """1 / (n Σ w̄²) of normalised log weights over the n valid rows."""
+  w = jnp.where(valid, jnp.exp(log_wbar), 0.0)
+  n = jnp.maximum(jnp.sum(valid), 1).astype(w.dtype)
+  return 1.0 / (n * jnp.maximum(jnp.sum(w * w), 1e-30))
 
 
 def _cosine(lr0, lr1, progress):
@@ -333,6 +386,10 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     The :class:`Method`.
   """
   use_tr, use_ent = path_constraints(config.path)
+  if config.anchor > 0 and getattr(flow, "initial_log_prob", None) is None:
+    raise ValueError("cmt.anchor > 0 needs the flow's density at its initial parameters "
+                     "(Flow.initial_log_prob), which this flow does not provide: set "
+                     "cmt.anchor = 0")
   optimizer = make_optimizer(config.learning_rate, config.grad_clip)
   solver_cfg = SolverConfig(rtol=config.solver_rtol, n_grid=config.solver_n_grid)
   n = int(config.n_samples)
@@ -499,8 +556,13 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     # A step at the target whose weights collapsed fits nothing (cmt.refine_skip_ess).
     fit_skipped = (ms.at_target & (st.ess < config.refine_skip_ess) if config.refine_skip_ess
                    else jnp.array(False))
+    shift = None
+    if config.anchor > 0:
+      on_path = is_annealing & (ms.path.alpha < _ANCHOR_ALPHA_END)
+      shift = anchor_shift(buf, ms.path, flow.initial_log_prob(buf.x), mult.lam, mult.eta,
+                           config.anchor) * on_path.astype(buf.log_q.dtype)
     res = kernel(k_fit, state.params, with_learning_rate(state.opt_state, lr), buf, mult.lam,
-                 mult.eta, None if n_anneal == n else n_drawn, ~fit_skipped)
+                 mult.eta, None if n_anneal == n else n_drawn, ~fit_skipped, shift)
 
     # What the fit realised, on (a uniform subsample of) the same buffer: no new target
     # evaluations; always inside the drawn (valid) part of the buffer.
@@ -524,7 +586,8 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
         n_invalid=buf.n_invalid - (n_buf - n_drawn), **fit_diag._asdict(),
         loss=res.fit.loss_last, n_skipped=res.fit.n_skipped, learning_rate=lr,
         at_target=at_target, **mode_diag._asdict(), **basin_diag._asdict(), n_evals=n_drawn,
-        eps_scale=eps_scale, fit_skipped=fit_skipped)
+        eps_scale=eps_scale, fit_skipped=fit_skipped,
+        fit_ess=st.ess if shift is None else _ess_fraction(res.log_wbar, buf.valid))
     return state.next(res.params, res.opt_state, new_ms), info
 
   return Method(name="cmt", init=init, step=step, evals_per_step=n,
