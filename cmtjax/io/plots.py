@@ -111,6 +111,10 @@ def plot_schedule(path: str, records: Sequence[dict], eps_tr: Optional[float] = 
   ax.legend()
   ax = axes[0, 2]
   ax.plot(steps, _column(records, "step_ess"), label="step ESS (buffer weights)")
+  fit_ess = _column(records, "fit_ess")
+  if np.any(np.abs(np.asarray(fit_ess, float) - np.asarray(_column(records, "step_ess"), float))
+            > 1e-6):  # an anchored run (cmt.anchor): the fit's own weights
+    ax.plot(steps, fit_ess, "--", label="fit ESS (anchored weights)")
   if eps_tr is not None:
     ax.axhline(1.0 / (1.0 + 2.0 * eps_tr), ls=":", c="k", label="1/(1+2ε_tr)")
   ax.set_ylim(0, 1.02)
