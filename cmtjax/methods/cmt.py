@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmtjax.cmt.diagnostics import basin_diagnostics, fit_diagnostics, mode_diagnostics
-from cmtjax.cmt.dual import dual_stats, lam_for_min_ess
+from cmtjax.cmt.dual import dual_stats, lam_for_min_ess, normalised_log_weights
 from cmtjax.cmt.kernel import (Multipliers, StepMasks, adaptive_multipliers, draw_buffer,
                                make_kernel, scheduled_multipliers, target_multipliers)
 from cmtjax.cmt.paths import PATHS, PathState, init_path, path_constraints, update_path
@@ -136,11 +136,17 @@ class CMTConfig:
       between 0 and 1 a geometric blend. It costs one evaluation of q_0 on the buffer
       (``Flow.initial_log_prob``: the fixed maps alone). The dual, its constraints and the
       logged ``kl``, ``entropy_drop`` and ``step_ess`` stay those of the relative step;
-      ``fit_ess`` is the ESS of the weights the fit uses. The anchor acts while the path
-      anneals towards the target's temperature (α_i < 0.999, and the target not reached):
-      from there on the ideal model is p̃ itself, and an anchored step would fit p̃ with the
-      weights p̃/q̂ whatever the trust region asks, so the steps at (or next to) the target stay
-      relative. At the target (λ = 0) the two coincide anyway.
+      ``fit_ess`` is the ESS of the weights the fit uses. Each fit also moves the flow off
+      the path by its own noise (on the tetrapeptide a fit asked for a tilt of 1e-7 realised
+      an ESS of 0.02), which the ideal intermediate counts as error too: a full anchor can
+      leave the fit a few heavy weights. So ρ is lowered on a step (bisection, ``anchor_rho``
+      in the step records) until the fit's weights keep at least ``anchor_min_ess_ratio`` of
+      the step ESS. The anchor acts while the path anneals (progress α_i β_i < 0.999 and the
+      target not reached): from there on the ideal model is p̃ itself, and an anchored step
+      would fit p̃ with the weights p̃/q̂ whatever the trust region asks, so the steps at (or
+      next to) the target stay relative. At the target (λ = 0) the two coincide anyway.
+    anchor_min_ess_ratio: the smallest fit ESS of an anchored step, as a fraction of its
+      step ESS (see ``anchor``).
     diagnostics_samples: the realised KL, entropy drop and fit KL logged per step are
       estimated on the first this many buffer entries (a uniform subsample: the buffer is
       i.i.d.), which costs one density evaluation each after the fit; 0: the whole buffer.
@@ -175,6 +181,7 @@ class CMTConfig:
   fit_weight_cap: float = 0.0
   refine_skip_ess: float = 0.0
   anchor: float = 0.0
+  anchor_min_ess_ratio: float = 0.5
 
   def __post_init__(self):
     if self.schedule not in SCHEDULES:
@@ -218,6 +225,9 @@ class CMTConfig:
       raise ValueError(f"cmt.refine_skip_ess must be in [0, 1), got {self.refine_skip_ess!r}")
     if not 0 <= self.anchor <= 1:
       raise ValueError(f"cmt.anchor must be in [0, 1], got {self.anchor!r}")
+    if not 0 <= self.anchor_min_ess_ratio <= 1:
+      raise ValueError(f"cmt.anchor_min_ess_ratio must be in [0, 1], got "
+                       f"{self.anchor_min_ess_ratio!r}")
     if not 0 <= self.plan_jump_min_ess <= 1:
       raise ValueError(f"cmt.plan_jump_min_ess must be in [0, 1], got "
                        f"{self.plan_jump_min_ess!r}")
@@ -296,7 +306,8 @@ class CMTInfo(NamedTuple):
   of w̄ with backbone φ ≥ 0, one per residue ([n_pairs]; [0] for other targets), and
   ``cis_buffer`` and ``cis_weighted`` the same for a cis peptide bond, one per bond.
   ``fit_ess`` is the ESS fraction of the weights the fit uses (``step_ess`` unless the step
-  is anchored, :attr:`CMTConfig.anchor`; the fit's cap, if any, not applied).
+  is anchored, :attr:`CMTConfig.anchor`; the fit's cap, if any, not applied), ``anchor_rho``
+  the anchor's ρ on the step (0 when not anchored).
   """
 
   lam: Array
@@ -330,10 +341,32 @@ class CMTInfo(NamedTuple):
   eps_scale: Array
   fit_skipped: Array
   fit_ess: Array
+  anchor_rho: Array
 
 
-# The anchor acts while the path's α is below this (CMTConfig.anchor).
-_ANCHOR_ALPHA_END = 0.999
+# The anchor acts while the path's progress αβ is below this (CMTConfig.anchor).
+_ANCHOR_PROGRESS_END = 0.999
+_ANCHOR_BISECTIONS = 24
+
+
+def anchor_rho(log_wbar: Array, shift: Array, valid: Array, rho_max: float,
+               min_ess: Array) -> Array:
+  """The largest ρ in [0, ``rho_max``] whose weights w̄ e^{ρ shift} (normalised) keep an ESS
+  fraction of at least ``min_ess`` (bisection; 0 where even a small ρ does not, ``rho_max``
+  where it does)."""
+  def ess(rho):
+    lw = log_wbar + rho * shift
+    return _ess_fraction(lw - jax.scipy.special.logsumexp(lw), valid)
+
+  def body(_, bounds):
+    lo, hi = bounds
+    mid = 0.5 * (lo + hi)
+    ok = ess(mid) >= min_ess
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  rho_max = jnp.asarray(rho_max, log_wbar.dtype)
+  lo, _ = jax.lax.fori_loop(0, _ANCHOR_BISECTIONS, body, (jnp.zeros_like(rho_max), rho_max))
+  return jnp.where(ess(rho_max) >= min_ess, rho_max, lo)
 
 
 def anchor_shift(buf, path: PathState, log_q0: Array, lam: Array, eta: Array,
@@ -556,11 +589,14 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     # A step at the target whose weights collapsed fits nothing (cmt.refine_skip_ess).
     fit_skipped = (ms.at_target & (st.ess < config.refine_skip_ess) if config.refine_skip_ess
                    else jnp.array(False))
-    shift = None
+    shift, rho = None, jnp.zeros(())
     if config.anchor > 0:
-      on_path = is_annealing & (ms.path.alpha < _ANCHOR_ALPHA_END)
-      shift = anchor_shift(buf, ms.path, flow.initial_log_prob(buf.x), mult.lam, mult.eta,
-                           config.anchor) * on_path.astype(buf.log_q.dtype)
+      on_path = is_annealing & (ms.path.alpha * ms.path.beta < _ANCHOR_PROGRESS_END)
+      unit = anchor_shift(buf, ms.path, flow.initial_log_prob(buf.x), mult.lam, mult.eta, 1.0)
+      rho = anchor_rho(normalised_log_weights(buf, mult.lam, mult.eta), unit, buf.valid,
+                       config.anchor, config.anchor_min_ess_ratio * st.ess)
+      rho = jnp.where(on_path, rho, 0.0)
+      shift = rho * unit
     res = kernel(k_fit, state.params, with_learning_rate(state.opt_state, lr), buf, mult.lam,
                  mult.eta, None if n_anneal == n else n_drawn, ~fit_skipped, shift)
 
@@ -587,7 +623,8 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
         loss=res.fit.loss_last, n_skipped=res.fit.n_skipped, learning_rate=lr,
         at_target=at_target, **mode_diag._asdict(), **basin_diag._asdict(), n_evals=n_drawn,
         eps_scale=eps_scale, fit_skipped=fit_skipped,
-        fit_ess=st.ess if shift is None else _ess_fraction(res.log_wbar, buf.valid))
+        fit_ess=st.ess if shift is None else _ess_fraction(res.log_wbar, buf.valid),
+        anchor_rho=rho)
     return state.next(res.params, res.opt_state, new_ms), info
 
   return Method(name="cmt", init=init, step=step, evals_per_step=n,

@@ -106,3 +106,27 @@ def test_cartesian_initial_log_prob_is_log_prob_at_init():
   np.testing.assert_allclose(np.asarray(flow.initial_log_prob(x)),
                              np.asarray(flow.log_prob(flow.init(jax.random.PRNGKey(0)), x)),
                              atol=1e-4)
+
+
+def test_rho_is_lowered_until_the_fit_keeps_its_share_of_the_step_ess():
+  """``anchor_rho``: the full ρ where its weights keep the ESS floor; else the largest ρ that
+  does (the floor met to the bisection's precision, a slightly larger ρ misses it)."""
+  from cmtjax.methods.cmt import _ess_fraction, anchor_rho
+  buf, log_q0 = _buffer(n=4096, seed=3)
+  path = PathState(alpha=jnp.asarray(0.6), beta=jnp.asarray(0.7))
+  lam, eta = jnp.asarray(2.0), jnp.asarray(0.2)
+  rel = normalised_log_weights(buf, lam, eta)
+  unit = anchor_shift(buf, path, log_q0, lam, eta, 1.0)
+
+  def ess(rho):
+    lw = rel + rho * unit
+    return float(_ess_fraction(lw - jax.scipy.special.logsumexp(lw), buf.valid))
+
+  step_ess = ess(0.0)
+  assert ess(1.0) < 0.5 * step_ess  # the full anchor would cost more than half the ESS
+  rho = float(anchor_rho(rel, unit, buf.valid, 1.0, 0.5 * step_ess))
+  assert 0 < rho < 1
+  assert ess(rho) >= 0.5 * step_ess * (1 - 1e-4)
+  assert ess(min(rho + 0.01, 1.0)) < 0.5 * step_ess
+  assert float(anchor_rho(rel, unit, buf.valid, 1.0, 0.0)) == 1.0
+  assert float(anchor_rho(rel, unit, buf.valid, 0.3, ess(0.3))) == pytest.approx(0.3)
