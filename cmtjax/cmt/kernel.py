@@ -144,7 +144,7 @@ class KernelResult(NamedTuple):
 
 def make_kernel(log_prob: Callable[[Params, Array], Array], optimizer, *, n_grad_steps: int,
                 batch_size: int, fit_mode: str = "resample", weight_cap: float = 0.0,
-                shard: Callable[[Array], Array] = lambda a: a) -> Callable[..., KernelResult]:
+                average_tail: int = 0, shard: Callable[[Array], Array] = lambda a: a) -> Callable[..., KernelResult]:
   """The CMT kernel: one annealing step for given (λ, η).
 
   Args:
@@ -156,6 +156,8 @@ def make_kernel(log_prob: Callable[[Params, Array], Array], optimizer, *, n_grad
     weight_cap: the fit's weights are capped at this multiple of the uniform share
       (:func:`cmtjax.cmt.dual.capped_log_weights`); 0: as they are. The returned
       ``log_wbar`` (the step's distribution, for the diagnostics) is never capped.
+    average_tail: the fit returns the mean of its last this many iterates
+      (:func:`cmtjax.train.fit.fit_weighted`; 0: the last iterate).
     shard: places a batch on the devices (identity on one device).
 
   Returns:
@@ -184,7 +186,7 @@ def make_kernel(log_prob: Callable[[Params, Array], Array], optimizer, *, n_grad
     def fit(_):
       return fit_weighted(fit_log_prob, optimizer, params, opt_state, key, buffer.x, log_wfit,
                           n_steps=n_grad_steps, batch_size=batch_size, mode=fit_mode,
-                          n_active=n_active)
+                          n_active=n_active, average_tail=average_tail)
 
     def no_fit(_):
       like = jax.eval_shape(fit, None)[2]  # the fit's own dtypes (the flow's, not the buffer's)

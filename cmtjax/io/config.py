@@ -345,7 +345,8 @@ ADDED_LATER = {("init_params",): None, ("cmt", "plan_anneal_evals"): None,
                ("cmt", "refine_min_ess"): 0.0, ("cmt", "fit_weight_cap"): 0.0,
                ("cmt", "refine_skip_ess"): 0.0, ("forward_kl", "early_stopping"): False,
                ("forward_kl", "validation_frames"): 4096, ("cmt", "anchor"): 0.0,
-               ("cmt", "anchor_min_ess_ratio"): 0.5}
+               ("cmt", "anchor_min_ess_ratio"): 0.5,
+               ("cmt", "fit_average"): 0.0}
 
 
 def added_later_sections(layer: dict):

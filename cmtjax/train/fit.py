@@ -150,7 +150,8 @@ def fit_weighted(log_prob_fn: Callable[[Params, Array], Array],
                  optimizer: optax.GradientTransformation, params: Params, opt_state: Any,
                  key: Array, x: Array, log_wbar: Array, *, n_steps: int, batch_size: int,
                  mode: str = "resample",
-                 n_active: Optional[Array] = None) -> tuple[Params, Any, FitInfo]:
+                 n_active: Optional[Array] = None,
+                 average_tail: int = 0) -> tuple[Params, Any, FitInfo]:
   """Fits q_θ to the distribution represented by a weighted buffer.
 
   Args:
@@ -166,10 +167,18 @@ def fit_weighted(log_prob_fn: Callable[[Params, Array], Array],
     mode: ``"resample"`` or ``"weighted"`` (static).
     n_active: only the first ``n_active`` rows hold samples (the rest is padding with
       weight 0); ``"weighted"`` draws among them and scales by ``n_active``. None: all N.
+    average_tail: return the mean of the last this many iterates instead of the last one
+      (iterate averaging, static; 0 or 1: the last). Adam moves every parameter by about its
+      learning rate whatever the size of the move the buffer asks for, so a fit asked for a
+      small step ends displaced by its minibatch noise; the mean of the tail iterates keeps
+      the drift and averages much of that noise out. The optimiser state is the last
+      iterate's; the next fit starts from the returned mean.
 
   Returns:
     ``(params, opt_state, FitInfo)``.
   """
+  if not 0 <= average_tail <= n_steps:
+    raise ValueError(f"average_tail must be in [0, n_steps={n_steps}], got {average_tail}")
   if mode not in FIT_MODES:
     raise ValueError(f"unknown fit mode {mode!r}; known: {', '.join(FIT_MODES)}")
   n = x.shape[0]
@@ -185,9 +194,27 @@ def fit_weighted(log_prob_fn: Callable[[Params, Array], Array],
     lq = log_prob_fn(p, x[idx])
     return -jnp.mean(jnp.where(w > 0, w * lq, 0.0))
 
-  res = optimizer_steps(optimizer, lambda p, k: (batch_loss(p, k), ()), params, opt_state,
-                        key, n_steps)
+  if average_tail > 1:
+    start = n_steps - average_tail
+
+    def add_tail(ex, p, _):  # (running sum of the tail iterates, steps taken)
+      total, i = ex
+      take = i >= start
+      total = jax.tree_util.tree_map(lambda a, b: a + jnp.where(take, b, jnp.zeros_like(b)),
+                                     total, p)
+      return total, i + 1
+
+    res = optimizer_steps(optimizer, lambda p, k, ex: (batch_loss(p, k), ()), params,
+                          opt_state, key, n_steps,
+                          extra=(jax.tree_util.tree_map(jnp.zeros_like, params),
+                                 jnp.zeros((), jnp.int32)),
+                          update_extra=add_tail)
+    out = jax.tree_util.tree_map(lambda a: (a / average_tail).astype(a.dtype), res.extra[0])
+  else:
+    res = optimizer_steps(optimizer, lambda p, k: (batch_loss(p, k), ()), params, opt_state,
+                          key, n_steps)
+    out = res.params
   tail = max(1, n_steps // 10)
   info = FitInfo(loss_first=res.losses[0], loss_last=jnp.mean(res.losses[-tail:]),
                  n_skipped=res.n_skipped)
-  return res.params, res.opt_state, info
+  return out, res.opt_state, info

@@ -77,3 +77,45 @@ def test_weighted_mode_draws_only_the_active_rows_of_a_padded_buffer():
   assert float(ia.loss_last) == pytest.approx(float(ib.loss_last), rel=1e-6)
   for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
     np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-6, atol=1e-7)
+
+
+def test_iterate_averaging_returns_the_mean_of_the_tail_iterates():
+  """``average_tail = T`` returns the mean of the last T of the K iterates (the same iterates
+  as a plain fit, step for step: a fit of K−T steps, then T single steps, averaged), the last
+  iterate's optimiser state, and the same losses; T outside [0, K] is refused."""
+  flow = make_flow(FlowConfig(dim=2, coupling="spline", n_layers=2, hidden=(8,), n_bins=4))
+  params = flow.init(jax.random.PRNGKey(0))
+  x = jax.random.normal(jax.random.PRNGKey(1), (256, 2)) * 0.5 + 1.0
+  lw = jnp.full((256,), -jnp.log(256.0))
+  opt = optax.adam(1e-2)
+  key = jax.random.PRNGKey(2)
+  k, t = 12, 4
+  plain = fit_weighted(flow.log_prob, opt, params, opt.init(params), key, x, lw, n_steps=k,
+                       batch_size=64)
+  avg = fit_weighted(flow.log_prob, opt, params, opt.init(params), key, x, lw, n_steps=k,
+                     batch_size=64, average_tail=t)
+  # The iterates, one step at a time with the keys the scan uses.
+  keys = jax.random.split(key, k)
+  p, s, tail = params, opt.init(params), []
+  for i in range(k):
+    def loss(q, kk=keys[i]):
+      from cmtjax.train.fit import resample_indices
+      cdf = jnp.cumsum(jnp.exp(lw))
+      return -jnp.mean(flow.log_prob(q, x[resample_indices(kk, cdf, 64)]))
+    g = jax.grad(loss)(p)
+    u, s = opt.update(g, s, p)
+    p = optax.apply_updates(p, u)
+    if i >= k - t:
+      tail.append(p)
+  want = jax.tree_util.tree_map(lambda *a: sum(a) / t, *tail)
+  for a, b in zip(jax.tree_util.tree_leaves(avg[0]), jax.tree_util.tree_leaves(want)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(plain[0]), jax.tree_util.tree_leaves(p)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  assert float(plain[2].loss_last) == pytest.approx(float(avg[2].loss_last), abs=1e-5)
+  moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree_util.tree_leaves(avg[0]), jax.tree_util.tree_leaves(plain[0])))
+  assert moved > 1e-4  # the mean is not the last iterate
+  with pytest.raises(ValueError, match="average_tail"):
+    fit_weighted(flow.log_prob, opt, params, opt.init(params), key, x, lw, n_steps=k,
+                 batch_size=64, average_tail=k + 1)
