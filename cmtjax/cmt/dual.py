@@ -27,7 +27,7 @@ entries are excluded through a mask, so that shapes stay static under ``jit``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -218,6 +218,22 @@ def dual_value(buffer: Buffer, lam: Array, eta: Array, eps_tr: Array,
   return -s * log_z - lam * eps_tr + eta * (entropy_estimate(buffer) - eps_ent)
 
 
+def bisect_ess_floor(ess: Callable[[Array], Array], hi: Array, min_ess: float | Array,
+                     n_bisect: int) -> Array:
+  """The lower end of a bisection for the largest t in [0, ``hi``] with ``ess(t) ≥ min_ess``
+  (``ess`` decreasing in t, ``ess(0)`` at the floor or above): after ``n_bisect`` halvings of
+  [0, ``hi``], the largest t found to keep the floor (0 if none did). Whether ``hi`` itself
+  keeps it is the caller's to check."""
+  def body(_, lo_hi):
+    lo, hi = lo_hi  # ess(lo) >= min_ess > ess(hi)
+    mid = 0.5 * (lo + hi)
+    ok = ess(mid) >= min_ess
+    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+  lo, _ = jax.lax.fori_loop(0, n_bisect, body, (jnp.zeros_like(hi), hi))
+  return lo
+
+
 def lam_for_min_ess(buffer: Buffer, lam: Array, eta: Array, min_ess: float | Array, *,
                     n_bisect: int = 40) -> Array:
   """The smallest λ' ≥ λ whose weights keep a step ESS of at least ``min_ess``.
@@ -239,14 +255,8 @@ def lam_for_min_ess(buffer: Buffer, lam: Array, eta: Array, min_ess: float | Arr
     log_wbar = lw - jax.scipy.special.logsumexp(lw)
     return jnp.exp(-jnp.log(n) - jax.scipy.special.logsumexp(2.0 * log_wbar))
 
-  def body(_, lo_hi):
-    lo, hi = lo_hi  # ess(lo) >= min_ess > ess(hi)
-    mid = 0.5 * (lo + hi)
-    ok = ess(mid) >= min_ess
-    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
-
   one = jnp.ones((), lw0.dtype)
-  tau, _ = jax.lax.fori_loop(0, n_bisect, body, (jnp.zeros((), lw0.dtype), one))
+  tau = bisect_ess_floor(ess, one, min_ess, n_bisect)
   needed = (buffer.n_valid > 0) & (ess(one) < min_ess)
   s = 1.0 + lam + eta
   return jnp.where(needed, s / jnp.maximum(tau, jnp.finfo(lw0.dtype).tiny) - 1.0 - eta, lam)

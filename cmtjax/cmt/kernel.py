@@ -144,7 +144,8 @@ class KernelResult(NamedTuple):
 
 def make_kernel(log_prob: Callable[[Params, Array], Array], optimizer, *, n_grad_steps: int,
                 batch_size: int, fit_mode: str = "resample", weight_cap: float = 0.0,
-                average_tail: int = 0, shard: Callable[[Array], Array] = lambda a: a) -> Callable[..., KernelResult]:
+                average_tail: int = 0,
+                shard: Callable[[Array], Array] = lambda a: a) -> Callable[..., KernelResult]:
   """The CMT kernel: one annealing step for given (λ, η).
 
   Args:

@@ -31,13 +31,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from cmtjax.cmt.diagnostics import basin_diagnostics, fit_diagnostics, mode_diagnostics
-from cmtjax.cmt.dual import dual_stats, lam_for_min_ess, normalised_log_weights
+from cmtjax.cmt.dual import (bisect_ess_floor, dual_stats, lam_for_min_ess,
+                             normalised_log_weights)
 from cmtjax.cmt.kernel import (Multipliers, StepMasks, adaptive_multipliers, draw_buffer,
                                make_kernel, scheduled_multipliers, target_multipliers)
 from cmtjax.cmt.paths import PATHS, PathState, init_path, path_constraints, update_path
 from cmtjax.cmt.solver import SolverConfig
 from cmtjax.methods.registry import MethodSpec
 from cmtjax.methods.schedules import SCHEDULES, fixed_multipliers
+from cmtjax.metrics import reverse_ess
 from cmtjax.targets.base import Target
 from cmtjax.train.fit import FIT_MODES, make_optimizer, with_learning_rate
 from cmtjax.train.sharding import shard_batch
@@ -359,23 +361,15 @@ _ANCHOR_PROGRESS_END = 0.999
 _ANCHOR_BISECTIONS = 24
 
 
-def anchor_rho(log_wbar: Array, shift: Array, valid: Array, rho_max: float,
-               min_ess: Array) -> Array:
+def anchor_rho(log_wbar: Array, shift: Array, rho_max: float, min_ess: Array) -> Array:
   """The largest ρ in [0, ``rho_max``] whose weights w̄ e^{ρ shift} (normalised) keep an ESS
   fraction of at least ``min_ess`` (bisection; 0 where even a small ρ does not, ``rho_max``
-  where it does)."""
-  def ess(rho):
-    lw = log_wbar + rho * shift
-    return _ess_fraction(lw - jax.scipy.special.logsumexp(lw), valid)
-
-  def body(_, bounds):
-    lo, hi = bounds
-    mid = 0.5 * (lo + hi)
-    ok = ess(mid) >= min_ess
-    return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+  where it does). ``log_wbar`` is −inf on the rows that do not count."""
+  def ess(rho):  # invalid rows carry −inf in log_wbar and drop out
+    return reverse_ess(log_wbar + rho * shift)
 
   rho_max = jnp.asarray(rho_max, log_wbar.dtype)
-  lo, _ = jax.lax.fori_loop(0, _ANCHOR_BISECTIONS, body, (jnp.zeros_like(rho_max), rho_max))
+  lo = bisect_ess_floor(ess, rho_max, min_ess, _ANCHOR_BISECTIONS)
   return jnp.where(ess(rho_max) >= min_ess, rho_max, lo)
 
 
@@ -397,12 +391,6 @@ def anchor_shift(buf, path: PathState, log_q0: Array, lam: Array, eta: Array,
   a = lam / (1.0 + lam + eta)
   return jnp.where(ok, rho * a * (gap - centre), -1e4).astype(buf.log_q.dtype)
 
-
-def _ess_fraction(log_wbar: Array, valid: Array) -> Array:
-  """1 / (n Σ w̄²) of normalised log weights over the n valid rows."""
-  w = jnp.where(valid, jnp.exp(log_wbar), 0.0)
-  n = jnp.maximum(jnp.sum(valid), 1).astype(w.dtype)
-  return 1.0 / (n * jnp.maximum(jnp.sum(w * w), 1e-30))
 
 
 def _cosine(lr0, lr1, progress):
@@ -605,8 +593,8 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
     if config.anchor > 0:
       on_path = is_annealing & (ms.path.alpha * ms.path.beta < _ANCHOR_PROGRESS_END)
       unit = anchor_shift(buf, ms.path, flow.initial_log_prob(buf.x), mult.lam, mult.eta, 1.0)
-      rho = anchor_rho(normalised_log_weights(buf, mult.lam, mult.eta), unit, buf.valid,
-                       config.anchor, config.anchor_min_ess_ratio * st.ess)
+      rho = anchor_rho(normalised_log_weights(buf, mult.lam, mult.eta), unit, config.anchor,
+                       config.anchor_min_ess_ratio * st.ess)
       rho = jnp.where(on_path, rho, 0.0)
       shift = rho * unit
     res = kernel(k_fit, state.params, with_learning_rate(state.opt_state, lr), buf, mult.lam,
@@ -635,7 +623,7 @@ def make_cmt(config: CMTConfig, flow, target: Target, n_steps: int,
         loss=res.fit.loss_last, n_skipped=res.fit.n_skipped, learning_rate=lr,
         at_target=at_target, **mode_diag._asdict(), **basin_diag._asdict(), n_evals=n_drawn,
         eps_scale=eps_scale, fit_skipped=fit_skipped,
-        fit_ess=st.ess if shift is None else _ess_fraction(res.log_wbar, buf.valid),
+        fit_ess=st.ess if shift is None else reverse_ess(res.log_wbar),
         anchor_rho=rho)
     return state.next(res.params, res.opt_state, new_ms), info
 

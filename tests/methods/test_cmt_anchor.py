@@ -111,7 +111,8 @@ def test_cartesian_initial_log_prob_is_log_prob_at_init():
 def test_rho_is_lowered_until_the_fit_keeps_its_share_of_the_step_ess():
   """``anchor_rho``: the full ρ where its weights keep the ESS floor; else the largest ρ that
   does (the floor met to the bisection's precision, a slightly larger ρ misses it)."""
-  from cmtjax.methods.cmt import _ess_fraction, anchor_rho
+  from cmtjax.methods.cmt import anchor_rho
+  from cmtjax.metrics import reverse_ess
   buf, log_q0 = _buffer(n=4096, seed=3)
   path = PathState(alpha=jnp.asarray(0.6), beta=jnp.asarray(0.7))
   lam, eta = jnp.asarray(2.0), jnp.asarray(0.2)
@@ -119,14 +120,13 @@ def test_rho_is_lowered_until_the_fit_keeps_its_share_of_the_step_ess():
   unit = anchor_shift(buf, path, log_q0, lam, eta, 1.0)
 
   def ess(rho):
-    lw = rel + rho * unit
-    return float(_ess_fraction(lw - jax.scipy.special.logsumexp(lw), buf.valid))
+    return float(reverse_ess(rel + rho * unit))
 
   step_ess = ess(0.0)
   assert ess(1.0) < 0.5 * step_ess  # the full anchor would cost more than half the ESS
-  rho = float(anchor_rho(rel, unit, buf.valid, 1.0, 0.5 * step_ess))
+  rho = float(anchor_rho(rel, unit, 1.0, 0.5 * step_ess))
   assert 0 < rho < 1
   assert ess(rho) >= 0.5 * step_ess * (1 - 1e-4)
   assert ess(min(rho + 0.01, 1.0)) < 0.5 * step_ess
-  assert float(anchor_rho(rel, unit, buf.valid, 1.0, 0.0)) == 1.0
-  assert float(anchor_rho(rel, unit, buf.valid, 0.3, ess(0.3))) == pytest.approx(0.3)
+  assert float(anchor_rho(rel, unit, 1.0, 0.0)) == 1.0
+  assert float(anchor_rho(rel, unit, 0.3, ess(0.3))) == pytest.approx(0.3)
